@@ -1,0 +1,3 @@
+from mnistbench.cli import main
+
+raise SystemExit(main())
