@@ -74,7 +74,11 @@ def show_data_info(root: Path | None) -> int:
             all_valid &= status.verified
             size = _human_size(status.size) if status.size is not None else "-"
             verified = (
-                "[green]yes[/green]" if status.verified else "[red]NO[/red]" if status.present else "-"
+                "[green]yes[/green]"
+                if status.verified
+                else "[red]NO[/red]"
+                if status.present
+                else "-"
             )
             present = "yes" if status.present else "[yellow]no[/yellow]"
             table.add_row(status.dataset, status.filename, present, verified, size)

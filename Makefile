@@ -1,0 +1,40 @@
+# The README's two commands are `make run` and `make test`; both build .venv from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# dev: pytest + ruff; fast: scikit-learn-intelex (x86-64 only; the extra is empty elsewhere)
+EXTRAS ?= dev,fast
+STAMP := $(VENV)/.mnistbench-installed
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job. Until the study runner lands: fetch and verify both datasets, then show them.
+run: setup
+	$(BIN)/mnistbench data fetch
+	$(BIN)/mnistbench data info
+
+# Everything, slow end-to-end and network tests included (CI runs exactly this).
+test: setup
+	$(BIN)/python -m pytest
+
+# Skip the slow and network tests while iterating.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not network"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	@echo "benchmarks/: none yet (see benchmarks/README.md)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, TensorDataset, random_split
+
+from mnistbench.data.load import Dataset
+from mnistbench.data.registry import MNIST
+from mnistbench.data.splits import make_split, stratified_holdout
+
+
+def _dataset(n_train: int = 600, n_test: int = 100) -> Dataset:
+    # Image i holds the value i % 256 so that we can trace which example went where.
+    ids = torch.arange(n_train + n_test)
+    images = (ids % 256).to(torch.uint8).view(-1, 1, 1).expand(-1, 2, 2).contiguous()
+    labels = ids % 10
+    return Dataset(MNIST, images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+
+
+def test_official_split_keeps_files_as_they_are():
+    data = _dataset()
+    split = make_split(data, "official")
+    assert split.sizes() == {"train": 600, "val": 0, "test": 100}
+    assert torch.equal(split.test_images, data.test_images)
+
+
+def test_official_validation_is_stratified_seeded_and_disjoint():
+    data = _dataset()
+    split = make_split(data, "official", val_fraction=0.1, seed=3)
+    assert split.sizes() == {"train": 540, "val": 60, "test": 100}
+    assert torch.bincount(split.val_labels).tolist() == [6] * 10
+    again = make_split(data, "official", val_fraction=0.1, seed=3)
+    assert torch.equal(split.val_images, again.val_images)
+    other = stratified_holdout(data.train_labels, 0.1, seed=4)
+    assert not torch.equal(other, stratified_holdout(data.train_labels, 0.1, seed=3))
+
+
+def test_assignment_split_is_49k_7k_14k_and_matches_random_split():
+    n_train, n_test = 60_000, 10_000
+    data = Dataset(
+        MNIST,
+        torch.zeros(n_train, 1, 1, dtype=torch.uint8),
+        torch.arange(n_train),
+        torch.zeros(n_test, 1, 1, dtype=torch.uint8),
+        torch.arange(n_train, n_train + n_test),
+    )
+    split = make_split(data, "assignment")
+    assert split.sizes() == {"train": 49_000, "val": 7_000, "test": 14_000}
+    # The notebook's way: random_split of the pooled set with a seeded generator.
+    pooled = ConcatDataset([TensorDataset(data.train_labels), TensorDataset(data.test_labels)])
+    parts = random_split(pooled, [0.7, 0.1, 0.2], generator=torch.Generator().manual_seed(42))
+    assert split.train_labels.tolist() == list(parts[0].indices)
+    assert split.test_labels.tolist() == list(parts[2].indices)
+    # Deterministic, and every example lands in exactly one part.
+    assert torch.equal(make_split(data, "assignment").val_labels, split.val_labels)
+    everything = torch.cat([split.train_labels, split.val_labels, split.test_labels])
+    assert torch.equal(everything.sort().values, torch.arange(70_000))
+
+
+def test_unknown_split_and_bad_fraction():
+    with pytest.raises(ValueError, match="unknown split 'random'"):
+        make_split(_dataset(), "random")
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_split(_dataset(), "official", val_fraction=1.5)
