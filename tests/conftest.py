@@ -74,3 +74,20 @@ def real_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for info in DATASETS.values():
         fetch_dataset(info, root, log=lambda line: None)
     return root
+
+
+def synthetic_dataset(n_train: int = 400, n_test: int = 100, seed: int = 0):
+    """A Dataset in memory (no files) with the synthetic, learnable images."""
+    import torch
+
+    from mnistbench.data.load import Dataset
+
+    train_x, train_y = synthetic_arrays(n_train, seed)
+    test_x, test_y = synthetic_arrays(n_test, seed + 1)
+    return Dataset(
+        MNIST,
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y).long(),
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y).long(),
+    )

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mnistbench import __version__
@@ -20,6 +25,82 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
         help="data root (default: $MNISTBENCH_DATA, else ./data); files go to "
         "ROOT/MNIST/raw and ROOT/FashionMNIST/raw, torchvision's layout",
     )
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal under each field), for --help."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _gamma(text: str) -> str | float:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "all") else int(text)
+
+
+_FLAG_TYPES: dict[str, Callable[[str], object]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "int | None": _optional_int,
+    "str | float": _gamma,
+}
+
+
+def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunSpec field (--batch-size for batch_size), help from its docstring.
+
+    Defaults stay RunSpec's own: an absent flag is absent from the namespace (SUPPRESS).
+    """
+    from mnistbench.config import SVM_FIELDS, TORCH_FIELDS, RunSpec
+
+    docs = _field_docs(RunSpec)
+    groups = {
+        "common": parser.add_argument_group("run"),
+        "torch": parser.add_argument_group("deep-learning engine (resnet18, resnet50)"),
+        "svm": parser.add_argument_group("SVM engine (--model svm)"),
+    }
+    for spec_field in dataclasses.fields(RunSpec):
+        name = spec_field.name
+        group = groups[
+            "torch" if name in TORCH_FIELDS else "svm" if name in SVM_FIELDS else "common"
+        ]
+        flag = "--" + name.replace("_", "-")
+        default = spec_field.default if spec_field.default is not dataclasses.MISSING else None
+        help_text = docs.get(name, "") + (f" [default: {default}]" if default is not None else "")
+        if spec_field.type == "bool":
+            group.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=name,
+                type=_FLAG_TYPES[str(spec_field.type)],
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                help=help_text.replace("%", "%%"),
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     info = data_commands.add_parser("info", help="show which dataset files are present and valid")
     _add_root(info)
     info.set_defaults(handler=_data_info)
+
+    train = commands.add_parser(
+        "train",
+        help="train and evaluate one model (ResNet or SVM) and report what it measured",
+        description="Train one model on one dataset and report test accuracy, train time, "
+        "throughput, FLOPs and memory. Every RunSpec field is a flag.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_spec_flags(train)
+    _add_root(train)
+    train.add_argument(
+        "--json", type=Path, default=None, metavar="OUT", help="write the RunResult as JSON"
+    )
+    train.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path("results/checkpoints"),
+        help="where epoch checkpoints and the final model go; a killed run resumes from "
+        "here [default: results/checkpoints]",
+    )
+    train.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    train.set_defaults(handler=_train)
     return parser
 
 
@@ -70,6 +173,15 @@ def _data_info(args: argparse.Namespace) -> int:
     from mnistbench.commands import show_data_info
 
     return show_data_info(args.root)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mnistbench.commands import train_one
+    from mnistbench.config import RunSpec
+
+    spec_fields = {f.name for f in dataclasses.fields(RunSpec)}
+    values = {name: value for name, value in vars(args).items() if name in spec_fields}
+    return train_one(values, args.root, args.json, args.checkpoint_dir, args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,15 +5,20 @@ cli.py parses; these functions act and print. Library code stays free of printin
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from mnistbench.config import RunResult, RunSpec, SpecError
 from mnistbench.data.fetch import FetchError, fetch_dataset
+from mnistbench.data.load import Dataset, DatasetNotFoundError, load_dataset
 from mnistbench.data.registry import DATASETS, UnknownDatasetError, get_dataset
 from mnistbench.data.storage import file_statuses, resolve_root
+from mnistbench.progress import PlainReporter, Reporter, RichReporter
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -90,3 +95,89 @@ def show_data_info(root: Path | None) -> int:
     if not all_valid:
         console.print("some files are missing or invalid: run `mnistbench data fetch`")
     return 0 if all_valid else 1
+
+
+def load_or_fetch(name: str, root: Path | None) -> Dataset:
+    """Load a dataset; fetch it first (printing each source tried) when it is not there yet."""
+    try:
+        return load_dataset(name, root)
+    except DatasetNotFoundError:
+        info = get_dataset(name)
+        err_console.print(f"{info.name} is not under {resolve_root(root)}: fetching it first")
+        fetch_dataset(info, resolve_root(root), log=err_console.print)
+        return load_dataset(name, root)
+
+
+def make_spec(values: dict[str, Any]) -> RunSpec:
+    """A RunSpec from CLI values; a bad value is a UsageError naming its flag."""
+    try:
+        return RunSpec(**values)
+    except SpecError as exc:
+        flag = "--" + exc.field_name.replace("_", "-")
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+def run_spec(spec: RunSpec, data: Dataset, checkpoint_dir: Path, reporter: Reporter) -> RunResult:
+    """Run one spec on its engine. The only place that picks between the two engines."""
+    if spec.is_svm:
+        from mnistbench import train_svm
+
+        return train_svm.run(spec, data, reporter=reporter)
+    from mnistbench import train_torch
+
+    return train_torch.run(spec, data, checkpoint_dir=checkpoint_dir, reporter=reporter)
+
+
+def _summary_table(result: RunResult) -> Table:
+    spec = result.spec
+    table = Table(title=f"{spec['model']} on {spec['dataset']} ({spec['split']} split)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def add(name: str, value: Any, fmt: str = "{}") -> None:
+        if value is not None:
+            table.add_row(name, fmt.format(value))
+
+    add("status", result.status)
+    add("test accuracy", result.test_accuracy, "{:.2f} %")
+    add("val accuracy", result.val_accuracy, "{:.2f} %")
+    add("train time", result.train_seconds, "{:.1f} s")
+    add("eval time", result.eval_seconds, "{:.2f} s")
+    add("throughput", result.images_per_second, "{:,.0f} img/s")
+    add("FLOPs / image (fwd)", result.flops_per_image and result.flops_per_image / 1e9, "{:.3f} G")
+    add("MACs / image (fwd)", result.macs_per_image and result.macs_per_image / 1e9, "{:.3f} G")
+    add("training FLOPs", result.train_flops and result.train_flops / 1e12, "{:.2f} T")
+    add("peak memory", result.peak_memory_bytes and result.peak_memory_bytes / 2**20, "{:,.0f} MiB")
+    add("device", result.device)
+    add("precision", result.amp if result.amp != "off" else None)
+    add("back-end", result.backend)
+    add("support vectors", result.n_support, "{:,}")
+    add("resumed from epoch", result.resumed_from_epoch)
+    add("note", result.message)
+    return table
+
+
+def train_one(
+    values: dict[str, Any],
+    root: Path | None,
+    json_out: Path | None,
+    checkpoint_dir: Path,
+    quiet: bool,
+) -> int:
+    """`mnistbench train`: run one spec, print a summary, optionally write the RunResult JSON."""
+    from mnistbench.train_torch import DeviceUnavailableError
+
+    spec = make_spec(values)
+    data = load_or_fetch(spec.dataset, root)
+    reporter = PlainReporter(err_console.print) if quiet else RichReporter(err_console)
+    try:
+        result = run_spec(spec, data, checkpoint_dir, reporter)
+    except DeviceUnavailableError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        return 1
+    console.print(_summary_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        console.print(f"result written to {json_out}")
+    return 0 if result.status == "ok" else 1

@@ -51,8 +51,11 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 def _positive(name: str, value: object, *, integer: bool = False, zero_ok: bool = False) -> None:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (
-        value == 0 and not zero_ok
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or value < 0
+        or (value == 0 and not zero_ok)
     ):
         what = "an integer" if integer else "a number"
         raise SpecError(name, value, f"must be {what} {'>= 0' if zero_ok else '> 0'}")
@@ -149,7 +152,9 @@ class RunSpec:
         if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
             raise SpecError("val_fraction", self.val_fraction, "must be in [0, 1)")
         if self.split == "assignment" and self.val_fraction:
-            raise SpecError("val_fraction", self.val_fraction, "the assignment split fixes 70/10/20")
+            raise SpecError(
+                "val_fraction", self.val_fraction, "the assignment split fixes 70/10/20"
+            )
         _positive("seed", self.seed, integer=True, zero_ok=True)
         for name in ("train_limit", "test_limit"):
             if getattr(self, name) is not None:
@@ -181,9 +186,13 @@ class RunSpec:
         _choice("loader", self.loader, LOADERS)
         _positive("num_workers", self.num_workers, integer=True, zero_ok=True)
         if self.loader == "memory" and self.num_workers:
-            raise SpecError("num_workers", self.num_workers, "only the dataloader loader has workers")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or not (
-            28 <= self.image_size <= 224
+            raise SpecError(
+                "num_workers", self.num_workers, "only the dataloader loader has workers"
+            )
+        if (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, int)
+            or not (28 <= self.image_size <= 224)
         ):
             raise SpecError("image_size", self.image_size, "must be an integer from 28 to 224")
         if self.channels not in (1, 3):
@@ -200,7 +209,8 @@ class RunSpec:
         _positive("degree", self.degree, integer=True)
         _choice("svm_backend", self.svm_backend, SVM_BACKENDS)
         if self.features not in ("pixels", "standardized") and not (
-            self.features.startswith("pca:") and self.features[4:].isdigit()
+            self.features.startswith("pca:")
+            and self.features[4:].isdigit()
             and int(self.features[4:]) > 0
         ):
             raise SpecError("features", self.features, "choose pixels, standardized or pca:N")
@@ -243,7 +253,9 @@ class RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SpecError(unknown[0], values[unknown[0]], f"unknown field; known: {sorted(known)}")
+            raise SpecError(
+                unknown[0], values[unknown[0]], f"unknown field; known: {sorted(known)}"
+            )
         return cls(**values)
 
     def replace(self, **changes: Any) -> RunSpec:

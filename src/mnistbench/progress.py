@@ -96,7 +96,9 @@ class RichReporter(Reporter):
 
     def update(self, steps_done: int, metrics: dict[str, float]) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=steps_done, metrics=_format_metrics(metrics))
+            self._progress.update(
+                self._task, completed=steps_done, metrics=_format_metrics(metrics)
+            )
 
     def end_epoch(self, summary: dict[str, object]) -> None:
         if self._progress is not None:

@@ -68,7 +68,9 @@ class FetchError(RuntimeError):
 
 def default_sources(info: DatasetInfo, root: Path) -> list[Source]:
     """The offline-first chain of sources for one dataset."""
-    sources: list[Source] = [DirectorySource(raw_dir(root, info), f"files in {raw_dir(root, info)}")]
+    sources: list[Source] = [
+        DirectorySource(raw_dir(root, info), f"files in {raw_dir(root, info)}")
+    ]
     sources += [DirectorySource(Path(d), f"system directory {d}") for d in info.system_dirs]
     if info.debian_package:
         sources.append(DebianPackageSource(info.debian_package))
@@ -130,7 +132,7 @@ def fetch_dataset(
                 outcome, detail = "ok", f"4 files verified (SHA-256) in {raw_dir(root, info)}"
             except SourceSkipped as exc:
                 outcome, detail = "skipped", str(exc)
-            except Exception as exc:  # noqa: BLE001 - any failure means: report it, try the next
+            except Exception as exc:  # any failure: report it and try the next source
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
             attempt = Attempt(source.label, outcome, detail, time.perf_counter() - attempt_started)
             report.attempts.append(attempt)

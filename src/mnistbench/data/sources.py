@@ -16,9 +16,10 @@ import sys
 import tarfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def _archive_members(path: Path) -> dict[str, Callable[[], bytes]]:
         archive = zipfile.ZipFile(path)
         return {name: (lambda n=name: archive.read(n)) for name in archive.namelist()}
     if tarfile.is_tarfile(path):
-        archive = tarfile.open(path, "r:*")
+        archive = tarfile.open(path, "r:*")  # noqa: SIM115 - read lazily by the returned closures
         return {
             member.name: (lambda m=member: archive.extractfile(m).read())
             for member in archive.getmembers()
@@ -152,7 +153,7 @@ def deb_members(deb: Path, info: DatasetInfo) -> Collected:
     """The dataset's files from a .deb (an ar archive holding data.tar.*), without dpkg."""
     tar_bytes = _ar_member(deb.read_bytes(), b"data.tar", str(deb))
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*")
+        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*")  # noqa: SIM115 - in memory
     except tarfile.ReadError:
         # data.tar.zst: not readable by Python 3.11's tarfile; let dpkg-deb decompress it.
         if shutil.which("dpkg-deb") is None:
@@ -160,7 +161,7 @@ def deb_members(deb: Path, info: DatasetInfo) -> Collected:
         tar_bytes = subprocess.run(
             ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True
         ).stdout
-        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:")
+        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:")  # noqa: SIM115
     found: Collected = {}
     for member in archive.getmembers():
         basename = member.name.rsplit("/", 1)[-1]
@@ -192,7 +193,7 @@ def _ar_member(data: bytes, prefix: bytes, name: str) -> bytes:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickle plain numpy arrays and nothing else: a pickle can otherwise run any code."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),

@@ -1,0 +1,624 @@
+"""Train and evaluate a torchvision ResNet for one RunSpec -> RunResult.
+
+The dataset lives on the device as uint8 tensors; each step slices a batch by index, augments and
+preprocesses it there (loader='memory'). loader='dataloader' feeds the same batches through a
+torch DataLoader, which is where pin_memory and num_workers mean something. Running loss and
+accuracy stay on the device and are read every few steps, so the GPU never waits for the host.
+A checkpoint is written atomically after each epoch; a run with the same spec resumes from it,
+and because batch order and augmentation are drawn from per-epoch seeds, a resumed run on CPU
+ends bit-for-bit where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistbench.config import RunResult, RunSpec
+from mnistbench.data.load import Dataset
+from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
+from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.measure import (
+    Stopwatch,
+    environment,
+    forward_flops,
+    peak_memory,
+    reset_peak_memory,
+    synchronize,
+)
+from mnistbench.models import build_resnet
+from mnistbench.progress import Reporter
+
+CHECKPOINT_VERSION = 1
+TRANSLATE_PIXELS = 2  # augment='translate': random shift of up to ±2 px
+PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The spec asks for a device this machine does not have. Never fall back silently."""
+
+
+class Diverged(Exception):
+    """The training loss became non-finite."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, else mps, else cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {name!r} requested but CUDA is not available here "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}, no GPU visible)"
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device {name!r} requested but MPS is not available here")
+    return device
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What mixed precision actually runs: autocast dtype (None = fp32) and a GradScaler."""
+
+    label: str  # "off", "fp16" or "bf16"
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+def make_precision(amp: bool, device: torch.device) -> Precision:
+    """fp16 autocast + GradScaler on CUDA (fp16's range needs loss scaling); bf16 on CPU (same
+    range as fp32, no scaler needed); fp32 elsewhere."""
+    if not amp or device.type not in ("cuda", "cpu"):
+        return Precision("off", None, None)
+    if device.type == "cuda":
+        return Precision("fp16", torch.float16, torch.amp.GradScaler("cuda"))
+    return Precision("bf16", torch.bfloat16, None)
+
+
+def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    optimizer_class = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(
+    spec: RunSpec, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step schedules over the whole run; 'none' keeps the lr constant (as published)."""
+    if spec.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if spec.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=spec.lr, total_steps=total_steps, pct_start=0.25
+        )
+    return None
+
+
+def translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image (B, H, W) by its own random offset in [-max_shift, max_shift], zero-filled."""
+    batch, height, width = images.shape
+    padded = nn.functional.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(
+        0, 2 * max_shift + 1, (2, batch), generator=generator, device=generator.device
+    ).to(images.device)
+    rows = torch.arange(height, device=images.device)[None, :] + offsets[0][:, None]
+    cols = torch.arange(width, device=images.device)[None, :] + offsets[1][:, None]
+    index = torch.arange(batch, device=images.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, epoch): resumed epochs replay the same draws."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def memory_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches sliced by index from device-resident tensors, in a seeded random order.
+
+    A final batch of one image is dropped: BatchNorm cannot train on it.
+    """
+    order = torch.randperm(len(labels), generator=generator).to(images.device)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        if len(index) > 1:
+            yield images[index], labels[index]
+
+
+def dataloader_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    spec: RunSpec,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The same batches through torch's DataLoader: pinned host memory and workers as the spec
+    says, with non_blocking copies (which only overlap with compute from pinned memory).
+
+    The order is the memory loader's permutation, given as the sampler, so that the two loaders
+    differ only in how the data moves (DataLoader's own shuffle would draw a different order).
+    """
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels),
+        batch_size=spec.batch_size,
+        sampler=torch.randperm(len(labels), generator=generator).tolist(),
+        num_workers=spec.num_workers,
+        pin_memory=spec.pin_memory and device.type == "cuda",
+        drop_last=False,
+    )
+    for batch_images, batch_labels in loader:
+        if len(batch_labels) > 1:
+            yield (
+                batch_images.to(device, non_blocking=True),
+                batch_labels.to(device, non_blocking=True),
+            )
+
+
+def count_batches(n: int, batch_size: int) -> int:
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 1)
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    steps: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    preprocess: Preprocess,
+    device: torch.device,
+    precision: Precision,
+    *,
+    epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: torch.Generator | None = None,
+    reporter: Reporter | None = None,
+) -> EpochStats:
+    """One pass over `batches`. Raises Diverged naming the first step whose loss was not finite."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    images_seen, steps, started = 0, 0, time.perf_counter()
+    for images, labels in batches:
+        if augment is not None:
+            images = translate(images, TRANSLATE_PIXELS, augment)
+        inputs = preprocess(images)
+        with precision.autocast(device):
+            logits = model(inputs)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        steps += 1
+        images_seen += len(labels)
+        # Accumulate on the device; the host looks only every PROGRESS_EVERY steps.
+        detached = loss.detach().float()
+        loss_sum += detached * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
+        bad_now = ~torch.isfinite(detached) & (first_bad_step < 0)
+        first_bad_step = torch.where(bad_now, steps, first_bad_step)
+        if steps % PROGRESS_EVERY == 0:
+            _check_finite(first_bad_step, epoch)
+            if reporter is not None:
+                elapsed = time.perf_counter() - started
+                reporter.update(
+                    steps,
+                    {
+                        "loss": loss_sum.item() / images_seen,
+                        "acc": 100.0 * correct.item() / images_seen,
+                        "img/s": images_seen / elapsed,
+                    },
+                )
+    _check_finite(first_bad_step, epoch)
+    return EpochStats(
+        loss=loss_sum.item() / max(images_seen, 1),
+        accuracy=100.0 * correct.item() / max(images_seen, 1),
+        images=images_seen,
+        steps=steps,
+    )
+
+
+def _check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
+    step = int(first_bad_step.item())
+    if step >= 0:
+        raise Diverged(epoch, step)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preprocess: Preprocess,
+    device: torch.device,
+    precision: Precision,
+    batch_size: int = 256,
+    num_classes: int = 10,
+) -> tuple[float, torch.Tensor]:
+    """(accuracy %, confusion matrix [true, predicted]) over device-resident uint8 images."""
+    model.eval()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    for start in range(0, len(labels), batch_size):
+        batch_labels = labels[start : start + batch_size]
+        with precision.autocast(device):
+            predicted = model(preprocess(images[start : start + batch_size])).argmax(1)
+        confusion += torch.bincount(
+            batch_labels * num_classes + predicted, minlength=num_classes * num_classes
+        )
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    accuracy = 100.0 * confusion.diag().sum().item() / max(int(confusion.sum()), 1)
+    return accuracy, confusion
+
+
+def eval_batch_size(image_size: int) -> int:
+    # Large batches for throughput; fewer at 224 px where one image's activations are 64x bigger.
+    return 1024 if image_size <= 64 else 128
+
+
+def make_preprocess(spec: RunSpec, split: SplitData) -> Preprocess:
+    """The published protocol normalises with 0.5/0.5; the native one with train statistics."""
+    if spec.split == "assignment":
+        mean, std = ASSIGNMENT_MEAN_STD
+    else:
+        mean, std = normalization_stats(split.train_images)
+    return Preprocess(mean=mean, std=std, image_size=spec.image_size, channels=spec.channels)
+
+
+def checkpoint_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
+    return checkpoint_dir / f"{spec.key()}.ckpt.pt"
+
+
+def final_model_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
+    return checkpoint_dir / f"{spec.key()}.model.pt"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same directory, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The checkpoint at path if it belongs to this exact spec, else None."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("version") != CHECKPOINT_VERSION or state.get("spec") != spec.canonical():
+        return None
+    return state
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _training_flops_per_image(
+    model: nn.Module,
+    criterion: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    precision: Precision,
+    device: torch.device,
+) -> int:
+    """FLOPs of one forward + backward pass per image, counted on a copy of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    scratch = copy.deepcopy(model).train()
+    with FlopCounterMode(display=False) as counter:
+        with precision.autocast(device):
+            loss = criterion(scratch(inputs), labels)
+        loss.backward()
+    del scratch
+    return int(counter.get_total_flops()) // len(labels)
+
+
+def _warm_up(
+    model: nn.Module,
+    criterion: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    precision: Precision,
+    device: torch.device,
+    steps: int,
+) -> None:
+    """Untimed forward/backward passes on a copy at the real batch size, so that kernel selection,
+    allocator growth and cuDNN autotuning happen off the clock."""
+    scratch = copy.deepcopy(model).train()
+    for _ in range(steps):
+        with precision.autocast(device):
+            loss = criterion(scratch(inputs), labels)
+        loss.backward()
+    synchronize(device)
+
+
+def run(
+    spec: RunSpec,
+    data: Dataset,
+    *,
+    checkpoint_dir: Path | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Train spec.model on data under spec, evaluate, and return everything measured.
+
+    With checkpoint_dir, each finished epoch is saved there and a later call with the same spec
+    resumes after the last saved epoch; the final model is kept there for later prediction.
+    """
+    if spec.is_svm:
+        raise ValueError("train_torch.run got an SVM spec; use train_svm.run")
+    reporter = reporter or Reporter()
+    device = resolve_device(spec.device)
+    torch.set_num_threads(spec.threads)
+    precision = make_precision(spec.amp, device)
+
+    split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
+    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    preprocess = make_preprocess(spec, split)
+    eval_images, eval_labels, eval_name = (
+        (split.val_images, split.val_labels, "val")
+        if len(split.val_labels)
+        else (split.test_images, split.test_labels, "test")
+    )
+    # Data lives on the device, as uint8, once: 55 MB even for the whole dataset.
+    on_device = {
+        "train_x": split.train_images.to(device),
+        "train_y": split.train_labels.to(device),
+        "eval_x": eval_images.to(device),
+        "eval_y": eval_labels.to(device),
+    }
+
+    torch.manual_seed(spec.seed)
+    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+    optimizer = make_optimizer(spec, model)
+    steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
+    scheduler = make_scheduler(spec, optimizer, steps_per_epoch * spec.epochs)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, train_seconds, resumed_from = 1, 0.0, None
+    ckpt_path = checkpoint_path(checkpoint_dir, spec) if checkpoint_dir else None
+    state = load_checkpoint(ckpt_path, spec) if ckpt_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if precision.scaler is not None and state["scaler"] is not None:
+            precision.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        history, train_seconds = state["history"], state["train_seconds"]
+        resumed_from = state["epoch"]
+        start_epoch = resumed_from + 1
+        reporter.log(f"resuming from {ckpt_path} after epoch {resumed_from}")
+
+    # FLOPs counted on real images at the real input size (the count does not depend on batch).
+    probe_inputs = preprocess(on_device["train_x"][:2])
+    flops_per_image = forward_flops(model, probe_inputs) // 2
+    train_flops_per_image = _training_flops_per_image(
+        model, criterion, probe_inputs, on_device["train_y"][:2], precision, device
+    )
+    warm_size = min(spec.batch_size, len(split.train_labels))
+    _warm_up(
+        model,
+        criterion,
+        preprocess(on_device["train_x"][:warm_size]),
+        on_device["train_y"][:warm_size],
+        precision,
+        device,
+        steps=3 if device.type == "cuda" else 1,
+    )
+    reset_peak_memory(device)
+
+    status, message = "ok", None
+    stopwatch = Stopwatch(device)
+    for epoch in range(start_epoch, spec.epochs + 1):
+        generator = epoch_generator(spec.seed, epoch)
+        if spec.loader == "memory":
+            batches = memory_batches(
+                on_device["train_x"], on_device["train_y"], spec.batch_size, generator
+            )
+        else:
+            batches = dataloader_batches(
+                split.train_images, split.train_labels, spec, generator, device
+            )
+        augment = (
+            epoch_generator(spec.seed + 7919, epoch, device)
+            if spec.augment == "translate"
+            else None
+        )
+        reporter.start_epoch(epoch, spec.epochs, steps_per_epoch)
+        stopwatch.start()
+        try:
+            stats = train_one_epoch(
+                model,
+                criterion,
+                optimizer,
+                batches,
+                preprocess,
+                device,
+                precision,
+                epoch=epoch,
+                scheduler=scheduler,
+                augment=augment,
+                reporter=reporter,
+            )
+        except Diverged as exc:
+            stopwatch.stop()
+            status, message = "diverged", str(exc)
+            reporter.end_epoch({"epoch": epoch, "status": "diverged", "note": message})
+            history.append({"epoch": epoch, "status": "diverged", "step": exc.step})
+            break
+        epoch_seconds = stopwatch.stop()
+        train_seconds += epoch_seconds
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": epoch_seconds,
+            "images": stats.images,
+            "images_per_second": stats.images / epoch_seconds,
+        }
+        if spec.eval_each_epoch or epoch == spec.epochs:
+            accuracy, _ = evaluate(
+                model,
+                on_device["eval_x"],
+                on_device["eval_y"],
+                preprocess,
+                device,
+                precision,
+                eval_batch_size(spec.image_size),
+            )
+            entry[f"{eval_name}_accuracy"] = accuracy
+        history.append(entry)
+        reporter.end_epoch(entry)
+        if ckpt_path is not None:
+            atomic_torch_save(
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "spec": spec.canonical(),
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler else None,
+                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
+                    "rng": _rng_state(),
+                    "history": history,
+                    "train_seconds": train_seconds,
+                },
+                ckpt_path,
+            )
+
+    result = RunResult(
+        spec=spec.to_dict(),
+        status=status,
+        message=message,
+        device=str(device),
+        amp=precision.label,
+        history=history,
+        train_seconds=train_seconds,
+        flops_per_image=float(flops_per_image),
+        macs_per_image=flops_per_image / 2,
+        environment=environment(device, spec.threads),
+        protocol=protocol(spec, split, preprocess, precision, device),
+        resumed_from_epoch=resumed_from,
+    )
+    images_trained = sum(entry.get("images", 0) for entry in history)
+    result.train_flops = float(train_flops_per_image * images_trained)
+    if train_seconds > 0:
+        result.images_per_second = images_trained / train_seconds
+    if status == "ok":
+        if len(split.val_labels):
+            result.val_accuracy = history[-1].get("val_accuracy")
+        eval_watch = Stopwatch(device)
+        eval_watch.start()
+        accuracy, confusion = evaluate(
+            model,
+            split.test_images.to(device),
+            split.test_labels.to(device),
+            preprocess,
+            device,
+            precision,
+            eval_batch_size(spec.image_size),
+        )
+        result.eval_seconds = eval_watch.stop()
+        result.test_accuracy = accuracy
+        result.confusion_matrix = confusion.tolist()
+        per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+        result.per_class_accuracy = (100.0 * per_class).tolist()
+    result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
+    if checkpoint_dir is not None and status == "ok":
+        final = final_model_path(checkpoint_dir, spec)
+        atomic_torch_save({"spec": spec.to_dict(), "model": model.state_dict()}, final)
+        result.model_path = str(final)
+        if ckpt_path is not None:
+            ckpt_path.unlink(missing_ok=True)  # the final model supersedes the epoch checkpoint
+    return result
+
+
+def protocol(
+    spec: RunSpec,
+    split: SplitData,
+    preprocess: Preprocess,
+    precision: Precision,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What a reader needs to compare this result with another: the protocol, stated."""
+    return {
+        "split": spec.split,
+        "sizes": split.sizes(),
+        "image_size": spec.image_size,
+        "channels": spec.channels,
+        "normalize": [round(preprocess.mean, 4), round(preprocess.std, 4)],
+        "resize": "bilinear, per batch on the device" if spec.image_size != 28 else "none",
+        "stem": spec.stem,
+        "epochs": spec.epochs,
+        "loader": spec.loader,
+        "pin_memory": spec.pin_memory and device.type == "cuda" and spec.loader == "dataloader",
+        "amp": precision.label,
+        "device": str(device),
+    }

@@ -1,0 +1,58 @@
+import pytest
+
+from mnistbench.config import RunResult, RunSpec, SpecError
+
+
+def test_defaults_are_the_published_best_mnist_config():
+    spec = RunSpec()
+    assert (spec.optimizer, spec.lr, spec.batch_size, spec.weight_decay) == ("sgd", 1e-3, 16, 5e-4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"lr": -1.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"image_size": 300}, "image_size"),
+        ({"channels": 2}, "channels"),
+        ({"device": "tpu"}, "device"),
+        ({"dataset": "cifar"}, "dataset"),
+        ({"model": "svm", "kernel": "sigmoid"}, "kernel"),
+        ({"model": "svm", "gamma": "big"}, "gamma"),
+        ({"model": "svm", "features": "pca:x"}, "features"),
+        ({"loader": "memory", "num_workers": 2}, "num_workers"),
+        ({"split": "assignment", "val_fraction": 0.1}, "val_fraction"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_value(changes, field):
+    with pytest.raises(SpecError) as caught:
+        RunSpec(**changes)
+    assert caught.value.field_name == field
+    assert repr(changes[field]) in str(caught.value)
+
+
+def test_dataset_alias_is_stored_canonical():
+    assert RunSpec(dataset="Fashion").dataset == "fashion-mnist"
+
+
+def test_canonical_drops_what_the_engine_ignores():
+    adam = RunSpec(optimizer="adam")
+    assert "momentum" not in adam.canonical() and "kernel" not in adam.canonical()
+    assert adam.key() == RunSpec(optimizer="adam", momentum=0.5, kernel="poly").key()
+    assert adam.key() != RunSpec(optimizer="adam", lr=1e-4).key()
+    svm = RunSpec(model="svm", kernel="rbf")
+    assert "lr" not in svm.canonical() and "degree" not in svm.canonical()
+    assert svm.key() == RunSpec(model="svm", kernel="rbf", lr=0.5, degree=5).key()
+    assert RunSpec(threads=1).key() == RunSpec(threads=2).key()
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(SpecError, match="learning_rate"):
+        RunSpec.from_dict({"learning_rate": 0.1})
+    assert RunSpec.from_dict(RunSpec(lr=0.5).to_dict()) == RunSpec(lr=0.5)
+
+
+def test_result_round_trips_through_json():
+    result = RunResult(spec=RunSpec().to_dict(), test_accuracy=99.1, history=[{"epoch": 1}])
+    assert RunResult.from_dict(result.to_dict()) == result

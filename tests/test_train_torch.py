@@ -1,0 +1,163 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistbench.config import RunSpec
+from mnistbench.train_torch import (
+    DeviceUnavailableError,
+    checkpoint_path,
+    final_model_path,
+    memory_batches,
+    resolve_device,
+    run,
+    translate,
+)
+from tests.conftest import synthetic_dataset
+
+# Small and fast: 28 px, imagenet stem, one thread so results are reproducible bit for bit.
+TINY = {"model": "resnet18", "epochs": 2, "batch_size": 32, "threads": 1, "device": "cpu"}
+
+
+def test_learns_the_synthetic_task_and_reports_everything():
+    spec = RunSpec(**TINY, optimizer="adam", lr=1e-3)
+    result = run(spec, synthetic_dataset())
+    assert result.status == "ok"
+    assert result.test_accuracy > 50, "ten classes: chance is 10 %"
+    assert [entry["epoch"] for entry in result.history] == [1, 2]
+    assert all("test_accuracy" in entry and entry["images"] == 400 for entry in result.history)
+    assert result.train_seconds > 0 and result.eval_seconds > 0 and result.images_per_second > 0
+    assert result.macs_per_image == result.flops_per_image / 2 > 0
+    # Forward + backward is about three forward passes; it is counted, not assumed.
+    assert 2.5 < result.train_flops / (800 * result.flops_per_image) < 3.5
+    matrix = torch.tensor(result.confusion_matrix)
+    assert matrix.shape == (10, 10) and int(matrix.sum()) == 100
+    assert result.test_accuracy == pytest.approx(100 * matrix.diag().sum().item() / 100)
+    assert len(result.per_class_accuracy) == 10
+    assert result.protocol["split"] == "official" and result.protocol["amp"] == "off"
+    assert result.environment["threads"] == 1
+    json.dumps(result.to_dict())  # serialisable as it is
+
+
+def test_validation_split_is_used_for_epoch_accuracy():
+    spec = RunSpec(**{**TINY, "epochs": 1}, val_fraction=0.2)
+    result = run(spec, synthetic_dataset())
+    assert "val_accuracy" in result.history[0] and result.val_accuracy is not None
+    assert result.protocol["sizes"] == {"train": 320, "val": 80, "test": 100}
+
+
+def test_limits_take_a_seeded_subset():
+    spec = RunSpec(**{**TINY, "epochs": 1}, train_limit=100, test_limit=30)
+    result = run(spec, synthetic_dataset())
+    assert result.protocol["sizes"]["train"] == 100 and sum(map(sum, result.confusion_matrix)) == 30
+
+
+def test_non_finite_loss_is_diverged_not_a_crash():
+    spec = RunSpec(**TINY, optimizer="sgd", lr=1e12)
+    result = run(spec, synthetic_dataset())
+    assert result.status == "diverged"
+    assert "non-finite at epoch 1, step" in result.message
+    assert result.test_accuracy is None and result.history[-1]["status"] == "diverged"
+
+
+def test_dataloader_path_gives_the_same_training_as_memory_path():
+    data = synthetic_dataset(n_train=200)
+    memory = run(RunSpec(**{**TINY, "epochs": 1}, loader="memory"), data)
+    loader = run(RunSpec(**{**TINY, "epochs": 1}, loader="dataloader", pin_memory=True), data)
+    assert loader.history[0]["train_loss"] == memory.history[0]["train_loss"]
+    assert loader.test_accuracy == memory.test_accuracy
+    assert loader.protocol["loader"] == "dataloader"
+    assert loader.protocol["pin_memory"] is False  # no CUDA here: pinning would do nothing
+
+
+def test_amp_on_cpu_runs_bf16():
+    result = run(RunSpec(**{**TINY, "epochs": 1}, amp=True), synthetic_dataset(n_train=100))
+    assert result.amp == "bf16" and result.status == "ok"
+
+
+def test_translate_shifts_each_image_by_at_most_two_pixels():
+    images = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    images[:, 14, 14] = 255
+    shifted = translate(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    positions = shifted.flatten(1).argmax(1)
+    rows, cols = positions // 28, positions % 28
+    assert (shifted.flatten(1).max(1).values == 255).all()
+    assert rows.min() >= 12 and rows.max() <= 16 and cols.min() >= 12 and cols.max() <= 16
+    assert len(set(positions.tolist())) > 10, "offsets differ per image"
+
+
+def test_memory_batches_cover_every_image_once_and_drop_a_single_leftover():
+    images = torch.arange(65).view(65, 1, 1)
+    labels = torch.arange(65)
+    batches = list(memory_batches(images, labels, 32, torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in batches] == [32, 32]
+    seen = torch.cat([b[1] for b in batches])
+    assert len(set(seen.tolist())) == 64
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_an_error_not_a_fallback():
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceUnavailableError):
+        run(RunSpec(**{**TINY, "device": "cuda"}), synthetic_dataset(n_train=50))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_is_fp16_with_grad_scaler(tmp_path):
+    spec = RunSpec(**{**TINY, "device": "cuda", "epochs": 1}, amp=True)
+    result = run(spec, synthetic_dataset(), checkpoint_dir=tmp_path)
+    assert result.amp == "fp16" and result.peak_memory_kind == "cuda_max_allocated"
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from mnistbench.config import RunSpec
+from mnistbench.train_torch import run
+from tests.conftest import synthetic_dataset
+run(RunSpec(**{spec!r}), synthetic_dataset(n_train=1500), checkpoint_dir=Path({ckpt!r}))
+"""
+
+
+def test_killed_run_resumes_bit_exact(tmp_path):
+    """SIGKILL a training process after its first checkpoint; resuming gives the same model."""
+    spec_values = {**TINY, "epochs": 3, "optimizer": "sgd", "lr": 0.01, "augment": "translate"}
+    spec = RunSpec(**spec_values)
+    data = synthetic_dataset(n_train=1500)
+    reference = run(spec, data, checkpoint_dir=tmp_path / "reference")
+    reference_model = torch.load(final_model_path(tmp_path / "reference", spec))["model"]
+
+    ckpt_dir = tmp_path / "killed"
+    repo = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(repo=repo, spec=spec_values, ckpt=str(ckpt_dir))],
+        env={**os.environ, "PYTHONPATH": repo},
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint_path(ckpt_dir, spec).exists():
+        assert child.poll() is None, "child ended before writing a checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not final_model_path(ckpt_dir, spec).exists(), "killed too late to test resuming"
+
+    resumed = run(spec, data, checkpoint_dir=ckpt_dir)
+    assert resumed.resumed_from_epoch in (1, 2)
+    assert resumed.test_accuracy == reference.test_accuracy
+    assert [e["train_loss"] for e in resumed.history] == [
+        e["train_loss"] for e in reference.history
+    ]
+    resumed_model = torch.load(final_model_path(ckpt_dir, spec))["model"]
+    for name, tensor in reference_model.items():
+        assert torch.equal(tensor, resumed_model[name]), name
+    assert not checkpoint_path(ckpt_dir, spec).exists(), "the final model supersedes it"
