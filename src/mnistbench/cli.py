@@ -160,7 +160,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     train.set_defaults(handler=_train)
+
+    study = commands.add_parser("study", help="run a whole study from a TOML file; resumable")
+    study_commands = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    study_run = study_commands.add_parser(
+        "run",
+        help="run every run of a study that the store does not have yet",
+        description="Expand the study file's experiments into runs, skip the ones the results "
+        "store already has, and execute the rest. Killed? Run the same command again: finished "
+        "runs are kept and an interrupted run resumes from its last epoch checkpoint.",
+    )
+    study_run.add_argument(
+        "file", type=Path, metavar="FILE", help="study file, e.g. configs/quick.toml"
+    )
+    study_run.add_argument(
+        "--only", nargs="+", metavar="NAME", default=None, help="run only these experiments"
+    )
+    _add_store(study_run)
+    study_run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes (default) or one Ray task per run",
+    )
+    study_run.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster (default: start a local Ray instance)",
+    )
+    study_run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="local executor: N runs at once in worker processes, CPU threads split between "
+        "them [default: 1, in this process]",
+    )
+    study_run.add_argument(
+        "--retry-failed", action="store_true", help="run again the runs that failed before"
+    )
+    study_run.add_argument(
+        "--dry-run", action="store_true", help="list the runs and which are done; run nothing"
+    )
+    _add_root(study_run)
+    study_run.add_argument(
+        "--quiet", action="store_true", help="log lines instead of progress bars"
+    )
+    study_run.set_defaults(handler=_study_run)
+
+    study_status = study_commands.add_parser(
+        "status", help="done / failed / skipped / running / pending runs per experiment, with ETA"
+    )
+    study_status.add_argument(
+        "file", type=Path, nargs="?", default=None, metavar="FILE", help="only this study"
+    )
+    _add_store(study_status)
+    study_status.set_defaults(handler=_study_status)
     return parser
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=Path("results/mnistbench.db"),
+        metavar="PATH",
+        help="SQLite results store [default: results/mnistbench.db]",
+    )
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
@@ -182,6 +249,33 @@ def _train(args: argparse.Namespace) -> int:
     spec_fields = {f.name for f in dataclasses.fields(RunSpec)}
     values = {name: value for name, value in vars(args).items() if name in spec_fields}
     return train_one(values, args.root, args.json, args.checkpoint_dir, args.quiet)
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    from mnistbench.commands import study_run
+
+    if args.jobs < 1:
+        from mnistbench.commands import UsageError
+
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    return study_run(
+        args.file,
+        args.store,
+        only=args.only,
+        executor=args.executor,
+        jobs=args.jobs,
+        retry_failed=args.retry_failed,
+        dry_run=args.dry_run,
+        root=args.root,
+        ray_address=args.ray_address,
+        quiet=args.quiet,
+    )
+
+
+def _study_status(args: argparse.Namespace) -> int:
+    from mnistbench.commands import study_status
+
+    return study_status(args.file, args.store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

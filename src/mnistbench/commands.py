@@ -18,7 +18,8 @@ from mnistbench.data.fetch import FetchError, fetch_dataset
 from mnistbench.data.load import Dataset, DatasetNotFoundError, load_dataset
 from mnistbench.data.registry import DATASETS, UnknownDatasetError, get_dataset
 from mnistbench.data.storage import file_statuses, resolve_root
-from mnistbench.progress import PlainReporter, Reporter, RichReporter
+from mnistbench.progress import PlainReporter, RichReporter
+from mnistbench.runner import run_spec
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -117,17 +118,6 @@ def make_spec(values: dict[str, Any]) -> RunSpec:
         raise UsageError(f"{flag}: {exc}") from exc
 
 
-def run_spec(spec: RunSpec, data: Dataset, checkpoint_dir: Path, reporter: Reporter) -> RunResult:
-    """Run one spec on its engine. The only place that picks between the two engines."""
-    if spec.is_svm:
-        from mnistbench import train_svm
-
-        return train_svm.run(spec, data, reporter=reporter)
-    from mnistbench import train_torch
-
-    return train_torch.run(spec, data, checkpoint_dir=checkpoint_dir, reporter=reporter)
-
-
 def _summary_table(result: RunResult) -> Table:
     spec = result.spec
     table = Table(title=f"{spec['model']} on {spec['dataset']} ({spec['split']} split)")
@@ -175,9 +165,131 @@ def train_one(
     except DeviceUnavailableError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 1
+    reporter.close()
     console.print(_summary_table(result))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
         console.print(f"result written to {json_out}")
     return 0 if result.status == "ok" else 1
+
+
+def _load_study(path: Path):
+    from mnistbench.config import StudyFileError, load_study
+
+    try:
+        return load_study(path)
+    except StudyFileError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _open_store(path: Path):
+    from mnistbench.store import Store, StoreError
+
+    try:
+        return Store(path)
+    except StoreError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc
+
+
+def study_run(
+    path: Path,
+    store_path: Path,
+    *,
+    only: list[str] | None,
+    executor: str,
+    jobs: int,
+    retry_failed: bool,
+    dry_run: bool,
+    root: Path | None,
+    ray_address: str | None,
+    quiet: bool,
+) -> int:
+    """`mnistbench study run`: execute what is missing; 1 when a run failed in this invocation."""
+    from mnistbench.study import run_study
+
+    study = _load_study(path)
+    selected = study.select(only) if only else study.experiments
+    if dry_run:
+        return _dry_run(study, store_path, only)
+    # Fetch what the runs need first, here, so that workers never race to download.
+    for dataset in sorted({spec.dataset for e in selected for spec in e.specs()}):
+        load_or_fetch(dataset, root)
+    reporter = PlainReporter(err_console.print) if quiet else RichReporter(err_console)
+    started = time.perf_counter()
+    try:
+        outcome = run_study(
+            study,
+            store_path,
+            only=only,
+            executor=executor,
+            jobs=jobs,
+            retry_failed=retry_failed,
+            root=str(root) if root else None,
+            ray_address=ray_address,
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+    console.print(
+        f"study {study.name}: {outcome.done} run(s) done, {outcome.failed} failed, "
+        f"{outcome.skipped} skipped, {outcome.already_done} already in the store "
+        f"({time.perf_counter() - started:.0f} s); store: {store_path}"
+    )
+    if outcome.failed:
+        err_console.print(
+            "some runs failed: `mnistbench study status` lists them; "
+            "`study run --retry-failed` runs them again"
+        )
+    return 1 if outcome.failed else 0
+
+
+def _dry_run(study, store_path: Path, only: list[str] | None) -> int:
+    from mnistbench.study import summarize_spec
+
+    store = _open_store(store_path) if store_path.exists() else None
+    table = Table(title=f"study {study.name}: runs")
+    for column in ("experiment", "run", "key", "status"):
+        table.add_column(column)
+    counts: dict[str, int] = {}
+    for experiment in study.select(only):
+        for spec in experiment.specs():
+            record = store.get(spec.key()) if store else None
+            status = record.status if record else "pending"
+            counts[status] = counts.get(status, 0) + 1
+            table.add_row(experiment.name, summarize_spec(spec), spec.key(), status)
+    console.print(table)
+    console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if store:
+        store.close()
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def study_status(path: Path | None, store_path: Path) -> int:
+    """`mnistbench study status`: counts per experiment, with an ETA."""
+    from mnistbench.study import status_rows
+
+    study = _load_study(path) if path else None
+    if not store_path.exists():
+        raise UsageError(f"no results store at {store_path}; run `mnistbench study run FILE` first")
+    with _open_store(store_path) as store:
+        rows = status_rows(store, study)
+    table = Table(title=f"results store {store_path}")
+    columns = ("done", "failed", "skipped", "running", "pending")
+    for column in ("study", "experiment", *columns, "eta"):
+        table.add_column(column, justify="right" if column in columns else "left")
+    for study_name, experiment, counts, eta in rows:
+        table.add_row(study_name, experiment, *(str(counts[c]) for c in columns), _duration(eta))
+    console.print(table)
+    if not rows:
+        console.print("the store has no runs" + (f" of study {study.name}" if study else ""))
+    return 0

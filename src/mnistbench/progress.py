@@ -1,7 +1,7 @@
 """How long work shows progress: a silent base reporter, a rich one for terminals, a plain one.
 
-Engines call these few methods and never print themselves, so the same run can show bars in a
-terminal, log lines under `--quiet` or in a worker process, or nothing in tests.
+Engines and the study runner call these few methods and never print themselves, so the same run
+shows bars in a terminal, log lines under `--quiet` or in a worker process, or nothing in tests.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -23,7 +24,7 @@ from rich.progress import (
 
 
 class Reporter:
-    """Receives progress; does nothing. Subclasses show it."""
+    """Receives progress; shows nothing. Subclasses show it."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         """An epoch (1-based) of `steps` optimizer steps begins."""
@@ -42,8 +43,21 @@ class Reporter:
     def log(self, message: str) -> None:
         """A one-off message."""
 
+    # --- studies ---
+    def start_study(self, total: int, already_done: int) -> None:
+        """A study of `total` runs begins, `already_done` of which the store already holds."""
 
-def _format_metrics(metrics: dict[str, object]) -> str:
+    def run_started(self, label: str) -> None:
+        """A run was claimed and starts."""
+
+    def run_finished(self, label: str, summary: str) -> None:
+        """A run ended (done, failed, skipped) or was left to another process."""
+
+    def close(self) -> None:
+        """Nothing more will be reported."""
+
+
+def format_metrics(metrics: dict[str, object]) -> str:
     parts = []
     for name, value in metrics.items():
         if value is None:
@@ -53,13 +67,14 @@ def _format_metrics(metrics: dict[str, object]) -> str:
 
 
 class PlainReporter(Reporter):
-    """One log line per epoch and per phase: for --quiet, files and worker processes."""
+    """Log lines: one per epoch, phase and run. For --quiet, files and worker processes."""
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self.write = write
+        self._total = self._finished = 0
 
     def end_epoch(self, summary: dict[str, object]) -> None:
-        self.write(_format_metrics(summary))
+        self.write(format_metrics(summary))
 
     @contextmanager
     def phase(self, description: str) -> Iterator[None]:
@@ -71,54 +86,90 @@ class PlainReporter(Reporter):
     def log(self, message: str) -> None:
         self.write(message)
 
+    def start_study(self, total: int, already_done: int) -> None:
+        self._total, self._finished = total, already_done
+        self.write(f"{total} runs, {already_done} already in the store")
+
+    def run_started(self, label: str) -> None:
+        self.write(f"[{self._finished + 1}/{self._total}] {label} ...")
+
+    def run_finished(self, label: str, summary: str) -> None:
+        self._finished += 1
+        self.write(f"[{self._finished}/{self._total}] {label}: {summary}")
+
 
 class RichReporter(Reporter):
-    """A progress bar per epoch with loss, accuracy and img/s; a spinner with elapsed time."""
+    """Live bars: the study's runs (with ETA), the current epoch (loss, acc, img/s), phases."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
-        self._task = None
+        self._epoch_task: TaskID | None = None
+        self._study_task: TaskID | None = None
+
+    @property
+    def progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=self.console,
+            )
+            self._progress.start()
+        return self._progress
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self._progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            console=self.console,
-            transient=True,
+        self._epoch_task = self.progress.add_task(
+            f"epoch {epoch}/{epochs}", total=steps, metrics=""
         )
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=steps, metrics="")
 
     def update(self, steps_done: int, metrics: dict[str, float]) -> None:
-        if self._progress is not None:
-            self._progress.update(
-                self._task, completed=steps_done, metrics=_format_metrics(metrics)
+        if self._epoch_task is not None:
+            self.progress.update(
+                self._epoch_task, completed=steps_done, metrics=format_metrics(metrics)
             )
 
     def end_epoch(self, summary: dict[str, object]) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-        self.console.print(_format_metrics(summary))
+        if self._epoch_task is not None:
+            self.progress.remove_task(self._epoch_task)
+            self._epoch_task = None
+        self.progress.console.print(format_metrics(summary))
 
     @contextmanager
     def phase(self, description: str) -> Iterator[None]:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn(description),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        ) as progress:
-            progress.add_task(description, total=None)
-            started = time.perf_counter()
+        task = self.progress.add_task(description, total=None, metrics="")
+        started = time.perf_counter()
+        try:
             yield
-        self.console.print(f"{description}: done in {time.perf_counter() - started:.1f} s")
+        finally:
+            self.progress.remove_task(task)
+        self.progress.console.print(f"{description}: done in {time.perf_counter() - started:.1f} s")
 
     def log(self, message: str) -> None:
-        self.console.print(message)
+        self.progress.console.print(message)
+
+    def start_study(self, total: int, already_done: int) -> None:
+        self._study_task = self.progress.add_task(
+            "runs", total=total, completed=already_done, metrics=""
+        )
+        if already_done:
+            self.log(f"{already_done} of {total} runs already in the store: skipping them")
+
+    def run_started(self, label: str) -> None:
+        self.log(f"[bold]{label}[/bold]")
+
+    def run_finished(self, label: str, summary: str) -> None:
+        if self._study_task is not None:
+            self.progress.advance(self._study_task)
+        self.log(f"  {label}: {summary}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

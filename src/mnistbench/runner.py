@@ -1,0 +1,70 @@
+"""Run one spec on its engine: the single place that chooses between the torch and SVM engines.
+
+Both `mnistbench train` and the study executors (local processes, Ray tasks) call `run_spec`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from mnistbench.config import RunResult, RunSpec
+from mnistbench.data.load import Dataset, load_dataset
+from mnistbench.progress import Reporter
+
+
+def skip_reason(spec: RunSpec) -> str | None:
+    """Why this machine cannot run the spec at all (recorded as 'skipped', not 'failed')."""
+    if spec.is_svm:
+        if spec.svm_backend == "cuml" and not torch.cuda.is_available():
+            return "svm_backend 'cuml' needs a CUDA GPU; this machine has none"
+        return None
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        return f"device {spec.device!r} needs CUDA; this machine has no CUDA GPU"
+    if spec.device == "mps" and not torch.backends.mps.is_available():
+        return "device 'mps' needs Apple MPS; not available here"
+    return None
+
+
+def run_spec(
+    spec: RunSpec,
+    data: Dataset,
+    checkpoint_dir: Path | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Train and evaluate one spec with the engine its model needs."""
+    if spec.is_svm:
+        from mnistbench import train_svm
+
+        return train_svm.run(spec, data, reporter=reporter)
+    from mnistbench import train_torch
+
+    return train_torch.run(spec, data, checkpoint_dir=checkpoint_dir, reporter=reporter)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, root: str | None) -> Dataset:
+    """Each worker process loads a dataset once (0.2 s) and reuses it for every run it gets."""
+    return load_dataset(name, root)
+
+
+def run_in_worker(
+    spec_dict: dict, root: str | None, checkpoint_dir: str | None, threads: int | None
+) -> dict:
+    """Entry point for worker processes and Ray tasks: plain dicts in and out (picklable).
+
+    `threads` overrides the spec's thread count so that N parallel workers share the cores
+    instead of each one claiming all of them; it is not part of the run's identity.
+    """
+    spec = RunSpec.from_dict(spec_dict)
+    if threads is not None:
+        spec = spec.replace(threads=threads)
+    reporter = Reporter()
+    data = cached_dataset(spec.dataset, root)
+    directory = Path(checkpoint_dir) if checkpoint_dir else None
+    result = run_spec(spec, data, directory, reporter)
+    result.environment.setdefault("worker_pid", os.getpid())
+    return result.to_dict()

@@ -1,0 +1,344 @@
+"""Run a study: expand its experiments, skip what the store already has, execute the rest.
+
+Executors:
+- local, sequential (default): runs in this process, with live epoch progress;
+- local, --jobs N: N worker processes, the CPU threads split between them;
+- ray: one Ray task per run with its num_cpus/num_gpus request; results handled as they finish.
+
+Only this (driver) process writes the store. A run is claimed before it starts; a heartbeat
+thread keeps the claims fresh, so a killed driver's claims go stale and the next `study run`
+takes them over, and the killed run resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistbench.config import Experiment, RunResult, RunSpec, StudySpec, default_threads
+from mnistbench.progress import Reporter
+from mnistbench.runner import cached_dataset, run_in_worker, run_spec, skip_reason
+from mnistbench.store import Store
+
+DEFAULT_STORE = Path("results/mnistbench.db")
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the study and what the store says about it now."""
+
+    experiment: str
+    spec: RunSpec
+    status: str  # the store's status before this invocation
+
+    @property
+    def key(self) -> str:
+        return self.spec.key()
+
+
+def plan(study: StudySpec, store: Store, only: list[str] | None = None) -> list[PlannedRun]:
+    """Register every run of the selected experiments and return them with their status."""
+    planned = []
+    for experiment in study.select(only):
+        specs = experiment.specs()
+        store.register(study.name, experiment.name, specs)
+        for spec in specs:
+            record = store.get(spec.key())
+            planned.append(
+                PlannedRun(experiment.name, spec, record.status if record else "pending")
+            )
+    return planned
+
+
+def checkpoint_dir_for(store_path: Path) -> Path:
+    """Epoch checkpoints and final models live next to the store they belong to."""
+    return store_path.parent / "checkpoints"
+
+
+class Heartbeat:
+    """Refreshes the claims of the runs in flight every few seconds, from a daemon thread."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self.keys: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self.keys.add(key)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self.keys.discard(key)
+
+    def _beat(self) -> None:
+        # A connection of its own: sqlite3 connections must not cross threads.
+        with Store(self.store_path) as store:
+            while not self._stop.wait(HEARTBEAT_SECONDS):
+                with self._lock:
+                    keys = list(self.keys)
+                for key in keys:
+                    store.heartbeat(key)
+
+
+@dataclass
+class StudyOutcome:
+    """Counts of what this invocation did."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    not_claimed: int = 0
+
+
+def _record(store: Store, key: str, result: RunResult, outcome: StudyOutcome) -> None:
+    store.finish(key, result)
+    if result.status == "failed":
+        outcome.failed += 1
+    else:
+        outcome.done += 1
+
+
+def _record_failure(store: Store, key: str, error: BaseException, outcome: StudyOutcome) -> None:
+    store.fail(
+        key,
+        f"{type(error).__name__}: {error}",
+        "".join(traceback.format_exception(error)),
+    )
+    outcome.failed += 1
+
+
+def _to_claim(
+    store: Store, planned: list[PlannedRun], retry_failed: bool, outcome: StudyOutcome
+) -> list[PlannedRun]:
+    """Runs still to do, in order, without duplicates (one key may sit in two experiments)."""
+    todo, seen = [], set()
+    for run in planned:
+        if run.key in seen:
+            continue
+        seen.add(run.key)
+        if run.status in ("done", "skipped") or (run.status == "failed" and not retry_failed):
+            outcome.already_done += 1
+            continue
+        todo.append(run)
+    return todo
+
+
+def run_study(
+    study: StudySpec,
+    store_path: Path = DEFAULT_STORE,
+    *,
+    only: list[str] | None = None,
+    executor: str = "local",
+    jobs: int = 1,
+    retry_failed: bool = False,
+    root: str | None = None,
+    ray_address: str | None = None,
+    reporter: Reporter | None = None,
+) -> StudyOutcome:
+    """Execute every run of the study that the store does not have yet."""
+    reporter = reporter or Reporter()
+    outcome = StudyOutcome()
+    with Store(store_path) as store, Heartbeat(store_path) as heartbeat:
+        planned = plan(study, store, only)
+        todo = _to_claim(store, planned, retry_failed, outcome)
+        reporter.start_study(len(planned), outcome.already_done)
+        context = _Context(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
+        if executor == "ray":
+            _run_ray(todo, context, study, ray_address)
+        elif jobs > 1:
+            _run_processes(todo, context, jobs)
+        else:
+            _run_sequential(todo, context)
+        reporter.close()
+    return outcome
+
+
+@dataclass
+class _Context:
+    store: Store
+    heartbeat: Heartbeat
+    outcome: StudyOutcome
+    reporter: Reporter
+    retry_failed: bool
+    root: str | None
+    store_path: Path
+
+    def claim(self, run: PlannedRun) -> bool:
+        """Claim a run, or record why it cannot run here. True when the caller should run it."""
+        if not self.store.claim(
+            run.key, stale_after=STALE_AFTER_SECONDS, retry_failed=self.retry_failed
+        ):
+            self.outcome.not_claimed += 1  # another live process has it, or it finished meanwhile
+            self.reporter.run_finished(summarize_spec(run.spec), "claimed elsewhere")
+            return False
+        reason = skip_reason(run.spec)
+        if reason is not None:
+            self.store.skip(run.key, reason)
+            self.outcome.skipped += 1
+            self.reporter.run_finished(summarize_spec(run.spec), f"skipped: {reason}")
+            return False
+        self.heartbeat.add(run.key)
+        return True
+
+    def finish(
+        self, run: PlannedRun, result: RunResult | None, error: BaseException | None
+    ) -> None:
+        self.heartbeat.discard(run.key)
+        if error is not None:
+            _record_failure(self.store, run.key, error, self.outcome)
+            self.reporter.run_finished(
+                summarize_spec(run.spec), f"failed: {type(error).__name__}: {error}"
+            )
+        else:
+            _record(self.store, run.key, result, self.outcome)
+            self.reporter.run_finished(summarize_spec(run.spec), describe(result))
+
+
+def describe(result: RunResult) -> str:
+    parts = [result.status]
+    if result.test_accuracy is not None:
+        parts.append(f"{result.test_accuracy:.2f} %")
+    if result.train_seconds is not None:
+        parts.append(f"train {result.train_seconds:.1f} s")
+    if result.message:
+        parts.append(result.message)
+    return ", ".join(parts)
+
+
+def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
+    checkpoints = checkpoint_dir_for(context.store_path)
+    for run in todo:
+        if not context.claim(run):
+            continue
+        context.reporter.run_started(summarize_spec(run.spec))
+        try:
+            data = cached_dataset(run.spec.dataset, context.root)
+            result = run_spec(run.spec, data, checkpoints, context.reporter)
+        except KeyboardInterrupt:
+            context.heartbeat.discard(run.key)
+            context.store.release(run.key)  # a clean Ctrl-C: the run goes back to pending
+            raise
+        except Exception as exc:  # a failed run is recorded; the study goes on
+            context.finish(run, None, exc)
+            continue
+        context.finish(run, result, None)
+
+
+def _run_processes(todo: list[PlannedRun], context: _Context, jobs: int) -> None:
+    """N worker processes (spawned: no inherited torch threads or locks); the driver claims,
+    records and beats the heart; workers only compute."""
+    threads = max(1, default_threads() // jobs)
+    checkpoints = str(checkpoint_dir_for(context.store_path))
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+        futures: dict[concurrent.futures.Future, PlannedRun] = {}
+        for run in todo:
+            if context.claim(run):
+                context.reporter.run_started(summarize_spec(run.spec))
+                future = pool.submit(
+                    run_in_worker, run.spec.to_dict(), context.root, checkpoints, threads
+                )
+                futures[future] = run
+        for future in concurrent.futures.as_completed(futures):
+            run = futures[future]
+            try:
+                result = RunResult.from_dict(future.result())
+            except Exception as exc:
+                context.finish(run, None, exc)
+            else:
+                context.finish(run, result, None)
+
+
+def _ray_options(experiment: Experiment) -> dict[str, Any]:
+    resources = experiment.resources
+    return {
+        "num_cpus": resources.get("num_cpus", 1),
+        "num_gpus": resources.get("num_gpus", 0),
+        "max_retries": int(resources.get("max_retries", 2)),  # a dead worker's run is retried
+    }
+
+
+def _run_ray(
+    todo: list[PlannedRun], context: _Context, study: StudySpec, address: str | None
+) -> None:
+    """One Ray task per run. Without an address Ray starts a local instance."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("the ray executor needs Ray: pip install 'mnistbench[ray]'") from exc
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
+    try:
+        remote = ray.remote(run_in_worker)
+        checkpoints = str(checkpoint_dir_for(context.store_path).resolve())
+        root = str(Path(context.root).resolve()) if context.root else None
+        pending: dict[Any, PlannedRun] = {}
+        for run in todo:
+            if not context.claim(run):
+                continue
+            options = _ray_options(study.experiment(run.experiment))
+            threads = max(1, int(options["num_cpus"]))
+            ref = remote.options(**options).remote(run.spec.to_dict(), root, checkpoints, threads)
+            pending[ref] = run
+            context.reporter.run_started(summarize_spec(run.spec))
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    result = RunResult.from_dict(ray.get(ref))
+                except Exception as exc:  # RayTaskError wraps the worker's exception
+                    context.finish(run, None, exc)
+                else:
+                    context.finish(run, result, None)
+    finally:
+        if address is None:
+            ray.shutdown()
+
+
+def summarize_spec(spec: RunSpec) -> str:
+    """A short human label for a run: what differs between runs of a grid."""
+    if spec.is_svm:
+        return f"svm {spec.kernel} C={spec.C:g} {spec.dataset}"
+    label = f"{spec.model} {spec.dataset} B{spec.batch_size} {spec.optimizer} lr={spec.lr:g}"
+    return label + (f" {spec.device}" if spec.device != "auto" else "") + f" seed={spec.seed}"
+
+
+def status_rows(
+    store: Store, study: StudySpec | None
+) -> list[tuple[str, str, dict[str, int], float | None]]:
+    """(study, experiment, counts, ETA seconds) per experiment, for `study status`.
+
+    The ETA is the mean wall time of this experiment's finished runs times the runs left.
+    """
+    rows = []
+    for (study_name, experiment), counts in store.counts(study.name if study else None).items():
+        records = store.runs(study_name, experiment)
+        durations = [
+            r.finished_at - r.started_at
+            for r in records
+            if r.status == "done" and r.finished_at and r.started_at
+        ]
+        left = counts["pending"] + counts["running"]
+        eta = sum(durations) / len(durations) * left if durations and left else None
+        rows.append((study_name, experiment, counts, eta))
+    return rows
