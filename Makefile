@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# dev: pytest + ruff; fast: scikit-learn-intelex (x86-64 only; the extra is empty elsewhere)
-EXTRAS ?= dev,fast
+# dev: pytest + ruff; fast: scikit-learn-intelex (x86-64 only; empty elsewhere); ray: Ray executor
+EXTRAS ?= dev,fast,ray
 STAMP := $(VENV)/.mnistbench-installed
 
 .PHONY: setup run test test-fast lint bench clean

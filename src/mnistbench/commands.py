@@ -183,6 +183,15 @@ def _load_study(path: Path):
         raise UsageError(str(exc)) from exc
 
 
+def _select(study, only: list[str] | None) -> list:
+    from mnistbench.config import StudyFileError
+
+    try:
+        return study.select(only)
+    except StudyFileError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _open_store(path: Path):
     from mnistbench.store import Store, StoreError
 
@@ -210,7 +219,7 @@ def study_run(
     from mnistbench.study import run_study
 
     study = _load_study(path)
-    selected = study.select(only) if only else study.experiments
+    selected = _select(study, only)
     if dry_run:
         return _dry_run(study, store_path, only)
     # Fetch what the runs need first, here, so that workers never race to download.
@@ -253,7 +262,7 @@ def _dry_run(study, store_path: Path, only: list[str] | None) -> int:
     for column in ("experiment", "run", "key", "status"):
         table.add_column(column)
     counts: dict[str, int] = {}
-    for experiment in study.select(only):
+    for experiment in _select(study, only):
         for spec in experiment.specs():
             record = store.get(spec.key()) if store else None
             status = record.status if record else "pending"

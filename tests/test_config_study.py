@@ -1,0 +1,96 @@
+import pytest
+
+from mnistbench.config import StudyFileError, load_study
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[study]
+name = "s"
+seeds = [0, 1]
+
+[defaults]
+epochs = 1
+
+[experiments.grid]
+base = { dataset = "mnist", model = "resnet18" }
+grid = { batch_size = [16, 32], optimizer = ["sgd", "adam"] }
+extra = [ { batch_size = 64, optimizer = "adamw" } ]
+
+[experiments.svm]
+base = { model = "svm" }
+seeds = [5]
+grid = { kernel = ["poly", "rbf"] }
+resources = { num_cpus = 2 }
+"""
+
+
+def test_grid_times_seeds_plus_extras(tmp_path):
+    study = load_study(_write(tmp_path, GOOD))
+    grid = study.experiment("grid").specs()
+    assert len(grid) == (2 * 2 + 1) * 2
+    assert {(s.batch_size, s.optimizer, s.seed) for s in grid} >= {(16, "sgd", 0), (64, "adamw", 1)}
+    assert all(s.epochs == 1 for s in grid), "defaults apply to every experiment"
+    svm = study.experiment("svm").specs()
+    assert [s.kernel for s in svm] == ["poly", "rbf"] and {s.seed for s in svm} == {5}
+    assert study.experiment("svm").resources == {"num_cpus": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            GOOD.replace("grid = { batch_size", "gird = { batch_size"),
+            "experiment 'grid': unknown key 'gird'",
+        ),
+        (
+            GOOD.replace('model = "resnet18"', 'modle = "resnet18"'),
+            "experiment 'grid': base: unknown key 'modle'",
+        ),
+        (
+            GOOD.replace('kernel = ["poly", "rbf"]', 'kernel = ["poly", "cubic"]'),
+            "experiment 'svm': kernel='cubic'",
+        ),
+        (GOOD.replace("epochs = 1", "epochz = 1"), "[defaults]: unknown key 'epochz'"),
+        (GOOD.replace("num_cpus = 2", "cpus = 2"), "resources: unknown key 'cpus'"),
+        (
+            GOOD.replace("batch_size = [16, 32]", "batch_size = []"),
+            "grid.batch_size must be a non-empty list",
+        ),
+        ("[experiments.x\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_experiment_and_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(StudyFileError) as caught:
+        load_study(path)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_unknown_experiment_lists_the_known(tmp_path):
+    study = load_study(_write(tmp_path, GOOD))
+    with pytest.raises(StudyFileError, match="no experiment 'nope'; it has: grid, svm"):
+        study.select(["nope"])
+
+
+@pytest.mark.parametrize("name", ["assignment", "native", "quick"])
+def test_shipped_study_files_load(name):
+    study = load_study(f"configs/{name}.toml")
+    names = [e.name for e in study.experiments]
+    assert names == ["q1a_mnist", "q1a_fashion", "q1b_svm", "q2_devices"]
+    specs = [s for e in study.experiments for s in e.specs()]
+    assert {s.device for s in study.experiment("q2_devices").specs()} == {"cpu", "cuda"}
+    if name == "assignment":
+        resnets = [s for s in specs if not s.is_svm]
+        assert all((s.image_size, s.channels, s.split) == (224, 3, "assignment") for s in resnets)
+        assert all(s.loader == "dataloader" and s.amp for s in resnets)
+        mnist = study.experiment("q1a_mnist").specs()
+        assert len(mnist) == 16 and all(s.epochs == 5 and s.pin_memory for s in mnist)
+        fashion = study.experiment("q1a_fashion").specs()
+        assert all(s.epochs == 10 and not s.pin_memory for s in fashion)
+        assert all(s.epochs == 2 for s in study.experiment("q2_devices").specs())

@@ -1,0 +1,206 @@
+"""The study runner for real: real processes, a real SQLite store, real (tiny) training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnistbench.config import load_study
+from mnistbench.store import Store
+from mnistbench.study import checkpoint_dir_for, run_study
+
+pytestmark = pytest.mark.network  # runs on the real datasets (fetched once per session)
+
+TINY = """
+[study]
+name = "tiny"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+epochs = 1
+train_limit = 64
+test_limit = 64
+batch_size = 32
+threads = 1
+
+[experiments.grid]
+grid = { optimizer = ["sgd", "adam"] }
+
+[experiments.svm]
+base = { model = "svm", train_limit = 300, test_limit = 100 }
+grid = { kernel = ["rbf"] }
+
+[experiments.devices]
+grid = { device = ["cpu", "cuda"] }
+
+[experiments.broken]
+base = { model = "svm", features = "pca:5000" }
+"""
+
+
+def _study(tmp_path: Path, text: str = TINY):
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return load_study(path)
+
+
+def _statuses(store_path: Path) -> dict[str, str]:
+    with Store(store_path) as store:
+        return {r.key: r.status for r in store.runs()}
+
+
+def test_runs_what_is_missing_and_records_failures_and_skips(tmp_path, real_data_root):
+    study = _study(tmp_path)
+    store_path = tmp_path / "results" / "store.db"
+    outcome = run_study(study, store_path, root=str(real_data_root))
+    assert (outcome.done, outcome.failed) == (4, 1)
+    with Store(store_path) as store:
+        counts = store.counts("tiny")
+        records = {
+            r.spec.device if not r.spec.is_svm else r.spec.features: r
+            for r in store.runs("tiny", "devices")
+        }
+        broken = store.runs("tiny", "broken")[0]
+    if "cuda" in records and records["cuda"].status == "skipped":
+        assert "CUDA" in records["cuda"].error
+        assert counts[("tiny", "devices")]["skipped"] == 1
+    assert (
+        broken.status == "failed" and "pca:5000" in broken.error
+    ) or "n_components" in broken.error
+    assert broken.traceback and "Traceback" in broken.traceback
+
+    # Again: nothing runs; the failure stays until --retry-failed.
+    again = run_study(study, store_path, root=str(real_data_root))
+    assert (again.done, again.failed, again.skipped) == (0, 0, 0)
+    retried = run_study(study, store_path, root=str(real_data_root), retry_failed=True)
+    assert retried.failed == 1
+    with Store(store_path) as store:
+        assert store.runs("tiny", "broken")[0].attempt == 2
+
+
+def test_jobs_split_threads_between_worker_processes(tmp_path, real_data_root):
+    study = _study(tmp_path)
+    store_path = tmp_path / "store.db"
+    outcome = run_study(study, store_path, only=["grid"], jobs=2, root=str(real_data_root))
+    assert outcome.done == 2
+    with Store(store_path) as store:
+        results = [r.result for r in store.runs("tiny", "grid")]
+    assert all(r.status == "ok" for r in results)
+    assert {r.environment["worker_pid"] for r in results} != {os.getpid()}
+    assert all(r.environment["threads"] == max(1, (os.cpu_count() or 1) // 2) for r in results)
+
+
+@pytest.mark.slow
+def test_ray_executor_with_a_local_ray_instance(tmp_path, real_data_root):
+    pytest.importorskip("ray")
+    study = _study(tmp_path)
+    store_path = tmp_path / "store.db"
+    outcome = run_study(
+        study, store_path, only=["grid", "svm"], executor="ray", root=str(real_data_root)
+    )
+    assert (outcome.done, outcome.failed) == (3, 0)
+    assert set(_statuses(store_path).values()) == {"done"}
+
+
+KILLABLE = """
+[study]
+name = "killable"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+threads = 1
+batch_size = 32
+test_limit = 200
+
+[experiments.quick]
+base = { epochs = 1, train_limit = 64 }
+grid = { optimizer = ["sgd", "adam"] }
+
+[experiments.long]
+base = { epochs = 4, train_limit = 1500, optimizer = "sgd", lr = 0.01 }
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_resumes(tmp_path, real_data_root):
+    study_file = tmp_path / "killable.toml"
+    study_file.write_text(KILLABLE)
+    store_path = tmp_path / "store.db"
+    command = [
+        sys.executable, "-m", "mnistbench", "study", "run", str(study_file),
+        "--store", str(store_path), "--root", str(real_data_root), "--quiet",
+    ]  # fmt: skip
+    long_spec = load_study(study_file).experiment("long").specs()[0]
+    checkpoint = checkpoint_dir_for(store_path) / f"{long_spec.key()}.ckpt.pt"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    with Store(store_path) as store:
+        before = {r.key: r for r in store.runs()}
+    assert before[long_spec.key()].status == "running"
+    finished_before = {
+        k: json.dumps(r.result.to_dict()) for k, r in before.items() if r.status == "done"
+    }
+    assert len(finished_before) == 2
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    with Store(store_path) as store:
+        after = store.runs()
+    assert len(after) == 3 and len({r.key for r in after}) == 3
+    assert all(r.status == "done" for r in after)
+    for record in after:
+        if record.key in finished_before:
+            assert json.dumps(record.result.to_dict()) == finished_before[record.key]
+    long_record = next(r for r in after if r.key == long_spec.key())
+    assert long_record.result.resumed_from_epoch >= 1
+    assert len(long_record.result.history) == 4 and long_record.attempt == 2
+
+
+def test_cli_dry_run_and_status(tmp_path, real_data_root):
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY)
+    store_path = tmp_path / "store.db"
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mnistbench", "study", *args], capture_output=True, text=True
+        )
+
+    dry = cli("run", str(study_file), "--store", str(store_path), "--dry-run")
+    assert dry.returncode == 0 and "6 pending" in dry.stdout
+    assert not store_path.exists(), "a dry run writes nothing"
+    ran = cli("run", str(study_file), "--store", str(store_path), "--only", "grid",
+              "--root", str(real_data_root), "--quiet")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    dry = cli("run", str(study_file), "--store", str(store_path), "--dry-run")
+    assert "2 done" in dry.stdout and "4 pending" in dry.stdout
+    status = cli("status", "--store", str(store_path))
+    assert status.returncode == 0 and "grid" in status.stdout
+    bad = cli("run", str(study_file), "--only", "nope", "--store", str(store_path))
+    assert bad.returncode == 2 and "no experiment 'nope'" in bad.stderr
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path):
+    store_path = tmp_path / "store.db"
+    store_path.write_bytes(b"this is not sqlite" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnistbench", "study", "status", "--store", str(store_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and str(store_path) in result.stderr
+    assert store_path.read_bytes() == b"this is not sqlite" * 100
