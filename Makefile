@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job. Until the study runner lands: fetch and verify both datasets, then show them.
+# The main job: fetch and verify both datasets, then run the quick study (about 5 minutes on
+# 2 CPU cores). Run it again and only what is missing runs.
+STUDY ?= configs/quick.toml
 run: setup
 	$(BIN)/mnistbench data fetch
 	$(BIN)/mnistbench data info
+	$(BIN)/mnistbench study run $(STUDY)
+	$(BIN)/mnistbench study status
 
 # Everything, slow end-to-end and network tests included (CI runs exactly this).
 test: setup

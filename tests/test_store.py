@@ -1,0 +1,369 @@
+"""The results store: registration, claims (live, dead and silent owners), results, concurrency
+with real processes, and refusal to touch corrupt, foreign or newer files."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mnistbench.config import RunResult, RunSpec
+from mnistbench.store import STATUSES, Store, StoreError
+
+
+def spec(seed: int, **changes: object) -> RunSpec:
+    return RunSpec(seed=seed, threads=1, **changes)
+
+
+def result_for(s: RunSpec, status: str = "ok", epochs: int = 2) -> RunResult:
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "lr": 1e-3, "val_accuracy": 90.0 + e}
+        for e in range(1, epochs + 1)
+    ]
+    return RunResult(
+        spec=s.to_dict(),
+        status=status,
+        test_accuracy=97.25,
+        train_seconds=1.5,
+        history=history,
+        confusion_matrix=[[5, 1], [0, 6]],
+        environment={"torch": "2.x", "threads": 1},
+        message="diverged at step 7" if status != "ok" else None,
+    )
+
+
+def forge(path: Path, key: str, **columns: object) -> None:
+    """Rewrite a run's columns behind the store's back, as another process would have left them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    conn.execute(f"UPDATE runs SET {assignments} WHERE key = ?", (*columns.values(), key))
+    conn.close()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "sub" / "results.db") as opened:
+        yield opened
+
+
+def test_new_store_is_wal_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "results.db"
+    with Store(path) as first:
+        first.register("s", "e", [spec(0)])
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+    conn.close()
+    with Store(path) as again:
+        assert [r.key for r in again.runs()] == [spec(0).key()]
+
+
+def test_register_is_idempotent_and_never_resets(store: Store) -> None:
+    specs = [spec(i) for i in range(3)]
+    store.register("study", "exp", specs)
+    key = specs[0].key()
+    assert store.claim(key)
+    store.finish(key, result_for(specs[0]))
+    store.register("study", "exp", specs)  # again: nothing duplicated, nothing reset
+
+    records = store.runs("study", "exp")
+    assert [r.key for r in records] == [s.key() for s in specs]
+    assert [r.status for r in records] == ["done", "pending", "pending"]
+    assert records[0].result == result_for(specs[0])
+    assert records[0].attempt == 1
+    assert records[1].spec == specs[1]
+
+
+def test_membership_across_experiments_and_studies(store: Store) -> None:
+    shared, only_a, only_b = spec(0), spec(1), spec(2)
+    store.register("s1", "a", [only_a, shared])
+    store.register("s1", "b", [shared, only_b])
+    store.register("s2", "c", [shared])
+
+    assert store.experiments() == [("s1", "a"), ("s1", "b"), ("s2", "c")]
+    assert store.experiments("s2") == [("s2", "c")]
+    assert [r.key for r in store.runs("s1", "b")] == [shared.key(), only_b.key()]
+    assert [r.key for r in store.runs(experiment="c")] == [shared.key()]
+    # A run in several experiments is listed once, where it was first registered.
+    assert [r.key for r in store.runs("s1")] == [only_a.key(), shared.key(), only_b.key()]
+    assert len(store.runs()) == 3
+    # Finishing the shared run counts for every experiment that holds it.
+    assert store.claim(shared.key())
+    store.finish(shared.key(), result_for(shared))
+    counts = store.counts()
+    assert counts[("s1", "a")]["done"] == counts[("s1", "b")]["done"] == 1
+    assert counts[("s2", "c")] == {"pending": 0, "running": 0, "done": 1, "failed": 0, "skipped": 0}
+
+
+def test_claim_finish_round_trip(store: Store) -> None:
+    s = spec(0)
+    store.register("s", "e", [s])
+    before = time.time()
+    assert store.claim(s.key())
+    running = store.get(s.key())
+    assert running is not None
+    assert running.status == "running"
+    assert (running.pid, running.host, running.attempt) == (os.getpid(), socket.gethostname(), 1)
+    assert running.started_at is not None and running.started_at >= before
+    assert running.heartbeat_at == running.started_at
+
+    result = result_for(s, epochs=3)
+    store.finish(s.key(), result)
+    record = store.get(s.key())
+    assert record is not None
+    assert record.status == "done"
+    assert record.result == result
+    assert record.finished_at is not None and record.finished_at >= record.started_at
+    assert store.epochs(s.key()) == result.history
+    assert not store.claim(s.key())  # done runs are never claimed again
+
+    # finish() replaces earlier epoch rows rather than appending to them.
+    store.finish(s.key(), result_for(s, epochs=1))
+    assert store.epochs(s.key()) == result_for(s, epochs=1).history
+    assert store.get("0" * 16) is None
+
+
+def test_finish_maps_result_status(store: Store) -> None:
+    diverged, failed = spec(0), spec(1)
+    store.register("s", "e", [diverged, failed])
+    for s, status in ((diverged, "diverged"), (failed, "failed")):
+        assert store.claim(s.key())
+        store.finish(s.key(), result_for(s, status=status))
+    assert store.get(diverged.key()).status == "done"
+    assert store.get(diverged.key()).result.status == "diverged"
+    record = store.get(failed.key())
+    assert record.status == "failed"
+    assert record.error == "diverged at step 7"  # the result's message
+    assert record.result.status == "failed"
+
+
+def test_claim_refuses_live_owner_and_takes_over_dead_one(store: Store, tmp_path: Path) -> None:
+    s = spec(0)
+    store.register("s", "e", [s])
+    assert store.claim(s.key())
+    assert not store.claim(s.key())  # held by this (live) process
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        forge(store.path, s.key(), pid=sleeper.pid)
+        assert not store.claim(s.key())  # another live process on this host, fresh heartbeat
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert store.claim(s.key(), stale_after=3600)  # heartbeat is fresh, but the owner is gone
+    assert store.get(s.key()).attempt == 2
+
+    forge(store.path, s.key(), pid=dead_pid(), heartbeat_at=time.time())
+    assert store.claim(s.key(), stale_after=3600)
+    record = store.get(s.key())
+    assert (record.pid, record.attempt) == (os.getpid(), 3)
+
+
+def test_dead_pid_on_another_host_is_not_trusted(store: Store) -> None:
+    s = spec(0)
+    store.register("s", "e", [s])
+    assert store.claim(s.key())
+    # That pid means nothing here: only a silent heartbeat lets us take a remote claim.
+    forge(store.path, s.key(), host="elsewhere", pid=dead_pid(), heartbeat_at=time.time())
+    assert not store.claim(s.key())
+    forge(store.path, s.key(), heartbeat_at=time.time() - 600)
+    assert not store.claim(s.key(), stale_after=3600)
+    assert store.claim(s.key(), stale_after=120)
+    assert store.get(s.key()).host == socket.gethostname()
+
+
+def test_heartbeat_keeps_claim_and_reports_loss(store: Store) -> None:
+    s = spec(0)
+    store.register("s", "e", [s])
+    assert store.claim(s.key())
+    forge(store.path, s.key(), host="elsewhere", heartbeat_at=time.time() - 600)
+    assert not store.heartbeat(s.key())  # no longer ours: nothing refreshed
+    assert store.get(s.key()).heartbeat_at < time.time() - 500
+
+    assert store.claim(s.key(), stale_after=60)  # silent claim taken over
+    forge(store.path, s.key(), heartbeat_at=time.time() - 600)
+    assert store.heartbeat(s.key())
+    assert store.get(s.key()).heartbeat_at > time.time() - 5
+    forge(store.path, s.key(), host="elsewhere")
+    assert not store.claim(s.key(), stale_after=60)  # fresh heartbeat: owner is alive
+
+
+def test_failed_runs_keep_error_and_retry_only_when_asked(store: Store) -> None:
+    s = spec(0)
+    store.register("s", "e", [s])
+    assert store.claim(s.key())
+    store.fail(s.key(), "CUDA out of memory", "Traceback (most recent call last): ...")
+    record = store.get(s.key())
+    assert (record.status, record.error) == ("failed", "CUDA out of memory")
+    assert record.traceback.startswith("Traceback")
+    assert record.result is None
+
+    assert not store.claim(s.key())
+    assert store.get(s.key()).status == "failed"
+    assert store.claim(s.key(), retry_failed=True)
+    record = store.get(s.key())
+    assert (record.status, record.attempt) == ("running", 2)
+    assert record.error is None  # the old error does not describe the new attempt
+    store.finish(s.key(), result_for(s))
+    assert store.get(s.key()).status == "done"
+    assert not store.claim(s.key(), retry_failed=True)
+
+
+def test_skip_and_counts_cover_every_status(store: Store) -> None:
+    specs = [spec(i) for i in range(6)]
+    store.register("s", "e", specs)
+    store.register("s", "empty", [])
+    store.skip(specs[0].key(), "CUDA not available on this machine")
+    assert store.claim(specs[1].key())
+    assert store.claim(specs[2].key())
+    store.finish(specs[2].key(), result_for(specs[2]))
+    assert store.claim(specs[3].key())
+    store.fail(specs[3].key(), "boom")
+
+    record = store.get(specs[0].key())
+    assert (record.status, record.error) == ("skipped", "CUDA not available on this machine")
+    assert not store.claim(specs[0].key(), retry_failed=True)
+    assert store.counts() == {
+        ("s", "e"): {"pending": 2, "running": 1, "done": 1, "failed": 1, "skipped": 1}
+    }
+    assert set(store.counts("s")[("s", "e")]) == set(STATUSES)
+    assert store.counts("other") == {}
+
+
+def test_release_returns_only_own_claims(store: Store) -> None:
+    mine, theirs = spec(0), spec(1)
+    store.register("s", "e", [mine, theirs])
+    assert store.claim(mine.key())
+    store.release(mine.key())
+    assert store.get(mine.key()).status == "pending"
+    assert store.claim(mine.key())
+    assert store.get(mine.key()).attempt == 2
+
+    assert store.claim(theirs.key())
+    forge(store.path, theirs.key(), host="elsewhere")
+    store.release(theirs.key())  # not ours: must not free another worker's run
+    assert store.get(theirs.key()).status == "running"
+
+
+def test_unknown_key_is_an_error(store: Store) -> None:
+    with pytest.raises(KeyError, match="register it first"):
+        store.claim("0123456789abcdef")
+    with pytest.raises(KeyError):
+        store.fail("0123456789abcdef", "boom")
+
+
+def _worker(path: str, start: Any, out: Any) -> None:
+    """Create/open the store, register the study, then claim and finish runs until none is
+    left; report the keys this process finished."""
+    try:
+        finished = []
+        start.wait()  # all four create the same new file at once
+        with Store(path) as store:
+            store.register("s", "e", [spec(i) for i in range(20)])
+            keys = [r.key for r in store.runs()]
+            while any(r.status in ("pending", "running") for r in store.runs()):
+                for key in keys:
+                    if store.claim(key):
+                        time.sleep(0.005)  # hold the claim a little so others collide with it
+                        store.heartbeat(key)
+                        record = store.get(key)
+                        store.finish(key, result_for(record.spec))
+                        finished.append(key)
+        out.put(("ok", finished))
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+
+
+def test_concurrent_processes_create_and_run_each_exactly_once(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    specs = [spec(i) for i in range(20)]
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_worker, args=(str(path), start, out)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    reports = [out.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+
+    assert [r for r in reports if r[0] == "error"] == []
+    finished = [key for _, keys in reports for key in keys]
+    assert sorted(finished) == sorted(s.key() for s in specs)  # every run, none twice
+    with Store(path) as store:
+        records = store.runs()
+        assert all(r.status == "done" and r.attempt == 1 and r.error is None for r in records)
+        assert all(r.result == result_for(r.spec) for r in records)
+        assert store.counts()[("s", "e")]["done"] == 20
+
+
+def _assert_refused(path: Path, match: str) -> None:
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=match) as info:
+        Store(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_random_bytes_are_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    path.write_bytes(random.Random(0).randbytes(8192))
+    _assert_refused(path, "not a SQLite file")
+
+
+def test_corrupt_pages_are_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with Store(path) as store:
+        store.register("s", "e", [spec(i) for i in range(200)])
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > 2 * page
+    data[page:] = random.Random(1).randbytes(len(data) - page)  # keep the header page only
+    path.write_bytes(bytes(data))
+    _assert_refused(
+        path, "corrupt or unreadable as a results store: database disk image is malformed"
+    )
+
+
+def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with Store(path) as store:
+        store.register("s", "e", [spec(0)])
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    _assert_refused(path, r"newer mnistbench \(schema 99 > 1\); upgrade mnistbench")
+
+
+def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.close()
+    _assert_refused(path, "not a mnistbench store")
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+    conn.close()
