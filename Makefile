@@ -16,14 +16,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: fetch and verify both datasets, then run the quick study (about 5 minutes on
-# 2 CPU cores). Run it again and only what is missing runs.
+# The main job: fetch and verify both datasets, run the quick study (about 5 minutes on
+# 2 CPU cores), then write its report to results/report/. Run it again and only what is
+# missing runs.
 STUDY ?= configs/quick.toml
 run: setup
 	$(BIN)/mnistbench data fetch
 	$(BIN)/mnistbench data info
 	$(BIN)/mnistbench study run $(STUDY)
 	$(BIN)/mnistbench study status
+	$(BIN)/mnistbench report --study $(STUDY)
 
 # Everything, slow end-to-end and network tests included (CI runs exactly this).
 test: setup

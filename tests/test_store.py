@@ -367,3 +367,22 @@ def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
     conn.close()
+
+
+def test_other_connections_never_delete_a_running_study_s_wal(tmp_path):
+    """Regression: a second Store in the driver process (the heartbeat's) once dropped the POSIX
+    locks of the first, so any other process closing the store deleted the live WAL."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "store.db"
+    driver = Store(path)
+    driver.register("s", "e", [RunSpec(seed=1)])
+    Store(path).close()  # a second handle in the same process, then closed
+    subprocess.run(
+        [sys.executable, "-c", f"from mnistbench.store import Store; Store({str(path)!r}).close()"],
+        check=True,
+    )
+    assert path.with_name(path.name + "-wal").exists()
+    assert driver.get(RunSpec(seed=1).key()).status == "pending"
+    driver.close()

@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(study_status)
     study_status.set_defaults(handler=_study_status)
+    _add_report(commands)
     return parser
 
 
@@ -276,6 +277,45 @@ def _study_status(args: argparse.Namespace) -> int:
     from mnistbench.commands import study_status
 
     return study_status(args.file, args.store)
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="tables, insights, plots and exports of a study's results (md, html, csv, json)",
+        description="Write the study's tables (Q1(a) grids, Q1(b) SVMs, Q2 CPU vs GPU), the "
+        "headline results and insights computed from the data, plots, a self-contained HTML "
+        "file and CSV/JSON exports of every run.",
+    )
+    _add_store(report)
+    report.add_argument(
+        "--study",
+        default=None,
+        metavar="NAME|FILE",
+        help="a study name in the store, or its TOML file (which also gives the experiments' "
+        "descriptions) [default: the store's only study, else all]",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/report"),
+        metavar="DIR",
+        help="output directory [default: results/report]",
+    )
+    report.add_argument(
+        "--format",
+        dest="formats",
+        default="md,html,csv,json",
+        metavar="LIST",
+        help="comma-separated formats from md, html, csv, json [default: all]",
+    )
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mnistbench.commands import report
+
+    return report(args.store, args.study, args.out, args.formats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -302,3 +302,42 @@ def study_status(path: Path | None, store_path: Path) -> int:
     if not rows:
         console.print("the store has no runs" + (f" of study {study.name}" if study else ""))
     return 0
+
+
+def report(store_path: Path, study: str | None, out_dir: Path, formats: str) -> int:
+    """`mnistbench report`: build the study's report from the store and write each format."""
+    from mnistbench.report import FORMATS, EmptyReportError, build_report, write_report
+
+    chosen = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise UsageError(f"--format {formats!r}: choose from {', '.join(FORMATS)}")
+    if not store_path.exists():
+        raise UsageError(f"no results store at {store_path}; run `mnistbench study run FILE` first")
+    descriptions: dict[str, str] = {}
+    study_description = ""
+    if study is not None and (study.endswith(".toml") or Path(study).is_file()):
+        spec = _load_study(Path(study))  # a study file names the study and describes it
+        study, study_description = spec.name, spec.description
+        descriptions = {e.name: e.description for e in spec.experiments}
+    with _open_store(store_path) as store:
+        try:
+            built = build_report(
+                store,
+                study,
+                descriptions=descriptions,
+                study_description=study_description,
+                plots=bool({"md", "html"} & set(chosen)),  # CSV/JSON alone need no drawing
+            )
+        except EmptyReportError as exc:
+            raise UsageError(str(exc)) from exc
+    written = write_report(built, out_dir, chosen)
+    console.print(f"[bold]{built.title}[/bold]: {built.status_line()}")
+    for insight in built.headline:
+        console.print(f"  - {insight.text}")
+    shown = [p for p in written if p.suffix != ".png"]
+    pngs = len(written) - len(shown)
+    console.print(
+        "wrote " + ", ".join(str(p) for p in shown) + (f" and {pngs} PNG plots" if pngs else "")
+    )
+    return 0

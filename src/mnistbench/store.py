@@ -29,7 +29,6 @@ from typing import Any
 from mnistbench.config import RunResult, RunSpec
 
 STATUSES = ("pending", "running", "done", "failed", "skipped")
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _APP = "mnistbench"
 
 # One statement per string: executescript() would COMMIT the transaction that creates them.
@@ -114,12 +113,10 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Reject a foreign file before SQLite ever opens it: connecting is harmless, but
-        # switching to WAL or creating tables would rewrite someone else's bytes.
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as handle:
-                if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
-                    raise StoreError(f"{self.path} is not a SQLite file (corrupt or not a store)")
+        # No Python-level peek at the header here: closing any other handle to the file drops
+        # the POSIX locks that this process's SQLite connections hold on it, and another process
+        # would then delete the WAL under a running study. SQLite itself rejects a foreign file
+        # ("file is not a database") in _validate, before anything is written.
         # check_same_thread=False + a lock: a worker may heartbeat from a background thread.
         self._conn = sqlite3.connect(
             self.path, timeout=30, isolation_level=None, check_same_thread=False
@@ -145,6 +142,10 @@ class Store:
                     )
                     conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
+            if "file is not a database" in str(exc):
+                raise StoreError(
+                    f"{self.path} is not a SQLite file (corrupt or not a store)"
+                ) from exc
             raise StoreError(
                 f"{self.path} is corrupt or unreadable as a results store: {exc}"
             ) from exc

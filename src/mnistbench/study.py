@@ -65,8 +65,8 @@ def checkpoint_dir_for(store_path: Path) -> Path:
 class Heartbeat:
     """Refreshes the claims of the runs in flight every few seconds, from a daemon thread."""
 
-    def __init__(self, store_path: Path) -> None:
-        self.store_path = store_path
+    def __init__(self, store: Store) -> None:
+        self.store = store  # thread-safe; one connection per process keeps SQLite's locks sane
         self.keys: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,13 +89,11 @@ class Heartbeat:
             self.keys.discard(key)
 
     def _beat(self) -> None:
-        # A connection of its own: sqlite3 connections must not cross threads.
-        with Store(self.store_path) as store:
-            while not self._stop.wait(HEARTBEAT_SECONDS):
-                with self._lock:
-                    keys = list(self.keys)
-                for key in keys:
-                    store.heartbeat(key)
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                keys = list(self.keys)
+            for key in keys:
+                self.store.heartbeat(key)
 
 
 @dataclass
@@ -157,7 +155,7 @@ def run_study(
     """Execute every run of the study that the store does not have yet."""
     reporter = reporter or Reporter()
     outcome = StudyOutcome()
-    with Store(store_path) as store, Heartbeat(store_path) as heartbeat:
+    with Store(store_path) as store, Heartbeat(store) as heartbeat:
         planned = plan(study, store, only)
         todo = _to_claim(store, planned, retry_failed, outcome)
         reporter.start_study(len(planned), outcome.already_done)

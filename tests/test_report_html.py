@@ -1,0 +1,134 @@
+"""The HTML report in a real browser: headless Chromium loads it from disk, with no network, and
+the test reads back the DOM it built: the tables and their cells, and every image decoded.
+
+Skipped when /usr/bin/chromium is absent (Debian's `chromium` package; CI installs it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from mnistbench.report import build_report, write_report
+from mnistbench.store import Store
+from tests.test_report import STUDY, build_synthetic_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+# Runs in the page after load: records on <body> whether every image decoded (naturalWidth > 0).
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const decoded = images.filter((img) => img.complete && img.naturalWidth > 0);
+  document.body.setAttribute("data-images", String(images.length));
+  document.body.setAttribute("data-images-decoded", String(decoded.length));
+  document.body.setAttribute("data-table-count", String(document.querySelectorAll("table").length));
+});
+</script>"""
+
+
+def chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess[str]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+    ]
+    return subprocess.run(
+        [str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=90, check=True
+    )
+
+
+class DomReader(HTMLParser):
+    """Tables (data-table -> rows of cell texts), img src values and body attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.images: list[str] = []
+        self.body: dict[str, str | None] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "body":
+            self.body = attributes
+        elif tag == "table" and attributes.get("data-table"):
+            self._table = attributes["data-table"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attributes.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._table and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package to run this test")
+    directory = tmp_path_factory.mktemp("html")
+    with Store(build_synthetic_store(directory / "results.db")) as store:
+        report = build_report(store, STUDY)
+    write_report(report, directory / "out", ["html"])
+    html = (directory / "out" / "report.html").read_text()
+    probed = directory / "out" / "probed.html"
+    probed.write_text(html.replace("</body>", PROBE + "</body>"))
+    return probed, len(report.plots)
+
+
+def test_chromium_renders_tables_and_every_image(page: tuple[Path, int], tmp_path: Path) -> None:
+    path, plots = page
+    result = chromium("--virtual-time-budget=5000", "--dump-dom", path.as_uri(), user_dir=tmp_path)
+    dom = DomReader()
+    dom.feed(result.stdout)
+    assert dom.body.get("data-images") == str(plots) == "6"
+    assert dom.body.get("data-images-decoded") == str(plots), "an embedded PNG did not decode"
+    assert all(src.startswith("data:image/png;base64,") for src in dom.images)
+
+    grid = dom.tables["grid_mnist"]
+    assert grid[0][:5] == ["batch size", "optimizer", "lr", "ResNet-18 %", "ResNet-50 %"]
+    assert grid[1][:5] == ["16", "SGD", "0.001", "98.20 ± 0.28", "98.90 ± 0.14"]
+    assert grid[2][4] == "not run" and grid[3][4] == "failed"
+    assert grid[4][4] == "95.00 (1/2 seeds; 1 diverged)"
+    svm = dom.tables["svm"]
+    assert svm[1] == ["MNIST", "poly", "10", "97.61", "286,000", "9,000", "sklearn 1.5.0"]
+    devices = dom.tables["devices"]
+    assert devices[2][:3] == ["GPU (cuda, skipped)", "ResNet-18", "skipped"]
+    assert "grid_mnist-effect-batch_size" in dom.tables
+    assert int(dom.body["data-table-count"]) >= 7
+
+
+def test_chromium_screenshot_is_not_blank(page: tuple[Path, int], tmp_path: Path) -> None:
+    from PIL import Image
+
+    path, _ = page
+    shot = tmp_path / "shot.png"
+    chromium(
+        f"--screenshot={shot}", "--window-size=1280,2000", path.as_uri(), user_dir=tmp_path / "u"
+    )
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 200  # text, tables and plots, not an empty page
