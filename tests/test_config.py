@@ -3,9 +3,15 @@ import pytest
 from mnistbench.config import RunResult, RunSpec, SpecError
 
 
-def test_defaults_are_the_published_best_mnist_config():
+def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protocol():
     spec = RunSpec()
-    assert (spec.optimizer, spec.lr, spec.batch_size, spec.weight_decay) == ("sgd", 1e-3, 16, 5e-4)
+    assert (spec.optimizer, spec.lr_schedule, spec.weight_decay) == ("adamw", "onecycle", 5e-4)
+    from mnistbench.config import load_study
+
+    for name in ("assignment", "native", "quick"):
+        for experiment in load_study(f"configs/{name}.toml").experiments:
+            for run in experiment.specs():
+                assert run.is_svm or run.optimizer in ("sgd", "adam") and run.lr_schedule == "none"
 
 
 @pytest.mark.parametrize(
