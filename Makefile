@@ -39,8 +39,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Speed/accuracy comparisons; results and their machine go to benchmarks/README.md by hand.
+# QUICK=1: small subsets, a few minutes.
 bench: setup
-	@echo "benchmarks/: none yet (see benchmarks/README.md)"
+	$(BIN)/mnistbench data fetch
+	$(BIN)/python benchmarks/svm_backends.py $(if $(QUICK),--quick)
+	$(BIN)/python benchmarks/train_throughput.py $(if $(QUICK),--quick --repeats 1)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

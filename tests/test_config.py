@@ -11,7 +11,9 @@ def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protoc
     for name in ("assignment", "native", "quick"):
         for experiment in load_study(f"configs/{name}.toml").experiments:
             for run in experiment.specs():
-                assert run.is_svm or run.optimizer in ("sgd", "adam") and run.lr_schedule == "none"
+                assert run.is_svm or (
+                    run.optimizer in ("sgd", "adam") and run.lr_schedule == "none"
+                )
 
 
 @pytest.mark.parametrize(

@@ -649,7 +649,9 @@ def test_published_numbers_are_quoted_only_under_the_published_protocol(tmp_path
 def test_grid_over_datasets_gives_one_table_per_dataset_and_studies_do_not_mix(
     tmp_path: Path,
 ) -> None:
-    base = RunSpec(model="resnet18", epochs=2, device="cpu", threads=1)
+    base = RunSpec(
+        model="resnet18", epochs=2, device="cpu", threads=1, batch_size=16, optimizer="sgd"
+    )
     specs = [
         base.replace(dataset=d, lr=lr) for d in ("mnist", "fashion-mnist") for lr in (1e-3, 1e-4)
     ]

@@ -155,6 +155,7 @@ def train_one(
     quiet: bool,
 ) -> int:
     """`mnistbench train`: run one spec, print a summary, optionally write the RunResult JSON."""
+    from mnistbench.models import SVMBackendUnavailableError
     from mnistbench.train_torch import DeviceUnavailableError
 
     spec = make_spec(values)
@@ -165,6 +166,8 @@ def train_one(
     except DeviceUnavailableError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 1
+    except SVMBackendUnavailableError as exc:
+        raise UsageError(f"--svm-backend: {exc}") from exc
     reporter.close()
     console.print(_summary_table(result))
     if json_out is not None:

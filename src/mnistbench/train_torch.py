@@ -120,9 +120,11 @@ def make_scheduler(
     """Per-step schedules over the whole run; 'none' keeps the lr constant (as published)."""
     if spec.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if spec.lr_schedule == "onecycle":
+    if spec.lr_schedule == "onecycle" and total_steps >= 4:
+        # Warm up over a quarter of the run (at least two steps: OneCycleLR divides by the
+        # phase lengths), then anneal. A run of under four steps has no room and stays constant.
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=spec.lr, total_steps=total_steps, pct_start=0.25
+            optimizer, max_lr=spec.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps)
         )
     return None
 
