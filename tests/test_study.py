@@ -106,6 +106,12 @@ def test_ray_executor_with_a_local_ray_instance(tmp_path, real_data_root):
     )
     assert (outcome.done, outcome.failed) == (3, 0)
     assert set(_statuses(store_path).values()) == {"done"}
+    # On CPU, Ray gives the accuracies the local executor gives for the same seeds.
+    local_path = tmp_path / "local.db"
+    run_study(study, local_path, only=["grid", "svm"], root=str(real_data_root))
+    with Store(store_path) as on_ray, Store(local_path) as local:
+        for record in on_ray.runs():
+            assert record.result.test_accuracy == local.get(record.key).result.test_accuracy
 
 
 KILLABLE = """
@@ -204,3 +210,26 @@ def test_corrupt_store_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 1 and str(store_path) in result.stderr
     assert store_path.read_bytes() == b"this is not sqlite" * 100
+
+
+@pytest.mark.slow
+def test_two_study_runs_on_one_store_never_run_a_run_twice(tmp_path, real_data_root):
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY.replace('grid = { optimizer = ["sgd", "adam"] }',
+                                       'grid = { optimizer = ["sgd", "adam", "adamw"], lr = [1e-3, 1e-4] }'))  # fmt: skip
+    store_path = tmp_path / "store.db"
+    command = [
+        sys.executable, "-m", "mnistbench", "study", "run", str(study_file), "--only", "grid",
+        "--store", str(store_path), "--root", str(real_data_root), "--quiet",
+    ]  # fmt: skip
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    with Store(store_path) as store:
+        records = store.runs("tiny", "grid")
+    assert len(records) == 6 and all(r.status == "done" for r in records)
+    assert all(r.attempt == 1 for r in records), "a run was claimed (and executed) twice"
+    assert sum("run(s) done" in o and "0 run(s) done" not in o for o in outputs) >= 1
