@@ -359,43 +359,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _training_flops_per_image(
+def _count_and_warm_up(
     model: nn.Module,
     criterion: nn.Module,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
+    probe: tuple[torch.Tensor, torch.Tensor],
+    batch: tuple[torch.Tensor, torch.Tensor],
     precision: Precision,
     device: torch.device,
+    steps: int,
 ) -> int:
-    """FLOPs of one forward + backward pass per image, counted on a copy of the model."""
+    """Forward + backward FLOPs per image, counted on `probe`, then untimed passes at the real
+    batch size so that kernel selection, allocator growth and cuDNN autotuning happen off the
+    clock. Both on one scratch copy: the model itself is never touched."""
     from torch.utils.flop_counter import FlopCounterMode
 
     scratch = copy.deepcopy(model).train()
     with FlopCounterMode(display=False) as counter:
         with precision.autocast(device):
-            loss = criterion(scratch(inputs), labels)
+            loss = criterion(scratch(probe[0]), probe[1])
         loss.backward()
-    del scratch
-    return int(counter.get_total_flops()) // len(labels)
-
-
-def _warm_up(
-    model: nn.Module,
-    criterion: nn.Module,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    precision: Precision,
-    device: torch.device,
-    steps: int,
-) -> None:
-    """Untimed forward/backward passes on a copy at the real batch size, so that kernel selection,
-    allocator growth and cuDNN autotuning happen off the clock."""
-    scratch = copy.deepcopy(model).train()
     for _ in range(steps):
         with precision.autocast(device):
-            loss = criterion(scratch(inputs), labels)
+            loss = criterion(scratch(batch[0]), batch[1])
         loss.backward()
     synchronize(device)
+    return int(counter.get_total_flops()) // len(probe[1])
 
 
 def run(
@@ -460,15 +448,12 @@ def run(
     # FLOPs counted on real images at the real input size (the count does not depend on batch).
     probe_inputs = preprocess(on_device["train_x"][:2])
     flops_per_image = forward_flops(model, probe_inputs) // 2
-    train_flops_per_image = _training_flops_per_image(
-        model, criterion, probe_inputs, on_device["train_y"][:2], precision, device
-    )
     warm_size = min(spec.batch_size, len(split.train_labels))
-    _warm_up(
+    train_flops_per_image = _count_and_warm_up(
         model,
         criterion,
-        preprocess(on_device["train_x"][:warm_size]),
-        on_device["train_y"][:warm_size],
+        (probe_inputs, on_device["train_y"][:2]),
+        (preprocess(on_device["train_x"][:warm_size]), on_device["train_y"][:warm_size]),
         precision,
         device,
         steps=3 if device.type == "cuda" else 1,
