@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from mnistbench.config import RunResult, RunSpec
+from mnistbench.data.idx import atomic_replace
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData, limit_split, make_split
@@ -324,16 +323,9 @@ def final_model_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through atomic_replace: a killed run never leaves half a checkpoint."""
+    with atomic_replace(path) as handle:
+        torch.save(obj, handle)
 
 
 def load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:

@@ -7,11 +7,14 @@ images (N, rows, cols). Every error names the file and says what exactly is wron
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -86,8 +89,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes so that readers see either the old file or the complete new one, never half.
+@contextlib.contextmanager
+def atomic_replace(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a file to write; on success it replaces `path`, so readers see either the old file
+    or the complete new one, never half. On error the temporary file is removed.
 
     The temporary file lives in the destination directory so that the final rename stays on one
     filesystem (and is therefore atomic).
@@ -97,13 +102,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes atomically (see atomic_replace)."""
+    with atomic_replace(path) as handle:
+        handle.write(data)
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
