@@ -39,12 +39,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Speed/accuracy comparisons; results and their machine go to benchmarks/README.md by hand.
-# QUICK=1: small subsets, a few minutes.
+# Speed/accuracy benchmarks (issue 7); each prints a markdown table, and the numbers with their
+# machine go to benchmarks/README.md. QUICK=1: small cases, one repeat, under 10 minutes on the
+# 2-core CPU; the full set takes about an hour there. The speedrun keeps its runs in
+# results/speedrun.db, so a second `make bench` only re-prints that table.
 bench: setup
 	$(BIN)/mnistbench data fetch
 	$(BIN)/python benchmarks/svm_backends.py $(if $(QUICK),--quick)
 	$(BIN)/python benchmarks/train_throughput.py $(if $(QUICK),--quick --repeats 1)
+	$(BIN)/python benchmarks/efficiency.py $(if $(QUICK),--quick)
+	$(BIN)/python benchmarks/speedrun.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

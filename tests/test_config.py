@@ -30,6 +30,7 @@ def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protoc
         ({"model": "svm", "gamma": "big"}, "gamma"),
         ({"model": "svm", "features": "pca:x"}, "features"),
         ({"loader": "memory", "num_workers": 2}, "num_workers"),
+        ({"memory_format": "nhwc"}, "memory_format"),
         ({"split": "assignment", "val_fraction": 0.1}, "val_fraction"),
     ],
 )
@@ -53,6 +54,8 @@ def test_canonical_drops_what_the_engine_ignores():
     assert "lr" not in svm.canonical() and "degree" not in svm.canonical()
     assert svm.key() == RunSpec(model="svm", kernel="rbf", lr=0.5, degree=5).key()
     assert RunSpec(threads=1).key() == RunSpec(threads=2).key()
+    # The activation layout changes speed only: a study may switch it without re-running.
+    assert RunSpec(memory_format="channels_last").key() == RunSpec().key()
 
 
 def test_from_dict_rejects_unknown_keys():

@@ -94,3 +94,21 @@ def test_shipped_study_files_load(name):
         fashion = study.experiment("q1a_fashion").specs()
         assert all(s.epochs == 10 and not s.pin_memory for s in fashion)
         assert all(s.epochs == 2 for s in study.experiment("q2_devices").specs())
+
+
+def test_speedrun_presets_are_resnet18_at_native_size_with_three_seeds():
+    study = load_study("configs/speedrun.toml")
+    for experiment in study.experiments:
+        specs = experiment.specs()
+        assert sorted(s.seed for s in specs) == [0, 1, 2]
+        assert all((s.model, s.image_size, s.split) == ("resnet18", 28, "official") for s in specs)
+    assert {e.name for e in study.experiments} == {"mnist", "fashion"}
+
+
+def test_budget_study_keeps_the_published_best_configs_budget():
+    study = load_study("configs/budget.toml")
+    (mnist,) = study.experiment("resnet18_mnist").specs()
+    (fashion,) = study.experiment("resnet50_fashion").specs()
+    published = [(s.model, s.epochs, s.batch_size, s.optimizer, s.lr) for s in (mnist, fashion)]
+    assert published == [("resnet18", 5, 16, "sgd", 1e-3), ("resnet50", 10, 16, "adam", 1e-4)]
+    assert all(s.lr_schedule == "onecycle" and s.augment == "translate" for s in (mnist, fashion))

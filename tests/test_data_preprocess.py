@@ -28,6 +28,15 @@ def test_resize_and_channels_for_the_assignment_protocol():
     assert torch.allclose(flat, torch.full_like(flat, 0.2))
 
 
+def test_channels_last_changes_the_strides_not_the_values():
+    images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
+    nchw = Preprocess(mean=0.5, std=0.5, image_size=64, channels=3)(images)
+    nhwc = Preprocess(mean=0.5, std=0.5, image_size=64, channels=3, channels_last=True)(images)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)
+
+
 def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="channels"):
         Preprocess(0.5, 0.5, channels=2)

@@ -25,6 +25,7 @@ LR_SCHEDULES = ("none", "cosine", "onecycle")
 AUGMENTS = ("none", "translate")
 LOADERS = ("memory", "dataloader")
 STEMS = ("imagenet", "cifar")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 KERNELS = ("poly", "rbf", "linear")
 SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
 GAMMAS = ("scale", "auto")
@@ -33,7 +34,7 @@ GAMMAS = ("scale", "auto")
 TORCH_FIELDS = (
     "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "lr_schedule",
     "label_smoothing", "augment", "device", "amp", "pin_memory", "loader", "num_workers",
-    "image_size", "channels", "stem", "eval_each_epoch",
+    "image_size", "channels", "stem", "eval_each_epoch", "memory_format",
 )  # fmt: skip
 SVM_FIELDS = ("kernel", "C", "gamma", "degree", "svm_backend", "features")
 
@@ -130,6 +131,10 @@ class RunSpec:
     """'imagenet' (7x7/2 conv + max-pool) or 'cifar' (3x3/1 conv, no max-pool)."""
     eval_each_epoch: bool = True
     """Evaluate on the validation (or, without one, test) split after every epoch."""
+    memory_format: str = "auto"
+    """Activation layout: 'channels_last' (NHWC, what oneDNN and tensor cores run fastest at
+    large inputs), 'contiguous' (NCHW) or 'auto' (channels_last from 64 px up, else NCHW).
+    Changes speed, not what is computed, so it is not part of the run's identity."""
 
     # --- SVM engine ---
     kernel: str = "rbf"
@@ -201,6 +206,7 @@ class RunSpec:
         if self.channels not in (1, 3):
             raise SpecError("channels", self.channels, "must be 1 or 3")
         _choice("stem", self.stem, STEMS)
+        _choice("memory_format", self.memory_format, MEMORY_FORMATS)
 
     def _validate_svm(self) -> None:
         _choice("kernel", self.kernel, KERNELS)
@@ -225,11 +231,11 @@ class RunSpec:
     def canonical(self) -> dict[str, Any]:
         """The fields that define this run, nothing its engine ignores.
 
-        `threads` is left out: it changes speed, not what is computed, so a study can change it
-        without re-running everything.
+        `threads` and `memory_format` are left out: they change speed, not what is computed, so
+        a study can change them without re-running everything.
         """
         spec = dataclasses.asdict(self)
-        del spec["threads"]
+        del spec["threads"], spec["memory_format"]
         drop = set(TORCH_FIELDS if self.is_svm else SVM_FIELDS)
         if not self.is_svm:
             if self.optimizer != "sgd":

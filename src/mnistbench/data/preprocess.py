@@ -31,6 +31,8 @@ class Preprocess:
     image_size: int = 28
     channels: int = 1
     dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    """Return NHWC-strided batches (the model must be converted to channels_last too)."""
 
     def __post_init__(self) -> None:
         if self.std <= 0:
@@ -49,4 +51,5 @@ class Preprocess:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         x = x.sub_(self.mean).div_(self.std)
         # expand() shares memory across channels: no copy until a kernel needs contiguity.
-        return x.expand(-1, self.channels, -1, -1) if self.channels != x.shape[1] else x
+        x = x.expand(-1, self.channels, -1, -1) if self.channels != x.shape[1] else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

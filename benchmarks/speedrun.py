@@ -1,0 +1,95 @@
+"""Time to accuracy: run configs/speedrun.toml and tabulate accuracy and training time per seed.
+
+The runs go through the study runner into their own results store, so an interrupted benchmark
+resumes where it stopped and a finished one only re-prints its table (--fresh measures again).
+Training time is the engine's synchronised train_seconds: warm-up and evaluation are off it.
+
+    python benchmarks/speedrun.py --quick     # MNIST, seed 0 only (about 2 minutes)
+    python benchmarks/speedrun.py             # every experiment, every seed of the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from pathlib import Path
+
+from mnistbench.config import RunResult, StudySpec, load_study
+from mnistbench.progress import PlainReporter
+from mnistbench.store import Store
+from mnistbench.study import run_study
+
+# The published study's best test accuracies, and this issue's training-time budgets (2-core CPU).
+TARGETS = {"mnist": (99.20, 90.0), "fashion-mnist": (92.60, 360.0)}
+
+
+def restrict(study: StudySpec, only: list[str] | None, seeds: list[int] | None) -> StudySpec:
+    experiments = tuple(
+        dataclasses.replace(e, seeds=seeds) if seeds else e
+        for e in study.experiments
+        if not only or e.name in only
+    )
+    return dataclasses.replace(study, experiments=experiments)
+
+
+def mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
+def table(study: StudySpec, store: Store) -> list[str]:
+    lines = [
+        "| experiment | seeds | test acc % (mean ± std) | train s (mean ± std) | best run "
+        "| target | seeds meeting it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for experiment in study.experiments:
+        results: list[RunResult] = []
+        for spec in experiment.specs():
+            record = store.get(spec.key())
+            if record is not None and record.result is not None:
+                results.append(record.result)
+        ok = [r for r in results if r.status == "ok"]
+        if not ok:
+            lines.append(f"| {experiment.name} | 0 | not run | | | | |")
+            continue
+        dataset = ok[0].spec["dataset"]
+        target_acc, budget = TARGETS[dataset]
+        accuracies = [r.test_accuracy for r in ok]
+        seconds = [r.train_seconds for r in ok]
+        best = max(ok, key=lambda r: (r.test_accuracy, -r.train_seconds))
+        met = sum(r.test_accuracy >= target_acc and r.train_seconds <= budget for r in ok)
+        lines.append(
+            f"| {experiment.name} | {len(ok)} | {mean_std(accuracies)} | {mean_std(seconds)} | "
+            f"{best.test_accuracy:.2f} % in {best.train_seconds:.1f} s (seed {best.spec['seed']}) "
+            f"| >= {target_acc:.2f} % in <= {budget:.0f} s | {met}/{len(ok)} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", type=Path, default=Path("configs/speedrun.toml"))
+    parser.add_argument("--store", type=Path, default=Path("results/speedrun.db"))
+    parser.add_argument("--only", nargs="+", help="experiment names to run")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the file's seeds")
+    parser.add_argument("--quick", action="store_true", help="= --only mnist --seeds 0")
+    parser.add_argument("--fresh", action="store_true", help="delete the store and re-measure")
+    args = parser.parse_args()
+    if args.quick:
+        args.only, args.seeds = args.only or ["mnist"], args.seeds or [0]
+    study = restrict(load_study(args.study), args.only, args.seeds)
+    if args.fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{args.store}{suffix}").unlink(missing_ok=True)
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    outcome = run_study(study, args.store, reporter=PlainReporter(print))
+    if outcome.failed:
+        raise SystemExit(f"{outcome.failed} run(s) failed; see `mnistbench study status`")
+    with Store(args.store) as store:
+        print("\n".join(table(study, store)))
+
+
+if __name__ == "__main__":
+    main()
