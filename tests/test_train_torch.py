@@ -14,6 +14,8 @@ from mnistbench.train_torch import (
     DeviceUnavailableError,
     checkpoint_path,
     final_model_path,
+    hflip,
+    make_augment,
     memory_batches,
     resolve_device,
     run,
@@ -105,6 +107,20 @@ def test_translate_shifts_each_image_by_at_most_two_pixels():
     assert (shifted.flatten(1).max(1).values == 255).all()
     assert rows.min() >= 12 and rows.max() <= 16 and cols.min() >= 12 and cols.max() <= 16
     assert len(set(positions.tolist())) > 10, "offsets differ per image"
+
+
+def test_flip_mirrors_about_half_of_the_images_and_composes_with_translate():
+    images = torch.zeros(200, 28, 28, dtype=torch.uint8)
+    images[:, 14, 3] = 255  # a dot near the left edge
+    flipped = hflip(images, torch.Generator().manual_seed(0))
+    mirrored = flipped[:, 14, 24] == 255  # column 3 mirrored is column 24
+    assert torch.equal(flipped[mirrored], images[mirrored].flip(-1))
+    assert torch.equal(flipped[~mirrored], images[~mirrored])
+    assert 70 < int(mirrored.sum()) < 130
+    both = make_augment("translate+flip", torch.Generator().manual_seed(0))(images)
+    cols = both.flatten(1).argmax(1) % 28
+    assert ((cols <= 5) | (cols >= 22)).all() and (cols >= 22).any() and (cols <= 5).any()
+    assert make_augment("none", torch.Generator()) is None
 
 
 def test_memory_batches_cover_every_image_once_and_drop_a_single_leftover():

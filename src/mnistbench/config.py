@@ -22,7 +22,7 @@ MODELS = ("resnet18", "resnet50", "svm")
 SPLITS = ("official", "assignment")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
-AUGMENTS = ("none", "translate")
+AUGMENTS = ("none", "translate", "flip", "translate+flip")
 LOADERS = ("memory", "dataloader")
 STEMS = ("imagenet", "cifar")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -112,7 +112,8 @@ class RunSpec:
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing in [0, 1)."""
     augment: str = "none"
-    """'none' or 'translate' (random shift of up to ±2 px, per image, on the device)."""
+    """'none', 'translate' (random shift of up to ±2 px), 'flip' (random left-right mirror: for
+    FashionMNIST's clothes, not for digits) or 'translate+flip'; per image, on the device."""
     device: str = "auto"
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     amp: bool = False

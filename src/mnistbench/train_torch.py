@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,30 @@ def translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) 
     return padded[index, rows[:, :, None], cols[:, None, :]]
 
 
+def hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image (B, H, W) left-right with probability 1/2."""
+    draws = torch.rand(len(images), generator=generator, device=generator.device)
+    return torch.where((draws < 0.5).to(images.device)[:, None, None], images.flip(-1), images)
+
+
+def make_augment(
+    name: str, generator: torch.Generator
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The spec's augmentation as one function of a uint8 batch, drawing from `generator`."""
+    if name == "none":
+        return None
+    parts = name.split("+")
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        if "translate" in parts:
+            images = translate(images, TRANSLATE_PIXELS, generator)
+        if "flip" in parts:
+            images = hflip(images, generator)
+        return images
+
+    return augment
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator that depends only on (seed, epoch): resumed epochs replay the same draws."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -229,7 +253,7 @@ def train_one_epoch(
     *,
     epoch: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    augment: torch.Generator | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reporter: Reporter | None = None,
 ) -> EpochStats:
     """One pass over `batches`. Raises Diverged naming the first step whose loss was not finite."""
@@ -240,7 +264,7 @@ def train_one_epoch(
     images_seen, steps, started = 0, 0, time.perf_counter()
     for images, labels in batches:
         if augment is not None:
-            images = translate(images, TRANSLATE_PIXELS, augment)
+            images = augment(images)
         inputs = preprocess(images)
         with precision.autocast(device):
             logits = model(inputs)
@@ -488,11 +512,7 @@ def run(
             batches = dataloader_batches(
                 split.train_images, split.train_labels, spec, generator, device
             )
-        augment = (
-            epoch_generator(spec.seed + 7919, epoch, device)
-            if spec.augment == "translate"
-            else None
-        )
+        augment = make_augment(spec.augment, epoch_generator(spec.seed + 7919, epoch, device))
         reporter.start_epoch(epoch, spec.epochs, steps_per_epoch)
         stopwatch.start()
         try:
