@@ -27,13 +27,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mnistbench.config import RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.storage import resolve_root
 from mnistbench.measure import cpu_model
 from mnistbench.models import build_resnet
-from mnistbench.train_torch import run
+from train_throughput import engine_result  # benchmarks/ is on sys.path as the script's dir
 
 MATMUL_SIZE = 4096
 
@@ -99,13 +98,7 @@ def engine_run(
     model: str, size: int, batch: int, amp: bool, steps: int, data, threads: int
 ) -> tuple[float, float]:
     """(images/s, training FLOPs per image) of the real engine on `steps` steps."""
-    spec = RunSpec(
-        dataset="mnist", model=model, batch_size=batch, epochs=1, image_size=size,
-        channels=3 if size > 28 else 1, amp=amp, device="cpu", threads=threads, optimizer="sgd",
-        lr=1e-3, lr_schedule="none", train_limit=steps * batch, test_limit=batch,
-        eval_each_epoch=False,
-    )  # fmt: skip
-    result = run(spec, data)
+    result = engine_result(model, batch, size, amp, steps, data, threads)
     return result.images_per_second, result.train_flops / (steps * batch)
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from mnistbench.config import RunResult, StudySpec, load_study
+from mnistbench.config import RunResult, StudyFileError, StudySpec, load_study
 from mnistbench.progress import PlainReporter
 from mnistbench.store import Store
 from mnistbench.study import run_study
@@ -25,10 +25,9 @@ TARGETS = {"mnist": (99.20, 90.0), "fashion-mnist": (92.60, 360.0)}
 
 
 def restrict(study: StudySpec, only: list[str] | None, seeds: list[int] | None) -> StudySpec:
+    """The study cut to `only` (an unknown name is an error naming the known ones) and `seeds`."""
     experiments = tuple(
-        dataclasses.replace(e, seeds=seeds) if seeds else e
-        for e in study.experiments
-        if not only or e.name in only
+        dataclasses.replace(e, seeds=seeds) if seeds else e for e in study.select(only)
     )
     return dataclasses.replace(study, experiments=experiments)
 
@@ -79,7 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.only, args.seeds = args.only or ["mnist"], args.seeds or [0]
-    study = restrict(load_study(args.study), args.only, args.seeds)
+    try:
+        study = restrict(load_study(args.study), args.only, args.seeds)
+    except StudyFileError as exc:
+        raise SystemExit(str(exc)) from exc
     if args.fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{args.store}{suffix}").unlink(missing_ok=True)

@@ -106,8 +106,8 @@ def make_precision(amp: bool, device: torch.device) -> Precision:
 
 def make_optimizer(spec: RunSpec, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """The spec's optimizer; on CPU and CUDA the fused implementation (one kernel for all
-    parameters instead of a loop of small ones): same update, 5-8 % faster training at 28 px on
-    the 2-core CPU (benchmarks/README.md)."""
+    parameters instead of a loop of small ones): same update, ~4 % faster training at 28 px on
+    the 2-core CPU (benchmarks/README.md, section 2)."""
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
@@ -123,7 +123,7 @@ def make_optimizer(spec: RunSpec, model: nn.Module, device: torch.device) -> tor
 
 def use_channels_last(spec: RunSpec) -> bool:
     """'auto': NHWC from 64 px up, where oneDNN's NHWC convolutions win (ResNet-18 at 224 px on
-    the 2-core CPU: +15 % fp32, +34 % bf16); at 28 px NCHW is a few per cent faster."""
+    the 2-core CPU: +10 % fp32, +21 % bf16); at 28 px it is a wash (benchmarks/README.md)."""
     if spec.memory_format == "auto":
         return spec.image_size >= 64
     return spec.memory_format == "channels_last"
