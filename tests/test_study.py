@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnistbench.config import load_study
 from mnistbench.store import Store
@@ -59,7 +60,8 @@ def test_runs_what_is_missing_and_records_failures_and_skips(tmp_path, real_data
     study = _study(tmp_path)
     store_path = tmp_path / "results" / "store.db"
     outcome = run_study(study, store_path, root=str(real_data_root))
-    assert (outcome.done, outcome.failed) == (4, 1)
+    has_cuda = torch.cuda.is_available()
+    assert (outcome.done, outcome.failed, outcome.skipped) == (4 + has_cuda, 1, 1 - has_cuda)
     with Store(store_path) as store:
         counts = store.counts("tiny")
         records = {
@@ -67,8 +69,11 @@ def test_runs_what_is_missing_and_records_failures_and_skips(tmp_path, real_data
             for r in store.runs("tiny", "devices")
         }
         broken = store.runs("tiny", "broken")[0]
-    if "cuda" in records and records["cuda"].status == "skipped":
-        assert "CUDA" in records["cuda"].error
+    if has_cuda:
+        assert records["cuda"].status == "done"
+        assert counts[("tiny", "devices")]["done"] == 2
+    else:
+        assert records["cuda"].status == "skipped" and "CUDA" in records["cuda"].error
         assert counts[("tiny", "devices")]["skipped"] == 1
     assert (
         broken.status == "failed" and "pca:5000" in broken.error

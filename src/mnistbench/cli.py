@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.set_defaults(handler=_data_fetch)
 
+    pack = data_commands.add_parser(
+        "pack",
+        help="write the verified datasets as .gz files to DIR, for a machine without network",
+        description="Copy each dataset's four verified files from the data root to "
+        "DIR/<folder>/raw/<file>.gz (41 MB for both). On the offline machine, "
+        "`mnistbench data fetch --from DIR` installs and verifies them.",
+    )
+    pack.add_argument("destination", type=Path, metavar="DIR", help="where the .gz files go")
+    pack.add_argument(
+        "datasets", nargs="*", metavar="DATASET", help="mnist, fashion-mnist (default: all)"
+    )
+    _add_root(pack)
+    pack.set_defaults(handler=_data_pack)
+
     info = data_commands.add_parser("info", help="show which dataset files are present and valid")
     _add_root(info)
     info.set_defaults(handler=_data_info)
@@ -235,6 +249,12 @@ def _data_fetch(args: argparse.Namespace) -> int:
     from mnistbench.commands import fetch_datasets
 
     return fetch_datasets(args.datasets, args.root, args.from_path)
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from mnistbench.commands import pack_datasets
+
+    return pack_datasets(args.datasets, args.root, args.destination)
 
 
 def _data_info(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from rich.table import Table
 from mnistbench.config import RunResult, RunSpec, SpecError
 from mnistbench.data.fetch import FetchError, fetch_dataset
 from mnistbench.data.load import Dataset, DatasetNotFoundError, load_dataset
+from mnistbench.data.pack import pack_dataset
 from mnistbench.data.registry import DATASETS, UnknownDatasetError, get_dataset
-from mnistbench.data.storage import file_statuses, resolve_root
+from mnistbench.data.storage import ChecksumError, file_statuses, resolve_root
 from mnistbench.progress import PlainReporter, RichReporter
 from mnistbench.runner import run_spec
 
@@ -57,6 +58,25 @@ def fetch_datasets(names: list[str], root: Path | None, from_path: Path | None) 
     if failed:
         err_console.print(f"[red]failed:[/red] {', '.join(failed)}")
         return 1
+    return 0
+
+
+def pack_datasets(names: list[str], root: Path | None, destination: Path) -> int:
+    """Write verified .gz copies of the datasets to destination, for `data fetch --from`."""
+    root = resolve_root(root)
+    total = 0
+    for info in _datasets(names):
+        try:
+            written = pack_dataset(info, root, destination)
+        except (FileNotFoundError, ChecksumError) as exc:
+            raise UsageError(str(exc)) from exc
+        size = sum(path.stat().st_size for path in written)
+        total += size
+        console.print(f"packed {info.name}: 4 files, {_human_size(size)} in {written[0].parent}")
+    console.print(
+        f"{_human_size(total)} in {destination}; on the other machine: "
+        f"mnistbench data fetch --from {destination}"
+    )
     return 0
 
 

@@ -136,6 +136,33 @@ def environment(device: torch.device | None = None, threads: int | None = None) 
         env["device"] = str(device)
         env["device_name"] = device_name(device)
         if device.type == "cuda":
-            env["cuda"] = torch.version.cuda
-            env["cudnn"] = torch.backends.cudnn.version()
+            env |= gpu_environment(device)
     return env
+
+
+def gpu_driver_version() -> str | None:
+    """The NVIDIA driver's version as nvidia-smi prints it (None where nvidia-smi is absent)."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = result.stdout.strip().splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else None
+
+
+def gpu_environment(device: torch.device) -> dict[str, Any]:
+    """What identifies a GPU result: CUDA/cuDNN, driver, memory, compute capability."""
+    properties = torch.cuda.get_device_properties(device)
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "gpu_driver": gpu_driver_version(),
+        "gpu_memory_bytes": int(properties.total_memory),
+        "gpu_compute_capability": f"{properties.major}.{properties.minor}",
+        "gpu_multiprocessors": int(properties.multi_processor_count),
+    }

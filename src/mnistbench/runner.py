@@ -51,17 +51,28 @@ def cached_dataset(name: str, root: str | None) -> Dataset:
     return load_dataset(name, root)
 
 
+def visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def run_in_worker(
-    spec_dict: dict, root: str | None, checkpoint_dir: str | None, threads: int | None
+    spec_dict: dict,
+    root: str | None,
+    checkpoint_dir: str | None,
+    threads: int | None,
+    gpu_index: int | None = None,
 ) -> dict:
     """Entry point for worker processes and Ray tasks: plain dicts in and out (picklable).
 
     `threads` overrides the spec's thread count so that N parallel workers share the cores
-    instead of each one claiming all of them; it is not part of the run's identity.
+    instead of each one claiming all of them; `gpu_index` is the GPU the scheduler placed the
+    run on ('cuda' and 'auto' then mean that one). Neither is part of the run's identity.
     """
     spec = RunSpec.from_dict(spec_dict)
     if threads is not None:
         spec = spec.replace(threads=threads)
+    if gpu_index is not None:
+        torch.cuda.set_device(gpu_index)
     reporter = Reporter()
     data = cached_dataset(spec.dataset, root)
     directory = Path(checkpoint_dir) if checkpoint_dir else None

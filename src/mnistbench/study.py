@@ -2,7 +2,9 @@
 
 Executors:
 - local, sequential (default): runs in this process, with live epoch progress;
-- local, --jobs N: N worker processes, the CPU threads split between them;
+- local, --jobs N: N worker processes for CPU runs, the CPU threads split between them; on a
+  GPU machine, GPU runs go to worker processes too, as many per GPU as the experiment's
+  `resources.num_gpus` fraction allows (scheduler.py), beside the CPU runs;
 - ray: one Ray task per run with its num_cpus/num_gpus request; results handled as they finish.
 
 Only this (driver) process writes the store. A run is claimed before it starts; a heartbeat
@@ -22,7 +24,8 @@ from typing import Any
 
 from mnistbench.config import Experiment, RunResult, RunSpec, StudySpec, default_threads
 from mnistbench.progress import Reporter
-from mnistbench.runner import cached_dataset, run_in_worker, run_spec, skip_reason
+from mnistbench.runner import cached_dataset, run_in_worker, run_spec, skip_reason, visible_gpus
+from mnistbench.scheduler import Slots, gpu_fraction, needs_gpu, runs_per_gpu, worker_threads
 from mnistbench.store import Store
 
 DEFAULT_STORE = Path("results/mnistbench.db")
@@ -162,8 +165,8 @@ def run_study(
         context = _Context(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
         if executor == "ray":
             _run_ray(todo, context, study, ray_address)
-        elif jobs > 1:
-            _run_processes(todo, context, jobs)
+        elif _wants_processes(todo, study, jobs, gpus := visible_gpus()):
+            _run_processes(todo, context, study, jobs, gpus)
         else:
             _run_sequential(todo, context)
         reporter.close()
@@ -241,29 +244,76 @@ def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
         context.finish(run, result, None)
 
 
-def _run_processes(todo: list[PlannedRun], context: _Context, jobs: int) -> None:
-    """N worker processes (spawned: no inherited torch threads or locks); the driver claims,
-    records and beats the heart; workers only compute."""
-    threads = max(1, default_threads() // jobs)
+def _gpu_share(run: PlannedRun, study: StudySpec, gpus: int) -> float | None:
+    """The GPU fraction a run asks for, or None for a run that trains on the CPU here."""
+    if gpus == 0 or not needs_gpu(run.spec, gpus):
+        return None  # a CUDA run on a machine without one is skipped when claimed
+    return gpu_fraction(study.experiment(run.experiment).resources)
+
+
+def _wants_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, gpus: int) -> bool:
+    """Worker processes when more than one run can go at once: --jobs N, runs sharing a GPU, or
+    GPU runs beside CPU runs. Otherwise in this process, with live epoch progress."""
+    shares = [_gpu_share(run, study, gpus) for run in todo]
+    gpu_shares = [share for share in shares if share is not None]
+    if jobs > 1:
+        return True
+    if not gpu_shares:
+        return False
+    return len(gpu_shares) < len(shares) or gpus * runs_per_gpu(min(gpu_shares)) > 1
+
+
+def _run_processes(
+    todo: list[PlannedRun], context: _Context, study: StudySpec, jobs: int, gpus: int
+) -> None:
+    """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
+    `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions allow. The
+    driver claims, records and beats the heart; workers only compute."""
+    shares = {run.key: _gpu_share(run, study, gpus) for run in todo}
+    gpu_capacity = sum(
+        gpus * runs_per_gpu(share) for share in {s for s in shares.values() if s is not None}
+    )
+    gpu_capacity = min(gpu_capacity, sum(share is not None for share in shares.values()))
+    cpu_threads, gpu_threads = worker_threads(default_threads(), jobs, gpu_capacity)
+    slots = Slots(cpu_workers=jobs, gpus=gpus)
     checkpoints = str(checkpoint_dir_for(context.store_path))
     spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
-        futures: dict[concurrent.futures.Future, PlannedRun] = {}
-        for run in todo:
-            if context.claim(run):
+    queue = list(todo)
+    in_flight: dict[concurrent.futures.Future, PlannedRun] = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs + max(gpu_capacity, 0), mp_context=spawn
+    ) as pool:
+        while queue or in_flight:
+            for run in list(queue):
+                placement = slots.place(run.key, shares[run.key])
+                if placement is None:
+                    continue  # no room now; a later run of another kind may still fit
+                queue.remove(run)
+                if not context.claim(run):
+                    slots.release(run.key)
+                    continue
                 context.reporter.run_started(summarize_spec(run.spec))
+                threads = cpu_threads if placement.gpu_index is None else gpu_threads
                 future = pool.submit(
-                    run_in_worker, run.spec.to_dict(), context.root, checkpoints, threads
-                )
-                futures[future] = run
-        for future in concurrent.futures.as_completed(futures):
-            run = futures[future]
-            try:
-                result = RunResult.from_dict(future.result())
-            except Exception as exc:
-                context.finish(run, None, exc)
-            else:
-                context.finish(run, result, None)
+                    run_in_worker, run.spec.to_dict(), context.root, checkpoints, threads,
+                    placement.gpu_index,
+                )  # fmt: skip
+                in_flight[future] = run
+            if not in_flight:
+                continue
+            finished, _ = concurrent.futures.wait(
+                in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in finished:
+                run = in_flight.pop(future)
+                concurrency = slots.release(run.key)
+                try:
+                    result = RunResult.from_dict(future.result())
+                except Exception as exc:
+                    context.finish(run, None, exc)
+                else:
+                    result.environment["concurrency"] = concurrency
+                    context.finish(run, result, None)
 
 
 def _ray_options(experiment: Experiment) -> dict[str, Any]:

@@ -374,6 +374,71 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, handle)
 
 
+@dataclass
+class Training:
+    """What one run trains with; what a checkpoint saves and restores."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    precision: Precision
+
+
+def make_training(spec: RunSpec, device: torch.device, channels_last: bool, steps: int) -> Training:
+    """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec."""
+    torch.manual_seed(spec.seed)  # the model's initial weights depend on the seed only
+    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(spec, model, device)
+    return Training(
+        model=model,
+        criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
+        optimizer=optimizer,
+        scheduler=make_scheduler(spec, optimizer, steps),
+        precision=make_precision(spec.amp, device),
+    )
+
+
+# Save and restore mirror each other: a field added to one belongs in the other.
+def save_checkpoint(
+    path: Path,
+    spec: RunSpec,
+    training: Training,
+    epoch: int,
+    history: list[dict[str, Any]],
+    train_seconds: float,
+) -> None:
+    scaler = training.precision.scaler
+    atomic_torch_save(
+        {
+            "version": CHECKPOINT_VERSION,
+            "spec": spec.canonical(),
+            "epoch": epoch,
+            "model": training.model.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict() if training.scheduler else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(),
+            "history": history,
+            "train_seconds": train_seconds,
+        },
+        path,
+    )
+
+
+def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
+    """Put a checkpoint's model, optimizer, schedule, GradScaler and RNG states back."""
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    if training.scheduler is not None and state["scheduler"] is not None:
+        training.scheduler.load_state_dict(state["scheduler"])
+    if training.precision.scaler is not None and state["scaler"] is not None:
+        training.precision.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+
+
 def load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The checkpoint at path if it belongs to this exact spec, else None."""
     if not path.is_file():
@@ -382,6 +447,12 @@ def load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:
     if state.get("version") != CHECKPOINT_VERSION or state.get("spec") != spec.canonical():
         return None
     return state
+
+
+def save_final_model(path: Path, spec: RunSpec, model: nn.Module) -> None:
+    """Weights as CPU tensors, so that the file loads on a machine without the training GPU."""
+    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    atomic_torch_save({"spec": spec.to_dict(), "model": weights}, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -397,31 +468,114 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _count_and_warm_up(
+def configure_backends(device: torch.device) -> dict[str, Any]:
+    """Per-device backend settings, set here and returned for the protocol.
+
+    On CUDA, cuDNN benchmark mode autotunes each convolution shape on first use (the warm-up
+    makes that happen off the clock); TF32 convolutions and the float32 matmul precision change
+    fp32 numerics, so they are recorded, not changed.
+    """
+    settings: dict[str, Any] = {"matmul_precision": torch.get_float32_matmul_precision()}
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        settings["cudnn_benchmark"] = True
+        settings["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        settings["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return settings
+
+
+def count_train_flops(
     model: nn.Module,
     criterion: nn.Module,
     probe: tuple[torch.Tensor, torch.Tensor],
-    batch: tuple[torch.Tensor, torch.Tensor],
     precision: Precision,
     device: torch.device,
-    steps: int,
 ) -> int:
-    """Forward + backward FLOPs per image, counted on `probe`, then untimed passes at the real
-    batch size so that kernel selection, allocator growth and cuDNN autotuning happen off the
-    clock. Both on one scratch copy: the model itself is never touched."""
+    """Forward + backward FLOPs per image, counted on `probe` (call on a scratch copy)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    scratch = copy.deepcopy(model).train()
+    model.train()
     with FlopCounterMode(display=False) as counter:
         with precision.autocast(device):
-            loss = criterion(scratch(probe[0]), probe[1])
+            loss = criterion(model(probe[0]), probe[1])
         loss.backward()
-    for _ in range(steps):
-        with precision.autocast(device):
-            loss = criterion(scratch(batch[0]), batch[1])
-        loss.backward()
-    synchronize(device)
+    model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops()) // len(probe[1])
+
+
+def warm_up_shapes(n_train: int, batch_size: int) -> list[int]:
+    """The batch sizes a run's steps will see: the full batch and the last partial one (a
+    final batch of one image is dropped, see memory_batches)."""
+    full, rest = min(batch_size, n_train), n_train % batch_size if n_train > batch_size else 0
+    return [full] + ([rest] if rest > 1 else [])
+
+
+def warm_up(
+    spec: RunSpec,
+    scratch: nn.Module,
+    criterion: nn.Module,
+    preprocess: Preprocess,
+    device: torch.device,
+    train: tuple[torch.Tensor, torch.Tensor],
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Full training steps (augment, preprocess, forward, backward, optimizer step, GradScaler
+    unscale/update) at every batch shape the run will see, and on CUDA one evaluation batch, all
+    on a scratch copy with its own optimizer and scaler: kernel selection, cuDNN autotuning,
+    optimizer-state and allocator growth then happen off the clock, and the model itself is
+    never touched."""
+    optimizer = make_optimizer(spec, scratch, device)
+    precision = make_precision(spec.amp, device)  # a scaler of its own
+    augment = make_augment(spec.augment, torch.Generator(device=device).manual_seed(0))
+    repeats = 3 if device.type == "cuda" else 1
+    batches = [
+        (train[0][:size], train[1][:size])
+        for size in warm_up_shapes(len(train[1]), spec.batch_size)
+        for _ in range(repeats)
+    ]
+    with contextlib.suppress(Diverged):  # the real run reports divergence, not the warm-up
+        train_one_epoch(
+            scratch, criterion, optimizer, iter(batches), preprocess, device, precision,
+            epoch=0, augment=augment,
+        )  # fmt: skip
+    if device.type == "cuda" and len(evaluation[1]):
+        size = eval_batch_size(spec.image_size)
+        evaluate(scratch, evaluation[0][:size], evaluation[1][:size], preprocess, device, precision)
+    synchronize(device)
+
+
+@dataclass
+class DeviceData:
+    """A run's images (uint8) and labels, moved to the device once: 55 MB for a whole dataset."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    eval_name: str  # "val" when the split has a validation part, else "test"
+
+    @classmethod
+    def from_split(cls, split: SplitData, device: torch.device) -> DeviceData:
+        has_val = len(split.val_labels) > 0
+        eval_images = split.val_images if has_val else split.test_images
+        eval_labels = split.val_labels if has_val else split.test_labels
+        return cls(
+            split.train_images.to(device),
+            split.train_labels.to(device),
+            eval_images.to(device),
+            eval_labels.to(device),
+            "val" if has_val else "test",
+        )
+
+
+def epoch_batches(
+    spec: RunSpec, split: SplitData, data: DeviceData, epoch: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This epoch's batches from the spec's loader, in an order drawn from (seed, epoch)."""
+    generator = epoch_generator(spec.seed, epoch)
+    if spec.loader == "memory":
+        return memory_batches(data.train_images, data.train_labels, spec.batch_size, generator)
+    return dataloader_batches(split.train_images, split.train_labels, spec, generator, device)
 
 
 def run(
@@ -441,94 +595,54 @@ def run(
     reporter = reporter or Reporter()
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
-    precision = make_precision(spec.amp, device)
+    backends = configure_backends(device)
 
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
     split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
     preprocess = make_preprocess(spec, split)
-    eval_images, eval_labels, eval_name = (
-        (split.val_images, split.val_labels, "val")
-        if len(split.val_labels)
-        else (split.test_images, split.test_labels, "test")
-    )
-    # Data lives on the device, as uint8, once: 55 MB even for the whole dataset.
-    on_device = {
-        "train_x": split.train_images.to(device),
-        "train_y": split.train_labels.to(device),
-        "eval_x": eval_images.to(device),
-        "eval_y": eval_labels.to(device),
-    }
-
-    torch.manual_seed(spec.seed)
-    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
-    if preprocess.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
-    optimizer = make_optimizer(spec, model, device)
+    on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
-    scheduler = make_scheduler(spec, optimizer, steps_per_epoch * spec.epochs)
+    training = make_training(spec, device, preprocess.channels_last, steps_per_epoch * spec.epochs)
 
     history: list[dict[str, Any]] = []
     start_epoch, train_seconds, resumed_from = 1, 0.0, None
     ckpt_path = checkpoint_path(checkpoint_dir, spec) if checkpoint_dir else None
     state = load_checkpoint(ckpt_path, spec) if ckpt_path else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if precision.scaler is not None and state["scaler"] is not None:
-            precision.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        restore_checkpoint(state, training)
         history, train_seconds = state["history"], state["train_seconds"]
         resumed_from = state["epoch"]
         start_epoch = resumed_from + 1
         reporter.log(f"resuming from {ckpt_path} after epoch {resumed_from}")
 
     # FLOPs counted on real images at the real input size (the count does not depend on batch).
-    probe_inputs = preprocess(on_device["train_x"][:2])
-    flops_per_image = forward_flops(model, probe_inputs) // 2
-    warm_size = min(spec.batch_size, len(split.train_labels))
-    train_flops_per_image = _count_and_warm_up(
-        model,
-        criterion,
-        (probe_inputs, on_device["train_y"][:2]),
-        (preprocess(on_device["train_x"][:warm_size]), on_device["train_y"][:warm_size]),
-        precision,
-        device,
-        steps=3 if device.type == "cuda" else 1,
+    probe = (preprocess(on_device.train_images[:2]), on_device.train_labels[:2])
+    flops_per_image = forward_flops(training.model, probe[0]) // 2
+    scratch = copy.deepcopy(training.model)
+    train_flops_per_image = count_train_flops(
+        scratch, training.criterion, probe, training.precision, device
     )
+    warm_up(
+        spec, scratch, training.criterion, preprocess, device,
+        (on_device.train_images, on_device.train_labels),
+        (on_device.eval_images, on_device.eval_labels),
+    )  # fmt: skip
+    del scratch
     reset_peak_memory(device)
 
     status, message = "ok", None
     stopwatch = Stopwatch(device)
     for epoch in range(start_epoch, spec.epochs + 1):
-        generator = epoch_generator(spec.seed, epoch)
-        if spec.loader == "memory":
-            batches = memory_batches(
-                on_device["train_x"], on_device["train_y"], spec.batch_size, generator
-            )
-        else:
-            batches = dataloader_batches(
-                split.train_images, split.train_labels, spec, generator, device
-            )
         augment = make_augment(spec.augment, epoch_generator(spec.seed + 7919, epoch, device))
         reporter.start_epoch(epoch, spec.epochs, steps_per_epoch)
         stopwatch.start()
         try:
             stats = train_one_epoch(
-                model,
-                criterion,
-                optimizer,
-                batches,
-                preprocess,
-                device,
-                precision,
-                epoch=epoch,
-                scheduler=scheduler,
-                augment=augment,
+                training.model, training.criterion, training.optimizer,
+                epoch_batches(spec, split, on_device, epoch, device), preprocess, device,
+                training.precision, epoch=epoch, scheduler=training.scheduler, augment=augment,
                 reporter=reporter,
-            )
+            )  # fmt: skip
         except Diverged as exc:
             stopwatch.stop()
             status, message = "diverged", str(exc)
@@ -537,57 +651,29 @@ def run(
             break
         epoch_seconds = stopwatch.stop()
         train_seconds += epoch_seconds
-        entry: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": epoch_seconds,
-            "images": stats.images,
-            "images_per_second": stats.images / epoch_seconds,
-        }
+        entry = epoch_entry(epoch, stats, epoch_seconds, training)
         if spec.eval_each_epoch or epoch == spec.epochs:
-            accuracy, _ = evaluate(
-                model,
-                on_device["eval_x"],
-                on_device["eval_y"],
-                preprocess,
-                device,
-                precision,
-                eval_batch_size(spec.image_size),
-            )
-            entry[f"{eval_name}_accuracy"] = accuracy
+            entry[f"{on_device.eval_name}_accuracy"], _ = evaluate(
+                training.model, on_device.eval_images, on_device.eval_labels, preprocess,
+                device, training.precision, eval_batch_size(spec.image_size),
+            )  # fmt: skip
         history.append(entry)
         reporter.end_epoch(entry)
         if ckpt_path is not None:
-            atomic_torch_save(
-                {
-                    "version": CHECKPOINT_VERSION,
-                    "spec": spec.canonical(),
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler else None,
-                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                    "rng": _rng_state(),
-                    "history": history,
-                    "train_seconds": train_seconds,
-                },
-                ckpt_path,
-            )
+            save_checkpoint(ckpt_path, spec, training, epoch, history, train_seconds)
 
     result = RunResult(
         spec=spec.to_dict(),
         status=status,
         message=message,
         device=str(device),
-        amp=precision.label,
+        amp=training.precision.label,
         history=history,
         train_seconds=train_seconds,
         flops_per_image=float(flops_per_image),
         macs_per_image=flops_per_image / 2,
         environment=environment(device, spec.threads),
-        protocol=protocol(spec, split, preprocess, precision, device),
+        protocol=protocol(spec, split, preprocess, training.precision, device) | backends,
         resumed_from_epoch=resumed_from,
     )
     images_trained = sum(entry.get("images", 0) for entry in history)
@@ -595,32 +681,58 @@ def run(
     if train_seconds > 0:
         result.images_per_second = images_trained / train_seconds
     if status == "ok":
-        if len(split.val_labels):
-            result.val_accuracy = history[-1].get("val_accuracy")
-        eval_watch = Stopwatch(device)
-        eval_watch.start()
-        accuracy, confusion = evaluate(
-            model,
-            split.test_images.to(device),
-            split.test_labels.to(device),
-            preprocess,
-            device,
-            precision,
-            eval_batch_size(spec.image_size),
-        )
-        result.eval_seconds = eval_watch.stop()
-        result.test_accuracy = accuracy
-        result.confusion_matrix = confusion.tolist()
-        per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
-        result.per_class_accuracy = (100.0 * per_class).tolist()
+        fill_test_result(result, training, split, preprocess, device, spec.image_size)
     result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
     if checkpoint_dir is not None and status == "ok":
         final = final_model_path(checkpoint_dir, spec)
-        atomic_torch_save({"spec": spec.to_dict(), "model": model.state_dict()}, final)
+        save_final_model(final, spec, training.model)
         result.model_path = str(final)
         if ckpt_path is not None:
             ckpt_path.unlink(missing_ok=True)  # the final model supersedes the epoch checkpoint
     return result
+
+
+def epoch_entry(
+    epoch: int, stats: EpochStats, seconds: float, training: Training
+) -> dict[str, Any]:
+    """One epoch's history entry (the GradScaler's loss scale too, when there is one: a scale
+    that keeps falling is how fp16 overflow shows)."""
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "lr": training.optimizer.param_groups[0]["lr"],
+        "train_seconds": seconds,
+        "images": stats.images,
+        "images_per_second": stats.images / seconds,
+    }
+    if training.precision.scaler is not None:
+        entry["loss_scale"] = float(training.precision.scaler.get_scale())
+    return entry
+
+
+def fill_test_result(
+    result: RunResult,
+    training: Training,
+    split: SplitData,
+    preprocess: Preprocess,
+    device: torch.device,
+    image_size: int,
+) -> None:
+    """Evaluate on the test split (timed apart from training) and fill in the result."""
+    if len(split.val_labels):
+        result.val_accuracy = result.history[-1].get("val_accuracy")
+    eval_watch = Stopwatch(device)
+    eval_watch.start()
+    accuracy, confusion = evaluate(
+        training.model, split.test_images.to(device), split.test_labels.to(device), preprocess,
+        device, training.precision, eval_batch_size(image_size),
+    )  # fmt: skip
+    result.eval_seconds = eval_watch.stop()
+    result.test_accuracy = accuracy
+    result.confusion_matrix = confusion.tolist()
+    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    result.per_class_accuracy = (100.0 * per_class).tolist()
 
 
 def protocol(

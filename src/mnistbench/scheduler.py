@@ -1,0 +1,127 @@
+"""Where the local executor puts a study's runs: CPU worker slots and shares of each GPU.
+
+A GPU run asks for a fraction of one GPU, the experiment's `resources.num_gpus` read as Ray reads
+it: 0.25 lets four runs share a GPU, 1 (the default) gives a run a GPU of its own. Several
+small-batch runs on one GPU finish sooner in total than the same runs one after another, because
+one batch-16 run leaves most of a large GPU idle (benchmarks/README.md, GPU section). A CPU run
+(an SVM, a ResNet on device "cpu") takes one of `jobs` worker slots; CPU and GPU runs proceed side
+by side. Every run records how many runs shared its GPU, so no timing taken under contention is
+passed off as one taken alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnistbench.config import RunSpec
+
+HOST_THREADS_PER_GPU_RUN = 2  # a GPU run's Python loop and copies; its compute is on the GPU
+EPSILON = 1e-9  # 4 x 0.25 must fit in 1.0 despite float rounding
+
+
+def needs_gpu(spec: RunSpec, gpus_here: int) -> bool:
+    """Whether the run trains on a GPU here ('auto' means a GPU when there is one)."""
+    if spec.is_svm:
+        return spec.svm_backend == "cuml"
+    return spec.device.startswith("cuda") or (spec.device == "auto" and gpus_here > 0)
+
+
+def gpu_fraction(resources: dict[str, Any]) -> float:
+    """The share of one GPU a run of this experiment asks for, in (0, 1]."""
+    requested = float(resources.get("num_gpus", 1) or 1)
+    if requested <= 0:
+        return 1.0
+    return min(requested, 1.0)  # one run trains on one GPU; more would sit idle
+
+
+def runs_per_gpu(fraction: float) -> int:
+    return max(1, math.floor(1 / fraction + EPSILON))
+
+
+def worker_threads(cores: int, cpu_workers: int, gpu_runs: int) -> tuple[int, int]:
+    """(threads per CPU-run worker, threads per GPU-run worker) when both kinds run at once.
+
+    GPU runs need a couple of host threads each; the CPU runs share the rest of the cores.
+    """
+    gpu_threads = min(HOST_THREADS_PER_GPU_RUN, cores) if gpu_runs else 0
+    left = max(cores - gpu_threads * gpu_runs, cpu_workers)
+    return max(1, left // max(cpu_workers, 1)), max(1, gpu_threads)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one run goes: a CPU worker slot, or a share of GPU `gpu_index`."""
+
+    gpu_index: int | None
+    share: float = 0.0
+
+
+@dataclass
+class Slots:
+    """Free capacity: CPU worker slots and, per GPU, the fraction not yet handed out."""
+
+    cpu_workers: int
+    gpus: int
+    free_cpu: int = field(init=False)
+    free_gpu: list[float] = field(init=False)
+    running: dict[str, Placement] = field(init=False, default_factory=dict)
+    # Per running key: the most runs seen at once on its GPU (itself included), and in all.
+    peak_same_gpu: dict[str, int] = field(init=False, default_factory=dict)
+    peak_all: dict[str, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cpu_workers < 1:
+            raise ValueError(f"cpu_workers must be at least 1, got {self.cpu_workers}")
+        self.free_cpu = self.cpu_workers
+        self.free_gpu = [1.0] * self.gpus
+
+    def place(self, key: str, gpu_share: float | None) -> Placement | None:
+        """Reserve room for a run (gpu_share None: a CPU run); None when it must wait."""
+        if gpu_share is None:
+            if self.free_cpu < 1:
+                return None
+            self.free_cpu -= 1
+            placement = Placement(None)
+        else:
+            # The GPU with the most room left: spreads runs over GPUs before stacking them.
+            candidates = [i for i in range(self.gpus) if self.free_gpu[i] + EPSILON >= gpu_share]
+            if not candidates:
+                return None
+            index = max(candidates, key=lambda i: self.free_gpu[i])
+            self.free_gpu[index] -= gpu_share
+            placement = Placement(index, gpu_share)
+        self.running[key] = placement
+        self.peak_same_gpu[key] = 0
+        self.peak_all[key] = 0
+        self._update_peaks()
+        return placement
+
+    def release(self, key: str) -> dict[str, int]:
+        """Free a finished run's room; return how many runs it shared the machine with."""
+        placement = self.running.pop(key)
+        if placement.gpu_index is None:
+            self.free_cpu += 1
+        else:
+            self.free_gpu[placement.gpu_index] += placement.share
+        concurrency = {"runs_at_once": self.peak_all.pop(key)}
+        same_gpu = self.peak_same_gpu.pop(key)
+        if placement.gpu_index is not None:
+            concurrency["runs_on_same_gpu"] = same_gpu
+        return concurrency
+
+    def idle(self) -> bool:
+        return not self.running
+
+    def _update_peaks(self) -> None:
+        total = len(self.running)
+        per_gpu: dict[int, int] = {}
+        for placement in self.running.values():
+            if placement.gpu_index is not None:
+                per_gpu[placement.gpu_index] = per_gpu.get(placement.gpu_index, 0) + 1
+        for key, placement in self.running.items():
+            self.peak_all[key] = max(self.peak_all[key], total)
+            if placement.gpu_index is not None:
+                same = per_gpu[placement.gpu_index]
+                self.peak_same_gpu[key] = max(self.peak_same_gpu[key], same)

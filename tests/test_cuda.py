@@ -1,0 +1,150 @@
+"""The CUDA paths, on a real GPU: `make gpu-check` runs these (`pytest -m cuda`); without a GPU
+every test here is skipped, and the rest of the suite covers the CPU side of the same code."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistbench.config import RunSpec, load_study
+from mnistbench.measure import Stopwatch, environment
+from mnistbench.models import build_resnet
+from mnistbench.progress import Reporter
+from mnistbench.store import Store
+from mnistbench.study import run_study
+from mnistbench.train_torch import (
+    checkpoint_path,
+    final_model_path,
+    load_checkpoint,
+    make_training,
+    restore_checkpoint,
+    run,
+)
+from tests.conftest import synthetic_dataset
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+TINY = {"model": "resnet18", "epochs": 1, "batch_size": 32, "device": "cuda"}
+
+
+def test_amp_is_fp16_with_a_grad_scaler_and_the_backends_are_recorded(tmp_path):
+    result = run(RunSpec(**TINY, amp=True), synthetic_dataset(), checkpoint_dir=tmp_path)
+    assert result.status == "ok" and result.amp == "fp16"
+    assert result.peak_memory_kind == "cuda_max_allocated" and result.peak_memory_bytes > 0
+    assert result.history[0]["loss_scale"] > 0
+    assert result.protocol["cudnn_benchmark"] is True
+    assert isinstance(result.protocol["cudnn_allow_tf32"], bool)
+    assert result.protocol["matmul_precision"] in ("highest", "high", "medium")
+    for key in ("gpu_driver", "gpu_memory_bytes", "gpu_compute_capability", "cuda"):
+        assert result.environment[key], key
+
+
+def test_pinned_dataloader_trains_like_the_memory_loader():
+    data = synthetic_dataset()
+    spec = RunSpec(**TINY, epochs=2, optimizer="adam", lr=1e-3, amp=True)
+    pinned = run(spec.replace(loader="dataloader", pin_memory=True, num_workers=1), data)
+    memory = run(spec, data)
+    assert pinned.protocol["pin_memory"] is True and memory.protocol["pin_memory"] is False
+    assert pinned.history[-1]["images"] == memory.history[-1]["images"] == 400
+    assert pinned.test_accuracy > 50 and memory.test_accuracy > 50
+
+
+def test_final_model_loads_on_a_machine_without_a_gpu(tmp_path):
+    spec = RunSpec(**TINY)
+    run(spec, synthetic_dataset(), checkpoint_dir=tmp_path)
+    saved = torch.load(final_model_path(tmp_path, spec), weights_only=False)  # no map_location
+    assert {tensor.device.type for tensor in saved["model"].values()} == {"cpu"}
+    build_resnet("resnet18", channels=1).load_state_dict(saved["model"])
+
+
+class _StopBeforeEpoch(Reporter):
+    """Stops a run when the given epoch starts: the previous epoch's checkpoint is on disk."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_amp_run_resumes_with_its_grad_scaler_state(tmp_path):
+    spec = RunSpec(**{**TINY, "epochs": 2}, amp=True)
+    data = synthetic_dataset()
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, data, checkpoint_dir=tmp_path, reporter=_StopBeforeEpoch(2))
+    state = load_checkpoint(checkpoint_path(tmp_path, spec), spec)
+    assert state is not None and state["scaler"] is not None
+
+    fresh = make_training(spec, torch.device("cuda"), channels_last=False, steps=26)
+    scaler = fresh.precision.scaler
+    scaler.scale(torch.ones((), device="cuda"))  # initialise, then move it off the saved state
+    scaler.update(new_scale=123.0)
+    assert scaler.state_dict()["scale"] == 123.0 != state["scaler"]["scale"]
+    restore_checkpoint(state, fresh)
+    assert scaler.state_dict() == state["scaler"]
+
+    resumed = run(spec, data, checkpoint_dir=tmp_path)
+    assert resumed.status == "ok" and resumed.resumed_from_epoch == 1
+    assert resumed.history[0]["loss_scale"] == state["scaler"]["scale"]
+
+
+def test_stopwatch_waits_for_the_gpu():
+    watch = Stopwatch(torch.device("cuda"))
+    torch.cuda.synchronize()
+    watch.start()
+    started = time.perf_counter()
+    torch.cuda._sleep(200_000_000)  # queued: returns at once, the GPU spins for ~0.1 s
+    queued = time.perf_counter() - started
+    seconds = watch.stop()
+    assert seconds > 5 * queued and seconds > 0.02
+
+
+def test_environment_names_the_gpu():
+    env = environment(torch.device("cuda"))
+    assert env["device_name"] == torch.cuda.get_device_name()
+    assert env["gpu_compute_capability"].count(".") == 1
+
+
+STUDY = """
+[study]
+name = "shared"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+epochs = 1
+train_limit = 256
+test_limit = 128
+batch_size = 32
+device = "cuda"
+
+[experiments.half]
+resources = { num_gpus = 0.5 }
+grid = { optimizer = ["sgd", "adam"] }
+
+[experiments.svm]
+base = { model = "svm", train_limit = 300, test_limit = 100 }
+grid = { kernel = ["rbf"] }
+"""
+
+
+def test_study_shares_the_gpu_as_the_experiment_asks_and_records_it(tmp_path, real_data_root):
+    path = tmp_path / "shared.toml"
+    path.write_text(STUDY)
+    store_path = tmp_path / "store.db"
+    outcome = run_study(load_study(path), store_path, root=str(real_data_root))
+    assert (outcome.done, outcome.failed) == (3, 0)
+    with Store(store_path) as store:
+        gpu_runs = [r.result for r in store.runs("shared", "half")]
+        svm = store.runs("shared", "svm")[0].result
+    assert [r.environment["concurrency"]["runs_on_same_gpu"] for r in gpu_runs] == [2, 2]
+    assert all(r.device.startswith("cuda") for r in gpu_runs)
+    assert "runs_on_same_gpu" not in svm.environment["concurrency"]
+    assert Path(gpu_runs[0].model_path).is_file()

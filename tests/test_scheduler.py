@@ -1,0 +1,82 @@
+"""The local executor's placement of runs on CPU worker slots and GPU shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnistbench.config import RunSpec
+from mnistbench.scheduler import (
+    Slots,
+    gpu_fraction,
+    needs_gpu,
+    runs_per_gpu,
+    worker_threads,
+)
+
+
+def test_quarter_gpus_put_four_runs_on_one_gpu_and_the_fifth_waits():
+    slots = Slots(cpu_workers=1, gpus=1)
+    placements = [slots.place(f"run{i}", 0.25) for i in range(5)]
+    assert [p.gpu_index if p else None for p in placements[:4]] == [0, 0, 0, 0]
+    assert placements[4] is None
+    assert slots.release("run0") == {"runs_at_once": 4, "runs_on_same_gpu": 4}
+    assert slots.place("run4", 0.25) is not None
+
+
+def test_runs_spread_over_gpus_before_sharing_one():
+    slots = Slots(cpu_workers=1, gpus=2)
+    first, second = slots.place("a", 0.5), slots.place("b", 0.5)
+    assert {first.gpu_index, second.gpu_index} == {0, 1}
+    third = slots.place("c", 0.5)
+    assert third is not None and slots.place("d", 0.5) is not None
+    assert slots.place("e", 0.5) is None
+    assert slots.release("a") == {"runs_at_once": 4, "runs_on_same_gpu": 2}
+
+
+def test_cpu_runs_take_worker_slots_beside_gpu_runs():
+    slots = Slots(cpu_workers=2, gpus=1)
+    assert slots.place("gpu", 1.0).gpu_index == 0
+    assert slots.place("gpu2", 1.0) is None  # a whole GPU each: the second waits
+    assert slots.place("svm1", None) == slots.place("svm2", None)  # CPU slots, no GPU index
+    assert slots.place("svm3", None) is None
+    assert slots.release("svm1") == {"runs_at_once": 3}
+    assert slots.release("gpu") == {"runs_at_once": 3, "runs_on_same_gpu": 1}
+    assert slots.place("gpu2", 1.0) is not None
+
+
+def test_a_run_alone_records_that_it_was_alone():
+    slots = Slots(cpu_workers=1, gpus=1)
+    slots.place("only", 0.25)
+    assert slots.release("only") == {"runs_at_once": 1, "runs_on_same_gpu": 1}
+    assert slots.idle()
+
+
+@pytest.mark.parametrize(
+    ("resources", "fraction", "per_gpu"),
+    [({}, 1.0, 1), ({"num_gpus": 0.25}, 0.25, 4), ({"num_gpus": 1 / 3}, 1 / 3, 3),
+     ({"num_gpus": 2}, 1.0, 1), ({"num_gpus": 0}, 1.0, 1), ({"num_gpus": 0.3}, 0.3, 3)],
+)  # fmt: skip
+def test_gpu_fraction_reads_num_gpus_as_ray_does(resources, fraction, per_gpu):
+    assert gpu_fraction(resources) == pytest.approx(fraction)
+    assert runs_per_gpu(gpu_fraction(resources)) == per_gpu
+
+
+def test_which_runs_need_a_gpu():
+    assert needs_gpu(RunSpec(device="cuda"), gpus_here=0)
+    assert needs_gpu(RunSpec(device="auto"), gpus_here=1)
+    assert not needs_gpu(RunSpec(device="auto"), gpus_here=0)
+    assert not needs_gpu(RunSpec(device="cpu"), gpus_here=1)
+    assert not needs_gpu(RunSpec(model="svm", svm_backend="sklearn"), gpus_here=1)
+
+
+def test_gpu_runs_keep_two_host_threads_and_cpu_runs_share_the_rest():
+    assert worker_threads(16, 1, 4) == (8, 2)
+    assert worker_threads(16, 2, 4) == (4, 2)
+    assert worker_threads(2, 2, 0) == (1, 1)  # a CPU-only machine: cores split between workers
+    assert worker_threads(4, 1, 0) == (4, 1)
+    assert worker_threads(2, 1, 4) == (1, 2)  # oversubscribed: every worker still gets a thread
+
+
+def test_slots_need_a_cpu_worker():
+    with pytest.raises(ValueError, match="cpu_workers"):
+        Slots(cpu_workers=0, gpus=1)
