@@ -28,6 +28,7 @@ import json
 import math
 import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -205,7 +206,7 @@ def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
     outcome = []
     original = train_torch.make_optimizer
 
-    def unfused(spec_: RunSpec, model: torch.nn.Module, device: torch.device):
+    def unfused(spec_: RunSpec, model: torch.nn.Module, device: torch.device, **kwargs: Any):
         return original(spec_, model, torch.device("meta"))  # "meta": no fused kernel asked for
 
     for name, change in [*variants, ("unfused optimizer", {})]:
@@ -326,8 +327,14 @@ def _sharing_worker(device: str, root: str, steps: int, smoke: bool, barrier, re
     window = Window()
     torch.set_num_threads(2)
     spec = engine_spec("resnet18", 16, "dataloader", steps, device, threads=2)
-    result = run(spec, load_dataset("mnist", root), reporter=window)
-    results.put((window.began, window.ended, result.history[0]["images"]))
+    try:
+        result = run(spec, load_dataset("mnist", root), reporter=window)
+        if result.status != "ok":
+            raise RuntimeError(f"{result.status}: {result.message}")
+        results.put((window.began, window.ended, result.history[0]["images"]))
+    except BaseException as exc:  # the driver must hear of it, not wait for a window
+        barrier.abort()  # release the other runs waiting to start together
+        results.put(f"{type(exc).__name__}: {exc}")
 
 
 def phase_sharing(check: Check, root: Path, steps: int, levels: tuple[int, ...]) -> dict:
@@ -345,9 +352,18 @@ def phase_sharing(check: Check, root: Path, steps: int, levels: tuple[int, ...])
                    for _ in range(k)]  # fmt: skip
         for worker in workers:
             worker.start()
-        windows = [results.get(timeout=400) for _ in workers]
+        try:
+            windows = [results.get(timeout=max(check.left(), 30.0)) for _ in workers]
+        except queue.Empty:
+            windows = ["no result in time"]
         for worker in workers:
-            worker.join()
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+        errors = [w for w in windows if isinstance(w, str)]
+        if errors:
+            rows.append({"runs": k, "skipped": "; ".join(sorted(set(errors)))})
+            continue
         began, ended = min(w[0] for w in windows), max(w[1] for w in windows)
         images = sum(w[2] for w in windows)
         rows.append({"runs": k, "total_images_per_second": round(images / (ended - began), 1),

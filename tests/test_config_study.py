@@ -96,6 +96,8 @@ def test_shipped_study_files_load(name):
         fashion = study.experiment("q1a_fashion").specs()
         assert all(s.epochs == 10 and not s.pin_memory for s in fashion)
         assert all(s.epochs == 2 for s in study.experiment("q2_devices").specs())
+        for grid in ("q1a_mnist", "q1a_fashion"):  # small-batch runs share a GPU, four at a time
+            assert study.experiment(grid).resources["num_gpus"] == 0.25
 
 
 def test_speedrun_presets_are_resnet18_at_native_size_with_three_seeds():

@@ -16,6 +16,7 @@ from mnistbench.train_torch import (
     final_model_path,
     hflip,
     make_augment,
+    make_optimizer,
     memory_batches,
     resolve_device,
     run,
@@ -121,6 +122,39 @@ def test_flip_mirrors_about_half_of_the_images_and_composes_with_translate():
     cols = both.flatten(1).argmax(1) % 28
     assert ((cols <= 5) | (cols >= 22)).all() and (cols >= 22).any() and (cols <= 5).any()
     assert make_augment("none", torch.Generator()) is None
+
+
+def _overflow_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """One fp16-style step whose gradients overflow: a GradScaler must skip it entirely."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    loss = model(torch.full((2, 4), float("inf"))).sum()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**15, "the scaler saw the overflow"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_a_grad_scaler_skipped_step_leaves_the_optimizer_untouched(optimizer):
+    """Fused SGD writes its momentum buffer on a step the scaler skips (weights then blow up:
+    every ResNet-50 SGD run diverged on an H200); the engine must not build it under a scaler."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    spec = RunSpec(optimizer=optimizer, lr=0.1, momentum=0.9)
+    built = make_optimizer(spec, model, torch.device("cpu"), grad_scaler=True)
+    _overflow_step(built, model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(not state or "momentum_buffer" not in state for state in built.state.values())
+    assert all(
+        not state or not torch.any(state.get("exp_avg", torch.zeros(1)))
+        for state in built.state.values()
+    )
+
+
+def test_without_a_grad_scaler_sgd_keeps_the_fused_kernel():
+    built = make_optimizer(RunSpec(optimizer="sgd"), torch.nn.Linear(2, 2), torch.device("cpu"))
+    assert built.defaults["fused"] is True
 
 
 def test_memory_batches_cover_every_image_once_and_drop_a_single_leftover():
