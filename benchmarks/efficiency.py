@@ -30,22 +30,26 @@ from torch import nn
 from mnistbench.data import load_dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.storage import resolve_root
-from mnistbench.measure import cpu_model
+from mnistbench.measure import cpu_model, device_name, synchronize
 from mnistbench.models import build_resnet
+from mnistbench.train_torch import make_precision, resolve_device
 from train_throughput import engine_result  # benchmarks/ is on sys.path as the script's dir
 
 MATMUL_SIZE = 4096
 
 
-def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
-    """FLOP/s of back-to-back square matmuls at `dtype` (CPU)."""
-    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
-    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
-    a @ b  # warm-up: thread pool, packing buffers
+def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 2.0) -> float:
+    """FLOP/s of back-to-back square matmuls at `dtype` on `device`, synchronised."""
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype, device=device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype, device=device)
+    a @ b  # warm-up: thread pool, packing buffers, cuBLAS handles
+    synchronize(device)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
+        for _ in range(1 if device.type == "cpu" else 50):  # queue enough work on a GPU
+            a @ b
+            count += 1
+        synchronize(device)
     return 2 * MATMUL_SIZE**3 * count / (time.perf_counter() - started)
 
 
@@ -54,18 +58,22 @@ VARIANTS = ("notebook step", "- host sync", "+ fused optimizer", "+ channels_las
 
 def step_loop_images_per_second(
     variant: str, model_name: str, images: torch.Tensor, labels: torch.Tensor, size: int,
-    batch: int, amp: bool, steps: int,
+    batch: int, amp: bool, steps: int, device: torch.device,
 ) -> float:  # fmt: skip
-    """Train `steps` steps (after two untimed ones) with every change up to `variant` applied."""
+    """Train `steps` steps (after two untimed ones) with every change up to `variant` applied.
+
+    `images` and `labels` are on `device`; AMP is what the engine runs there (bf16 on CPU, fp16
+    with a GradScaler on CUDA, where SGD is never fused: see train_torch.make_optimizer)."""
     level = VARIANTS.index(variant)
+    precision = make_precision(amp, device)
     channels = 3 if size > 28 else 1
     channels_last = level >= VARIANTS.index("+ channels_last")
     preprocess = Preprocess(0.5, 0.5, size, channels, channels_last=channels_last)
     torch.manual_seed(0)
-    model = build_resnet(model_name, channels=channels)
+    model = build_resnet(model_name, channels=channels).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    fused = level >= VARIANTS.index("+ fused optimizer")
+    fused = level >= VARIANTS.index("+ fused optimizer") and precision.scaler is None
     optimizer = torch.optim.SGD(
         model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=fused or None
     )
@@ -78,27 +86,34 @@ def step_loop_images_per_second(
     def step(index: int) -> None:
         start = (index * batch) % (len(labels) - batch)
         x = preprocess(images[start : start + batch])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast(device):
             loss = criterion(forward(x), labels[start : start + batch])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         if sync_every_step:
             loss.item()
 
     for index in range(2):
         step(index)
+    synchronize(device)
     started = time.perf_counter()
     for index in range(steps):
         step(index)
+    synchronize(device)
     return steps * batch / (time.perf_counter() - started)
 
 
 def engine_run(
-    model: str, size: int, batch: int, amp: bool, steps: int, data, threads: int
+    model: str, size: int, batch: int, amp: bool, steps: int, data, threads: int, device: str
 ) -> tuple[float, float]:
     """(images/s, training FLOPs per image) of the real engine on `steps` steps."""
-    result = engine_result(model, batch, size, amp, steps, data, threads)
+    result = engine_result(model, batch, size, amp, steps, data, threads, device)
     return result.images_per_second, result.train_flops / (steps * batch)
 
 
@@ -108,20 +123,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     data = load_dataset("mnist", resolve_root(None))
-    images, labels = data.train_images[:4096], data.train_labels[:4096]
+    images, labels = data.train_images[:4096].to(device), data.train_labels[:4096].to(device)
 
+    amp_label = make_precision(True, device).label  # bf16 on CPU, fp16 on CUDA
+    amp_dtype = torch.bfloat16 if amp_label == "bf16" else torch.float16
     peaks = {
-        "fp32": statistics.median(matmul_peak(torch.float32) for _ in range(repeats)),
-        "bf16": statistics.median(matmul_peak(torch.bfloat16) for _ in range(repeats)),
+        "fp32": statistics.median(matmul_peak(torch.float32, device) for _ in range(repeats)),
+        amp_label: statistics.median(matmul_peak(amp_dtype, device) for _ in range(repeats)),
     }
-    print(f"# CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}")
+    print(f"# {args.device}: {device_name(device)}; CPU {cpu_model()}, {args.threads} threads, "
+          f"torch {torch.__version__}")  # fmt: skip
     print(
         f"# matmul peak ({MATMUL_SIZE}^2): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; medians of {repeats} run(s)\n"
+        f"{amp_label} {peaks[amp_label] / 1e9:.0f} GFLOP/s; medians of {repeats} run(s)\n"
     )
     print("| case | precision | variant | img/s | training GFLOP/s | of peak | vs notebook step |")
     print("|---|---|---|---|---|---|---|")
@@ -131,17 +151,17 @@ def main() -> None:
         # About the same wall time per case: a 224 px step costs ~60x a 28 px one.
         steps = (4 if args.quick else 8) if size > 28 else (12 if args.quick else 40)
         for amp in (False, True):
-            precision = "bf16 AMP" if amp else "fp32"
-            peak = peaks["bf16" if amp else "fp32"]
+            precision = f"{amp_label} AMP" if amp else "fp32"
+            peak = peaks[amp_label if amp else "fp32"]
             engine = [
-                engine_run(model, size, batch, amp, steps, data, args.threads)
+                engine_run(model, size, batch, amp, steps, data, args.threads, args.device)
                 for _ in range(repeats)
             ]
             flops_per_image = engine[0][1]
             rows = {
                 variant: statistics.median(
                     step_loop_images_per_second(
-                        variant, model, images, labels, size, batch, amp, steps
+                        variant, model, images, labels, size, batch, amp, steps, device
                     )
                     for _ in range(repeats)
                 )

@@ -28,19 +28,20 @@ from torchvision import transforms
 from mnistbench.config import RunResult, RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
-from mnistbench.measure import cpu_model
+from mnistbench.measure import cpu_model, device_name
 from mnistbench.models import build_resnet
-from mnistbench.train_torch import run
+from mnistbench.train_torch import make_precision, resolve_device, run
 
 
 def engine_result(
-    model: str, batch: int, size: int, amp: bool, steps: int, data, threads: int
-) -> RunResult:
+    model: str, batch: int, size: int, amp: bool, steps: int, data, threads: int,
+    device: str = "cpu",
+) -> RunResult:  # fmt: skip
     """The real engine (train_torch.run) on `steps` steps of MNIST at `size` px (3 channels when
     upscaled, as published), SGD at the published lr; evaluation off except one tiny batch."""
     spec = RunSpec(
         dataset="mnist", model=model, batch_size=batch, epochs=1, image_size=size,
-        channels=3 if size > 28 else 1, amp=amp, device="cpu", threads=threads, optimizer="sgd",
+        channels=3 if size > 28 else 1, amp=amp, device=device, threads=threads, optimizer="sgd",
         lr=1e-3, lr_schedule="none", train_limit=steps * batch, test_limit=batch,
         eval_each_epoch=False,
     )  # fmt: skip
@@ -48,16 +49,20 @@ def engine_result(
 
 
 def mnistbench_images_per_second(
-    model: str, batch: int, size: int, amp: bool, steps: int, data, threads: int
+    model: str, batch: int, size: int, amp: bool, steps: int, data, threads: int, device: str
 ) -> float:
-    return engine_result(model, batch, size, amp, steps, data, threads).images_per_second
+    return engine_result(model, batch, size, amp, steps, data, threads, device).images_per_second
 
 
 def notebook_images_per_second(
-    model_name: str, batch: int, amp: bool, steps: int, root: Path, threads: int
+    model_name: str, batch: int, amp: bool, steps: int, root: Path, threads: int, device: str
 ) -> float:
-    """The published notebook's input pipeline, timed like the engine times itself."""
+    """The published notebook's input pipeline, timed like the engine times itself: PIL
+    transforms in 2 workers, pinned copies to a GPU, AMP as the engine runs it on that device
+    (fp16 + GradScaler on CUDA, bf16 on CPU), loss.item() every step."""
     torch.set_num_threads(threads)
+    target = torch.device(device)
+    precision = make_precision(amp, target)
     transform = transforms.Compose(
         [
             transforms.Resize(224),
@@ -67,24 +72,32 @@ def notebook_images_per_second(
         ]
     )
     dataset = torchvision.datasets.MNIST(str(root), train=True, transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=2, pin_memory=target.type == "cuda"
+    )
     torch.manual_seed(0)
-    model = build_resnet(model_name, channels=3)
+    model = build_resnet(model_name, channels=3).to(target)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
     model.train()
     iterator = iter(loader)
     seconds = 0.0
     for step in range(steps + 1):  # step 0 is warm-up, off the clock
         started = time.perf_counter()
         images, labels = next(iterator)
-        with autocast:
+        images = images.to(target, non_blocking=True)
+        labels = labels.to(target, non_blocking=True)
+        with precision.autocast(target):
             loss = criterion(model(images), labels)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the notebook read the loss every step
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        loss.item()  # the notebook read the loss every step (a host sync)
         if step:
             seconds += time.perf_counter() - started
     return steps * batch / seconds
@@ -101,12 +114,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     models = ["resnet18"] if args.quick else ["resnet18", "resnet50"]
     batches = [16] if args.quick else [16, 32]
     root = resolve_root(args.root)
     data = load_dataset("mnist", root)
-    print(f"# CPU: {cpu_model()}, {args.threads} threads, torch {torch.__version__}")
+    print(f"# {args.device}: {device_name(resolve_device(args.device))}; CPU {cpu_model()}, "
+          f"{args.threads} threads, torch {torch.__version__}")  # fmt: skip
     print(f"# medians of {args.repeats} runs; img/s of training (forward + backward + step)\n")
     print("| model | batch | precision | (a) notebook 224 | (b) mnistbench 224 | (c) mnistbench 28 "
           "| (b)/(a) | (b)/(a fp32) | (c)/(a) |")  # fmt: skip
@@ -118,19 +133,19 @@ def main() -> None:
             notebook_fp32 = None
             for amp in (False, True):
                 notebook = median([
-                    notebook_images_per_second(model, batch, amp, steps, root, args.threads)
+                    notebook_images_per_second(model, batch, amp, steps, root, args.threads, args.device)
                     for _ in range(args.repeats)
                 ])  # fmt: skip
                 notebook_fp32 = notebook_fp32 or notebook
                 ours_224 = median([
-                    mnistbench_images_per_second(model, batch, 224, amp, steps, data, args.threads)
+                    mnistbench_images_per_second(model, batch, 224, amp, steps, data, args.threads, args.device)
                     for _ in range(args.repeats)
                 ])  # fmt: skip
                 ours_28 = median([
-                    mnistbench_images_per_second(model, batch, 28, amp, 10 * steps, data, args.threads)
+                    mnistbench_images_per_second(model, batch, 28, amp, 10 * steps, data, args.threads, args.device)
                     for _ in range(args.repeats)
                 ])  # fmt: skip
-                precision = "bf16 AMP" if amp else "fp32"
+                precision = make_precision(amp, resolve_device(args.device)).label
                 # (b)/(a fp32) on the AMP row is the AMP target: mixed precision against the
                 # notebook as published (fp32 on CPU).
                 print(

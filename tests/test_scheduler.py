@@ -80,3 +80,52 @@ def test_gpu_runs_keep_two_host_threads_and_cpu_runs_share_the_rest():
 def test_slots_need_a_cpu_worker():
     with pytest.raises(ValueError, match="cpu_workers"):
         Slots(cpu_workers=0, gpus=1)
+
+
+STUDY = """
+[study]
+name = "mixed"
+
+[experiments.grid]
+base = { model = "resnet18" }
+resources = { num_gpus = 0.25 }
+grid = { optimizer = ["sgd", "adam"] }
+
+[experiments.whole]
+base = { model = "resnet18", device = "cuda", optimizer = "sgd" }
+
+[experiments.svm]
+base = { model = "svm" }
+"""
+
+
+def _planned(tmp_path, only: list[str]):
+    from mnistbench.config import load_study
+    from mnistbench.study import PlannedRun
+
+    path = tmp_path / "mixed.toml"
+    path.write_text(STUDY)
+    study = load_study(path)
+    runs = [PlannedRun(e.name, spec, "pending") for e in study.select(only) for spec in e.specs()]
+    return study, runs
+
+
+def test_gpu_runs_share_a_gpu_only_in_worker_processes(tmp_path):
+    from mnistbench.study import gpu_share, wants_worker_processes
+
+    study, runs = _planned(tmp_path, ["grid"])
+    assert [gpu_share(run, study, gpus=1) for run in runs] == [0.25, 0.25]
+    assert wants_worker_processes(runs, study, jobs=1, gpus=1)  # four per GPU
+    assert not wants_worker_processes(runs, study, jobs=1, gpus=0)  # no GPU: in this process
+    assert [gpu_share(run, study, gpus=0) for run in runs] == [None, None]
+
+
+def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_path):
+    from mnistbench.study import wants_worker_processes
+
+    study, whole = _planned(tmp_path, ["whole"])
+    assert not wants_worker_processes(whole, study, jobs=1, gpus=1)  # one at a time anyway
+    assert wants_worker_processes(whole, study, jobs=1, gpus=2)  # one per GPU, two GPUs
+    study, mixed = _planned(tmp_path, ["whole", "svm"])
+    assert wants_worker_processes(mixed, study, jobs=1, gpus=1)  # the SVM runs beside it
+    assert wants_worker_processes(mixed, study, jobs=2, gpus=0)  # --jobs 2 as before

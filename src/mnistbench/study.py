@@ -165,7 +165,7 @@ def run_study(
         context = _Context(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
         if executor == "ray":
             _run_ray(todo, context, study, ray_address)
-        elif _wants_processes(todo, study, jobs, gpus := visible_gpus()):
+        elif wants_worker_processes(todo, study, jobs, gpus := visible_gpus()):
             _run_processes(todo, context, study, jobs, gpus)
         else:
             _run_sequential(todo, context)
@@ -244,17 +244,17 @@ def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
         context.finish(run, result, None)
 
 
-def _gpu_share(run: PlannedRun, study: StudySpec, gpus: int) -> float | None:
+def gpu_share(run: PlannedRun, study: StudySpec, gpus: int) -> float | None:
     """The GPU fraction a run asks for, or None for a run that trains on the CPU here."""
     if gpus == 0 or not needs_gpu(run.spec, gpus):
         return None  # a CUDA run on a machine without one is skipped when claimed
     return gpu_fraction(study.experiment(run.experiment).resources)
 
 
-def _wants_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, gpus: int) -> bool:
+def wants_worker_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, gpus: int) -> bool:
     """Worker processes when more than one run can go at once: --jobs N, runs sharing a GPU, or
     GPU runs beside CPU runs. Otherwise in this process, with live epoch progress."""
-    shares = [_gpu_share(run, study, gpus) for run in todo]
+    shares = [gpu_share(run, study, gpus) for run in todo]
     gpu_shares = [share for share in shares if share is not None]
     if jobs > 1:
         return True
@@ -269,7 +269,7 @@ def _run_processes(
     """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
     `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions allow. The
     driver claims, records and beats the heart; workers only compute."""
-    shares = {run.key: _gpu_share(run, study, gpus) for run in todo}
+    shares = {run.key: gpu_share(run, study, gpus) for run in todo}
     gpu_capacity = sum(
         gpus * runs_per_gpu(share) for share in {s for s in shares.values() if s is not None}
     )
