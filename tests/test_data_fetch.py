@@ -118,14 +118,13 @@ def test_chain_skips_then_uses_next_source_and_reports_each(tmp_path, synthetic)
     report = fetch_dataset(info, tmp_path / "root", sources=sources, log=lines.append)
     assert [a.outcome for a in report.attempts] == ["skipped", "ok"]
     assert lines[0].startswith("mnist: first: skipped") and "second: ok" in lines[1]
-    # A second fetch finds the files already in ROOT and copies nothing.
-    report = fetch_dataset(
-        info,
-        tmp_path / "root",
-        log=_quiet,
-        sources=[DirectorySource(raw_dir(tmp_path / "root", info), "root")],
-    )
-    assert report.source == "root"
+    # A second fetch through the default chain stops at the files already in ROOT, the first
+    # source, and rewrites nothing.
+    installed = raw_dir(tmp_path / "root", info)
+    mtimes = {name: (installed / name).stat().st_mtime_ns for name in FILENAMES}
+    report = fetch_dataset(info, tmp_path / "root", log=_quiet)
+    assert [(a.source, a.outcome) for a in report.attempts] == [(f"files in {installed}", "ok")]
+    assert {name: (installed / name).stat().st_mtime_ns for name in FILENAMES} == mtimes
 
 
 def test_every_source_failing_lists_all_attempts(tmp_path, synthetic):
@@ -330,3 +329,53 @@ def test_pip_and_apt_are_told_to_fail_fast_and_the_error_points_to_fetch_from(
     assert pip_command[pip_command.index("--timeout") + 1] == "10"
     assert pip_command[pip_command.index("--retries") + 1] == "1"
     assert "Acquire::Retries=0" in apt_command and "Acquire::https::Timeout=10" in apt_command
+
+
+def _ar(members: dict[str, bytes]) -> bytes:
+    """A Unix ar archive (the .deb container) holding `members`."""
+    out = bytearray(b"!<arch>\n")
+    for name, data in members.items():
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n"
+        out += header.encode() + data + (b"\n" if len(data) % 2 else b"")
+    return bytes(out)
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_deb_parser_reads_the_files_out_of_a_fake_package(tmp_path, synthetic):
+    """Offline: a small .deb laid out like dataset-fashion-mnist (gzip files in data.tar.gz)."""
+    files, info = synthetic
+    data_tar = _tar_gz({
+        f"./usr/share/datasets/fashion-mnist/{name}.gz": gzip.compress(data)
+        for name, data in files.items()
+    } | {"./usr/share/doc/dataset-fashion-mnist/copyright": b"MIT"})  # fmt: skip
+    deb = tmp_path / "dataset-fashion-mnist_0.0.1-1_all.deb"
+    deb.write_bytes(_ar({
+        "debian-binary": b"2.0\n",
+        "control.tar.gz": _tar_gz({"./control": b"Package: dataset-fashion-mnist\n"}),
+        "data.tar.gz": data_tar,
+    }))  # fmt: skip
+    collected = sources.deb_members(deb, info)
+    assert {name: data for name, (data, _) in collected.items()} == files
+    assert all(
+        origin.startswith(deb.name + ":./usr/share/datasets/") for _, origin in collected.values()
+    )
+
+
+def test_a_deb_without_the_dataset_is_skipped_and_a_non_deb_is_an_error(tmp_path, synthetic):
+    _, info = synthetic
+    deb = tmp_path / "other.deb"
+    deb.write_bytes(_ar({"debian-binary": b"2.0\n", "data.tar.gz": _tar_gz({"./x": b"1"})}))
+    with pytest.raises(sources.SourceSkipped, match="no mnist IDX files"):
+        sources.deb_members(deb, info)
+    (tmp_path / "not.deb").write_bytes(b"PK\x03\x04 zip, not ar")
+    with pytest.raises(ValueError, match=r"not a \.deb"):
+        sources.deb_members(tmp_path / "not.deb", info)

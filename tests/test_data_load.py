@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from mnistbench.data import load as load_module
 from mnistbench.data.fetch import fetch_dataset
 from mnistbench.data.load import DatasetNotFoundError, load_dataset
 from mnistbench.data.registry import DATASETS, FILENAMES, MNIST
@@ -28,10 +29,21 @@ def test_load_returns_uint8_images_and_int64_labels(tmp_path, synthetic):
     assert set(data.train_labels.tolist()) == set(range(10))
 
 
-def test_stamp_skips_rehash_but_catches_a_changed_file(tmp_path, synthetic):
+def test_stamp_skips_rehash_but_catches_a_changed_file(tmp_path, synthetic, monkeypatch):
     root, info = _fetched(tmp_path, synthetic)
     directory = raw_dir(root, info)
     assert (directory / STAMP_NAME).is_file()
+    hashed: list[str] = []
+    real_check = load_module.check_digest
+
+    def counting_check(info, filename, data, origin):
+        hashed.append(filename)
+        return real_check(info, filename, data, origin)
+
+    monkeypatch.setattr(load_module, "check_digest", counting_check)
+    load_dataset(info, root)
+    assert hashed == [], "an unchanged, stamped root is not re-hashed"
+
     path = directory / "t10k-labels-idx1-ubyte"
     corrupted = bytearray(path.read_bytes())
     corrupted[-1] = (corrupted[-1] + 1) % 10
@@ -39,6 +51,7 @@ def test_stamp_skips_rehash_but_catches_a_changed_file(tmp_path, synthetic):
     path.write_bytes(bytes(corrupted))
     with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
         load_dataset(info, root)
+    assert hashed == ["t10k-labels-idx1-ubyte"], "only the changed file was re-hashed"
 
 
 def test_missing_files_say_how_to_fetch(tmp_path):

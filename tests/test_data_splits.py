@@ -4,7 +4,7 @@ from torch.utils.data import ConcatDataset, TensorDataset, random_split
 
 from mnistbench.data.load import Dataset
 from mnistbench.data.registry import MNIST
-from mnistbench.data.splits import make_split, stratified_holdout
+from mnistbench.data.splits import SplitData, limit_split, make_split, stratified_holdout
 
 
 def _dataset(n_train: int = 600, n_test: int = 100) -> Dataset:
@@ -60,3 +60,23 @@ def test_unknown_split_and_bad_fraction():
         make_split(_dataset(), "random")
     with pytest.raises(ValueError, match="val_fraction"):
         make_split(_dataset(), "official", val_fraction=1.5)
+
+
+def test_limits_take_a_seeded_subset_the_same_rows_for_the_same_seed():
+    # Each image carries its row number, so the rows a limit keeps can be read back.
+    rows = torch.arange(300)
+    empty = torch.zeros(0, 1, 1)
+    split = SplitData("official", rows.view(-1, 1, 1), rows % 10, empty, empty[:, 0, 0],
+                      rows[:200].view(-1, 1, 1), rows[:200] % 10)  # fmt: skip
+
+    def kept(seed: int) -> tuple[list[int], list[int]]:
+        limited = limit_split(split, 50, 20, seed)
+        return limited.train_images.flatten().tolist(), limited.test_images.flatten().tolist()
+
+    train_0, test_0 = kept(0)
+    assert (train_0, test_0) == kept(0)
+    assert len(set(train_0)) == 50 and len(set(test_0)) == 20
+    assert train_0 != list(range(50)), "a random subset, not the first rows"
+    train_1, test_1 = kept(1)
+    assert train_1 != train_0 and test_1 != test_0
+    assert limit_split(split, None, None, 0).train_images.flatten().tolist() == rows.tolist()

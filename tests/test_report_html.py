@@ -1,11 +1,13 @@
 """The HTML report in a real browser: headless Chromium loads it from disk, with no network, and
 the test reads back the DOM it built: the tables and their cells, and every image decoded.
 
-Skipped when /usr/bin/chromium is absent (Debian's `chromium` package; CI installs it).
+Skipped when /usr/bin/chromium is absent (Debian's `chromium` package), except under CI, which
+installs it and fails when it is missing.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -87,7 +89,10 @@ class DomReader(HTMLParser):
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package to run this test")
+        message = f"{CHROMIUM} is absent: install Debian's chromium package to run this test"
+        if os.environ.get("CI"):  # CI installs it (.ci/run): a missing browser is a failure there
+            pytest.fail(message)
+        pytest.skip(message)
     directory = tmp_path_factory.mktemp("html")
     with Store(build_synthetic_store(directory / "results.db")) as store:
         report = build_report(store, STUDY)

@@ -386,3 +386,15 @@ def test_other_connections_never_delete_a_running_study_s_wal(tmp_path):
     assert path.with_name(path.name + "-wal").exists()
     assert driver.get(RunSpec(seed=1).key()).status == "pending"
     driver.close()
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path):
+    store_path = tmp_path / "store.db"
+    store_path.write_bytes(b"this is not sqlite" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnistbench", "study", "status", "--store", str(store_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and str(store_path) in result.stderr
+    assert store_path.read_bytes() == b"this is not sqlite" * 100

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnistbench import train_torch
 from mnistbench.config import RunSpec
 from mnistbench.train_torch import (
     DeviceUnavailableError,
@@ -49,10 +51,18 @@ def test_learns_the_synthetic_task_and_reports_everything():
 
 
 def test_validation_split_is_used_for_epoch_accuracy():
-    spec = RunSpec(**{**TINY, "epochs": 1}, val_fraction=0.2)
-    result = run(spec, synthetic_dataset())
-    assert "val_accuracy" in result.history[0] and result.val_accuracy is not None
+    # Test labels shifted by one class: a model that learned scores high on validation (taken
+    # from train) and near zero on test, so the numbers show which split each one measured.
+    data = synthetic_dataset()
+    data = dataclasses.replace(data, test_labels=(data.test_labels + 1) % 10)
+    spec = RunSpec(**TINY, val_fraction=0.2, optimizer="adam", lr=1e-3)
+    result = run(spec, data)
     assert result.protocol["sizes"] == {"train": 320, "val": 80, "test": 100}
+    assert [sorted(k for k in e if k.endswith("_accuracy")) for e in result.history] == [
+        ["train_accuracy", "val_accuracy"]
+    ] * 2
+    assert result.val_accuracy == result.history[-1]["val_accuracy"] > 50
+    assert result.test_accuracy < 20
 
 
 def test_limits_take_a_seeded_subset():
@@ -79,9 +89,25 @@ def test_dataloader_path_gives_the_same_training_as_memory_path():
     assert loader.protocol["pin_memory"] is False  # no CUDA here: pinning would do nothing
 
 
-def test_amp_on_cpu_runs_bf16():
-    result = run(RunSpec(**{**TINY, "epochs": 1}, amp=True), synthetic_dataset(n_train=100))
+@pytest.mark.slow  # bf16 at 28 px: ~1 minute on the AMD EPYC without AMX
+def test_amp_on_cpu_runs_bf16(monkeypatch):
+    """The logits of the training steps are bf16 (a hook on the last layer sees them); the FLOP
+    count's forward pass, in eval mode, is the only fp32 one."""
+    seen: list[tuple[bool, torch.dtype]] = []
+    real_build = train_torch.build_resnet
+
+    def build_with_hook(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.fc.register_forward_hook(
+            lambda module, inputs, output: seen.append((module.training, output.dtype))
+        )
+        return model
+
+    monkeypatch.setattr(train_torch, "build_resnet", build_with_hook)
+    result = run(RunSpec(**{**TINY, "epochs": 1}, amp=True), synthetic_dataset(n_train=64))
     assert result.amp == "bf16" and result.status == "ok"
+    training = [dtype for in_training, dtype in seen if in_training]
+    assert len(training) >= 2 and set(training) == {torch.bfloat16}  # 2 steps + warm-up
 
 
 def test_channels_last_trains_the_same_model_as_contiguous():
@@ -185,6 +211,7 @@ run(RunSpec(**{spec!r}), synthetic_dataset(n_train=1500), checkpoint_dir=Path({c
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_exact(tmp_path):
     """SIGKILL a training process after its first checkpoint; resuming gives the same model."""
     spec_values = {**TINY, "epochs": 3, "optimizer": "sgd", "lr": 0.01, "augment": "translate"}
