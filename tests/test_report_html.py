@@ -125,15 +125,28 @@ def test_chromium_renders_tables_and_every_image(page: tuple[Path, int], tmp_pat
     assert int(dom.body["data-table-count"]) >= 7
 
 
-def test_chromium_screenshot_is_not_blank(page: tuple[Path, int], tmp_path: Path) -> None:
+def _pixels_near(image, colour: tuple[int, int, int], tolerance: int) -> int:
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(colour)).max(axis=-1) <= tolerance).sum())
+
+
+def test_chromium_screenshot_shows_the_plots(page: tuple[Path, int], tmp_path: Path) -> None:
+    """The rendered page shows its plots, not only text: the accuracy heatmap's viridis ends and
+    the curves' and bars' first two matplotlib colours are on screen (tall enough for them all)."""
     from PIL import Image
 
     path, _ = page
     shot = tmp_path / "shot.png"
     chromium(
-        f"--screenshot={shot}", "--window-size=1280,2000", path.as_uri(), user_dir=tmp_path / "u"
+        f"--screenshot={shot}", "--window-size=1280,9000", path.as_uri(), user_dir=tmp_path / "u"
     )
     with Image.open(shot) as image:
-        assert image.size == (1280, 2000)
-        colours = image.convert("RGB").getcolors(maxcolors=1_000_000) or []
-    assert len(colours) > 200  # text, tables and plots, not an empty page
+        assert image.size == (1280, 9000)
+        heatmap_high = _pixels_near(image, (253, 231, 37), 30)  # viridis yellow: best cells
+        heatmap_low = _pixels_near(image, (68, 1, 84), 20)  # viridis purple: worst cells
+        first_series = _pixels_near(image, (31, 119, 180), 12)  # matplotlib C0
+        second_series = _pixels_near(image, (255, 127, 14), 12)  # matplotlib C1
+    assert heatmap_high > 5_000 and heatmap_low > 2_000
+    assert first_series > 1_000 and second_series > 500
