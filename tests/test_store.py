@@ -398,3 +398,48 @@ def test_corrupt_store_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 1 and str(store_path) in result.stderr
     assert store_path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_late_finish_never_overwrites_the_owner_who_took_the_run_over(tmp_path: Path) -> None:
+    first, second = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+    elsewhere = (dead_pid(), "other-host")
+    second._owner = lambda: elsewhere  # another process, on another machine
+    try:
+        s = spec(0)
+        first.register("s", "e", [s])
+        assert first.claim(s.key())
+        assert second.claim(s.key(), stale_after=-1.0)  # first went silent: taken over
+        theirs = result_for(s, epochs=3)
+        assert second.finish(s.key(), theirs)
+        assert not first.finish(s.key(), result_for(s, epochs=1)), "the late result is refused"
+        assert not first.fail(s.key(), "late failure")
+        record = first.get(s.key())
+        assert (record.status, record.result, record.error) == ("done", theirs, None)
+        assert first.epochs(s.key()) == theirs.history
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_live_heartbeat_keeps_a_claim_past_the_stale_limit(tmp_path: Path) -> None:
+    """The study's heartbeat thread keeps a long run's claim; without it the claim goes stale."""
+    from mnistbench.study import Heartbeat
+
+    owner, rival = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+    elsewhere = (dead_pid(), "other-host")
+    rival._owner = lambda: elsewhere
+    beating, silent = spec(0), spec(1)
+    owner.register("s", "e", [beating, silent])
+    assert owner.claim(beating.key()) and owner.claim(silent.key())
+    stale_after = 0.6
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("mnistbench.study.HEARTBEAT_SECONDS", 0.1)
+            with Heartbeat(owner) as heartbeat:
+                heartbeat.add(beating.key())
+                time.sleep(3 * stale_after)
+                assert not rival.claim(beating.key(), stale_after=stale_after)
+                assert rival.claim(silent.key(), stale_after=stale_after)
+    finally:
+        owner.close()
+        rival.close()

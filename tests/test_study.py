@@ -228,3 +228,56 @@ def test_two_study_runs_on_one_store_never_run_a_run_twice(tmp_path, real_data_r
     assert len(records) == 6 and all(r.status == "done" for r in records)
     assert all(r.attempt == 1 for r in records), "a run was claimed (and executed) twice"
     assert sum("run(s) done" in o and "0 run(s) done" not in o for o in outputs) >= 1
+
+
+CRASHABLE = """
+[study]
+name = "crashable"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+device = "cpu"
+epochs = 3
+train_limit = 1000
+test_limit = 100
+batch_size = 32
+
+[experiments.grid]
+grid = { lr = [1e-3, 2e-3, 3e-3] }
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_runs_and_the_study_goes_on(tmp_path, real_data_root):
+    """SIGKILL one --jobs worker mid-run: the runs it took down are failed (with why), none is
+    left 'running', and fresh workers run the rest of the queue."""
+    import multiprocessing
+    import threading
+
+    study = _study(tmp_path, CRASHABLE)
+    store_path = tmp_path / "store.db"
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(
+            result=run_study(study, store_path, jobs=2, root=str(real_data_root))
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 120
+    while (
+        list(_statuses(store_path).values()).count("running") < 2 if store_path.exists() else True
+    ):
+        assert time.monotonic() < deadline, "the two workers never started"
+        time.sleep(0.2)
+    time.sleep(2)  # both workers are training now
+    workers = [p for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")]
+    os.kill(workers[0].pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    result = outcome["result"]
+    assert result.failed >= 1 and result.done >= 1 and result.done + result.failed == 3
+    with Store(store_path) as store:
+        records = store.runs("crashable")
+    assert {r.status for r in records} <= {"done", "failed"}
+    assert all("worker process died" in r.error for r in records if r.status == "failed")

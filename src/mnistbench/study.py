@@ -18,6 +18,7 @@ import concurrent.futures
 import multiprocessing
 import threading
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,57 +264,98 @@ def wants_worker_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, 
     return len(gpu_shares) < len(shares) or gpus * runs_per_gpu(min(gpu_shares)) > 1
 
 
+@dataclass
+class _WorkerPlan:
+    """What every worker submission needs: where runs may go and with how many threads."""
+
+    shares: dict[str, float | None]  # per run key: its GPU fraction, None for a CPU run
+    slots: Slots
+    cpu_threads: int
+    gpu_threads: int
+    checkpoints: str
+
+
 def _run_processes(
     todo: list[PlannedRun], context: _Context, study: StudySpec, jobs: int, gpus: int
 ) -> None:
     """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
     `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions allow. The
-    driver claims, records and beats the heart; workers only compute."""
+    driver claims, records and beats the heart; workers only compute. A worker that dies
+    (killed, out of memory, a crash in native code) fails the runs it had in flight, and fresh
+    workers take the rest of the queue."""
     shares = {run.key: gpu_share(run, study, gpus) for run in todo}
     gpu_capacity = sum(
         gpus * runs_per_gpu(share) for share in {s for s in shares.values() if s is not None}
     )
     gpu_capacity = min(gpu_capacity, sum(share is not None for share in shares.values()))
-    cpu_threads, gpu_threads = worker_threads(default_threads(), jobs, gpu_capacity)
-    slots = Slots(cpu_workers=jobs, gpus=gpus)
-    checkpoints = str(checkpoint_dir_for(context.store_path))
+    plan = _WorkerPlan(
+        shares, Slots(cpu_workers=jobs, gpus=gpus),
+        *worker_threads(default_threads(), jobs, gpu_capacity),
+        str(checkpoint_dir_for(context.store_path)),
+    )  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
     queue = list(todo)
-    in_flight: dict[concurrent.futures.Future, PlannedRun] = {}
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=jobs + max(gpu_capacity, 0), mp_context=spawn
-    ) as pool:
-        while queue or in_flight:
-            for run in list(queue):
-                placement = slots.place(run.key, shares[run.key])
-                if placement is None:
-                    continue  # no room now; a later run of another kind may still fit
-                queue.remove(run)
-                if not context.claim(run):
-                    slots.release(run.key)
-                    continue
-                context.reporter.run_started(summarize_spec(run.spec))
-                threads = cpu_threads if placement.gpu_index is None else gpu_threads
-                future = pool.submit(
-                    run_in_worker, run.spec.to_dict(), context.root, checkpoints, threads,
-                    placement.gpu_index,
-                )  # fmt: skip
-                in_flight[future] = run
-            if not in_flight:
-                continue
-            finished, _ = concurrent.futures.wait(
-                in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+    while queue:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs + gpu_capacity, mp_context=spawn
+        ) as pool:
+            broken = _feed_workers(pool, queue, plan, context)
+        if broken and queue:
+            context.reporter.log(
+                "a worker process died: its runs are recorded as failed (--retry-failed runs "
+                "them again); new workers take the remaining runs"
             )
-            for future in finished:
-                run = in_flight.pop(future)
-                concurrency = slots.release(run.key)
-                try:
-                    result = RunResult.from_dict(future.result())
-                except Exception as exc:
-                    context.finish(run, None, exc)
-                else:
-                    result.environment["concurrency"] = concurrency
-                    context.finish(run, result, None)
+
+
+def _feed_workers(
+    pool: concurrent.futures.ProcessPoolExecutor,
+    queue: list[PlannedRun],
+    plan: _WorkerPlan,
+    context: _Context,
+) -> bool:
+    """Submit queued runs as slots free up and record them as they finish, until the queue is
+    empty or the pool broke; True when it broke."""
+    in_flight: dict[concurrent.futures.Future, PlannedRun] = {}
+    broken = False
+    while (queue and not broken) or in_flight:
+        for run in [] if broken else list(queue):
+            placement = plan.slots.place(run.key, plan.shares[run.key])
+            if placement is None:
+                continue  # no room now; a later run of another kind may still fit
+            queue.remove(run)
+            if not context.claim(run):
+                plan.slots.release(run.key)
+                continue
+            context.reporter.run_started(summarize_spec(run.spec))
+            threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
+            future = pool.submit(
+                run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
+                placement.gpu_index,
+            )  # fmt: skip
+            in_flight[future] = run
+        if not in_flight:
+            continue
+        finished, _ = concurrent.futures.wait(
+            in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in finished:
+            run = in_flight.pop(future)
+            concurrency = plan.slots.release(run.key)
+            try:
+                result = RunResult.from_dict(future.result())
+            except BrokenProcessPool as exc:
+                broken = True
+                context.finish(run, None, WorkerDied(f"the worker process died: {exc}"))
+            except Exception as exc:
+                context.finish(run, None, exc)
+            else:
+                result.environment["concurrency"] = concurrency
+                context.finish(run, result, None)
+    return broken
+
+
+class WorkerDied(RuntimeError):
+    """The process running a run ended without a result (killed, out of memory, a crash)."""
 
 
 def _ray_options(experiment: Experiment) -> dict[str, Any]:
