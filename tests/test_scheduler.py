@@ -129,3 +129,12 @@ def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_pat
     study, mixed = _planned(tmp_path, ["whole", "svm"])
     assert wants_worker_processes(mixed, study, jobs=1, gpus=1)  # the SVM runs beside it
     assert wants_worker_processes(mixed, study, jobs=2, gpus=0)  # --jobs 2 as before
+
+
+def test_experiment_resources_become_ray_options_fractional_gpus_included():
+    from mnistbench.config import Experiment
+    from mnistbench.study import _ray_options
+
+    shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})
+    assert _ray_options(shared) == {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5}
+    assert _ray_options(Experiment("svm")) == {"num_cpus": 1, "num_gpus": 0, "max_retries": 2}

@@ -443,3 +443,27 @@ def test_a_live_heartbeat_keeps_a_claim_past_the_stale_limit(tmp_path: Path) -> 
     finally:
         owner.close()
         rival.close()
+
+
+def test_status_eta_is_the_mean_done_time_times_the_runs_left(tmp_path: Path) -> None:
+    from mnistbench.study import status_rows
+
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        specs = [spec(i) for i in range(6)]
+        store.register("s", "grid", specs[:5])
+        store.register("s", "other", specs[5:])
+        for s in specs[:3]:
+            assert store.claim(s.key())
+        store.finish(specs[0].key(), result_for(specs[0]))
+        store.finish(specs[1].key(), result_for(specs[1]))
+    forge(path, specs[0].key(), started_at=1000.0, finished_at=1010.0)  # 10 s
+    forge(path, specs[1].key(), started_at=2000.0, finished_at=2030.0)  # 30 s
+    with Store(path) as store:
+        rows = {
+            experiment: (counts, eta) for _, experiment, counts, eta in status_rows(store, None)
+        }
+    counts, eta = rows["grid"]
+    assert (counts["done"], counts["running"], counts["pending"]) == (2, 1, 2)
+    assert eta == 20.0 * 3  # mean 20 s x (1 running + 2 pending)
+    assert rows["other"][1] is None  # nothing finished there yet: no estimate, not zero

@@ -13,6 +13,7 @@ import torch
 
 from mnistbench import study as study_module
 from mnistbench.config import load_study
+from mnistbench.progress import Reporter
 from mnistbench.store import Store
 from mnistbench.study import checkpoint_dir_for, run_study
 
@@ -281,3 +282,23 @@ def test_a_killed_worker_fails_its_runs_and_the_study_goes_on(tmp_path, real_dat
         records = store.runs("crashable")
     assert {r.status for r in records} <= {"done", "failed"}
     assert all("worker process died" in r.error for r in records if r.status == "failed")
+
+
+class _CtrlCAtFirstEpoch(Reporter):
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_gives_the_claim_back_and_the_next_run_does_it(tmp_path, real_data_root):
+    study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
+    store_path = tmp_path / "store.db"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, store_path, only=["grid"], root=str(real_data_root),
+                  reporter=_CtrlCAtFirstEpoch())  # fmt: skip
+    statuses = _statuses(store_path)
+    assert sorted(statuses.values()) == ["pending", "pending"], "nothing left 'running'"
+    with Store(store_path) as store:
+        assert all(r.pid is None and r.heartbeat_at is None for r in store.runs())
+    outcome = run_study(study, store_path, only=["grid"], root=str(real_data_root))
+    assert (outcome.done, outcome.not_claimed) == (2, 0)
+    assert set(_statuses(store_path).values()) == {"done"}

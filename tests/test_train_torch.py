@@ -12,6 +12,7 @@ import torch
 
 from mnistbench import train_torch
 from mnistbench.config import RunSpec
+from mnistbench.progress import Reporter
 from mnistbench.train_torch import (
     DeviceUnavailableError,
     checkpoint_path,
@@ -249,3 +250,29 @@ def test_killed_run_resumes_bit_exact(tmp_path):
     for name, tensor in reference_model.items():
         assert torch.equal(tensor, resumed_model[name]), name
     assert not checkpoint_path(ckpt_dir, spec).exists(), "the final model supersedes it"
+
+
+class _Logs(Reporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+@pytest.mark.parametrize(
+    ("forged", "reason"),
+    [({"version": 0}, "checkpoint version 0"), ({"spec": {"seed": 99}}, "another spec")],
+)
+def test_a_checkpoint_of_another_spec_or_version_is_ignored_and_said(tmp_path, forged, reason):
+    spec = RunSpec(**{**TINY, "epochs": 1})
+    data = synthetic_dataset(n_train=64)
+    path = checkpoint_path(tmp_path, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"version": 1, "spec": spec.canonical(), "epoch": 1} | forged, path)
+    logs = _Logs()
+    result = run(spec, data, checkpoint_dir=tmp_path, reporter=logs)
+    assert result.status == "ok" and result.resumed_from_epoch is None
+    assert [line for line in logs.lines if line.startswith(f"ignoring {path}")] == [
+        next(line for line in logs.lines if reason in line)
+    ]

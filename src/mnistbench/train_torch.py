@@ -450,14 +450,23 @@ def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
     _set_rng_state(state["rng"])
 
 
-def load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:
-    """The checkpoint at path if it belongs to this exact spec, else None."""
+def load_checkpoint(
+    path: Path, spec: RunSpec, log: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
+    """The checkpoint at path if it belongs to this exact spec, else None (said through `log`
+    when a file is there but was written for another spec or checkpoint version)."""
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("version") != CHECKPOINT_VERSION or state.get("spec") != spec.canonical():
-        return None
-    return state
+    if state.get("version") != CHECKPOINT_VERSION:
+        reason = f"checkpoint version {state.get('version')!r}, this mnistbench writes {CHECKPOINT_VERSION}"
+    elif state.get("spec") != spec.canonical():
+        reason = "it was written for another spec"
+    else:
+        return state
+    if log is not None:
+        log(f"ignoring {path}: {reason}; training from the start")
+    return None
 
 
 def save_final_model(path: Path, spec: RunSpec, model: nn.Module) -> None:
@@ -618,7 +627,7 @@ def run(
     history: list[dict[str, Any]] = []
     start_epoch, train_seconds, resumed_from = 1, 0.0, None
     ckpt_path = checkpoint_path(checkpoint_dir, spec) if checkpoint_dir else None
-    state = load_checkpoint(ckpt_path, spec) if ckpt_path else None
+    state = load_checkpoint(ckpt_path, spec, reporter.log) if ckpt_path else None
     if state is not None:
         restore_checkpoint(state, training)
         history, train_seconds = state["history"], state["train_seconds"]
