@@ -278,11 +278,17 @@ class Store:
             )
             return cursor.rowcount == 1
 
-    def finish(self, key: str, result: RunResult) -> None:
-        """Store a result ("done", or "failed" when the result says so) and its epoch history."""
+    def finish(self, key: str, result: RunResult) -> bool:
+        """Store a result ("done", or "failed" when the result says so) and its epoch history.
+
+        False, and nothing written, when another process has taken the run over since this one
+        claimed it: the new owner's result (or run in progress) is never overwritten.
+        """
         status = "failed" if result.status == "failed" else "done"
         error = result.message if status == "failed" else None
         with self._transaction() as conn:
+            if not self._owned_here(conn, key):
+                return False
             self._set_status(conn, key, status, error=error, result=json.dumps(result.to_dict()))
             conn.execute("DELETE FROM epochs WHERE key = ?", (key,))
             conn.executemany(
@@ -292,10 +298,23 @@ class Store:
                     for idx, entry in enumerate(result.history)
                 ],
             )
+            return True
 
-    def fail(self, key: str, error: str, traceback: str | None = None) -> None:
+    def fail(self, key: str, error: str, traceback: str | None = None) -> bool:
+        """Record a failure; False (nothing written) when another process owns the run now."""
         with self._transaction() as conn:
+            if not self._owned_here(conn, key):
+                return False
             self._set_status(conn, key, "failed", error=error, traceback=traceback)
+            return True
+
+    def _owned_here(self, conn: sqlite3.Connection, key: str) -> bool:
+        """Whether the run's owner, if it ever had one, is this process."""
+        row = conn.execute("SELECT pid, host FROM runs WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"run {key} is not in {self.path}; register it first")
+        owner_pid, owner_host = row
+        return owner_pid is None or (owner_pid, owner_host) == self._owner()
 
     def skip(self, key: str, reason: str) -> None:
         with self._transaction() as conn:

@@ -111,21 +111,31 @@ class StudyOutcome:
     not_claimed: int = 0
 
 
-def _record(store: Store, key: str, result: RunResult, outcome: StudyOutcome) -> None:
-    store.finish(key, result)
+LOST_CLAIM = "result discarded: another process took the run over meanwhile"
+
+
+def _record(store: Store, key: str, result: RunResult, outcome: StudyOutcome) -> bool:
+    if not store.finish(key, result):
+        outcome.not_claimed += 1
+        return False
     if result.status == "failed":
         outcome.failed += 1
     else:
         outcome.done += 1
+    return True
 
 
-def _record_failure(store: Store, key: str, error: BaseException, outcome: StudyOutcome) -> None:
-    store.fail(
+def _record_failure(store: Store, key: str, error: BaseException, outcome: StudyOutcome) -> bool:
+    recorded = store.fail(
         key,
         f"{type(error).__name__}: {error}",
         "".join(traceback.format_exception(error)),
     )
+    if not recorded:
+        outcome.not_claimed += 1
+        return False
     outcome.failed += 1
+    return True
 
 
 def _to_claim(
@@ -206,13 +216,12 @@ class _Context:
     ) -> None:
         self.heartbeat.discard(run.key)
         if error is not None:
-            _record_failure(self.store, run.key, error, self.outcome)
-            self.reporter.run_finished(
-                summarize_spec(run.spec), f"failed: {type(error).__name__}: {error}"
-            )
+            recorded = _record_failure(self.store, run.key, error, self.outcome)
+            summary = f"failed: {type(error).__name__}: {error}"
         else:
-            _record(self.store, run.key, result, self.outcome)
-            self.reporter.run_finished(summarize_spec(run.spec), describe(result))
+            recorded = _record(self.store, run.key, result, self.outcome)
+            summary = describe(result)
+        self.reporter.run_finished(summarize_spec(run.spec), summary if recorded else LOST_CLAIM)
 
 
 def describe(result: RunResult) -> str:
