@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mnistbench import __version__
 from mnistbench.cli import main
 from tests.conftest import synthetic_files, write_files
@@ -15,17 +17,20 @@ def _run(*args: str, env_root=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_version():
     result = _run("--version")
     assert result.returncode == 0 and __version__ in result.stdout
 
 
+@pytest.mark.slow
 def test_unknown_dataset_exits_2_and_lists_known(tmp_path):
     result = _run("data", "fetch", "cifar10", "--root", str(tmp_path))
     assert result.returncode == 2
     assert "unknown dataset 'cifar10'" in result.stderr and "fashion-mnist" in result.stderr
 
 
+@pytest.mark.slow
 def test_from_dir_with_corrupt_files_explains_and_exits_nonzero(tmp_path):
     # Synthetic files cannot have MNIST's pinned digests: every one is "corrupt".
     write_files(tmp_path / "src", synthetic_files())
@@ -37,6 +42,7 @@ def test_from_dir_with_corrupt_files_explains_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
+@pytest.mark.slow
 def test_from_missing_path_is_a_usage_error(tmp_path):
     result = _run("data", "fetch", "--from", str(tmp_path / "nope"), "--root", str(tmp_path))
     assert result.returncode == 2 and "no such file" in result.stderr

@@ -35,6 +35,7 @@ def test_bad_values_exit_2_naming_the_flag(tmp_path, capsys, args, named):
     assert named in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_explains_every_field():
     result = _train("--help")
     assert result.returncode == 0

@@ -239,6 +239,7 @@ def _fetch_in_process(info, root: str, source_dir: str) -> None:
     fetch_dataset(info, Path(root), from_path=Path(source_dir), log=_quiet)
 
 
+@pytest.mark.slow
 def test_two_concurrent_fetches_both_succeed(tmp_path):
     files = synthetic_files(n_train=20_000, n_test=2_000)  # ~17 MB: writes take a while
     info = info_for(files)

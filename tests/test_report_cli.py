@@ -15,6 +15,7 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("cli") / "results.db")
 
 
+@pytest.mark.slow
 def test_report_writes_every_format_by_default(store_path: Path, tmp_path: Path, capsys) -> None:
     # --study FILE: the study file names the study and describes its experiments.
     study = tmp_path / "syn.toml"

@@ -18,6 +18,8 @@ from mnistbench.report import build_report, write_report
 from mnistbench.store import Store
 from tests.test_report import STUDY, build_synthetic_store
 
+pytestmark = pytest.mark.slow  # a real browser: seconds per page
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 # Runs in the page after load: records on <body> whether every image decoded (naturalWidth > 0).

@@ -296,6 +296,7 @@ def _worker(path: str, start: Any, out: Any) -> None:
         out.put(("error", traceback.format_exc()))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_create_and_run_each_exactly_once(tmp_path: Path) -> None:
     path = tmp_path / "results.db"
     specs = [spec(i) for i in range(20)]
@@ -369,6 +370,7 @@ def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     conn.close()
 
 
+@pytest.mark.slow
 def test_other_connections_never_delete_a_running_study_s_wal(tmp_path):
     """Regression: a second Store in the driver process (the heartbeat's) once dropped the POSIX
     locks of the first, so any other process closing the store deleted the live WAL."""
@@ -388,6 +390,7 @@ def test_other_connections_never_delete_a_running_study_s_wal(tmp_path):
     driver.close()
 
 
+@pytest.mark.slow
 def test_corrupt_store_is_a_clear_error(tmp_path):
     store_path = tmp_path / "store.db"
     store_path.write_bytes(b"this is not sqlite" * 100)

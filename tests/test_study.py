@@ -13,7 +13,9 @@ import torch
 
 from mnistbench import study as study_module
 from mnistbench.config import load_study
+from mnistbench.data import load_dataset
 from mnistbench.progress import Reporter
+from mnistbench.runner import run_spec
 from mnistbench.store import Store
 from mnistbench.study import checkpoint_dir_for, run_study
 
@@ -182,6 +184,12 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path, real_data_root):
     long_record = next(r for r in after if r.key == long_spec.key())
     assert long_record.result.resumed_from_epoch >= 1
     assert len(long_record.result.history) == 4 and long_record.attempt == 2
+    # The killed-and-resumed run ends where an uninterrupted one does (CPU, one thread: bit-exact).
+    reference = run_spec(long_spec, load_dataset("mnist", real_data_root), tmp_path / "reference")
+    assert long_record.result.test_accuracy == reference.test_accuracy
+    assert [e["train_loss"] for e in long_record.result.history] == [
+        e["train_loss"] for e in reference.history
+    ]
 
 
 def test_cli_dry_run_and_status(tmp_path, real_data_root):

@@ -268,6 +268,7 @@ def _mnistbench(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_bad_kernel_with_exit_code_2():
     done = _mnistbench("train", "--model", "svm", "--kernel", "sigmoid")
     assert done.returncode == 2

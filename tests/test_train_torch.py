@@ -31,6 +31,7 @@ from tests.conftest import synthetic_dataset
 TINY = {"model": "resnet18", "epochs": 2, "batch_size": 32, "threads": 1, "device": "cpu"}
 
 
+@pytest.mark.slow
 def test_learns_the_synthetic_task_and_reports_everything():
     spec = RunSpec(**TINY, optimizer="adam", lr=1e-3)
     result = run(spec, synthetic_dataset())
@@ -51,6 +52,7 @@ def test_learns_the_synthetic_task_and_reports_everything():
     json.dumps(result.to_dict())  # serialisable as it is
 
 
+@pytest.mark.slow
 def test_validation_split_is_used_for_epoch_accuracy():
     # Test labels shifted by one class: a model that learned scores high on validation (taken
     # from train) and near zero on test, so the numbers show which split each one measured.
@@ -66,12 +68,14 @@ def test_validation_split_is_used_for_epoch_accuracy():
     assert result.test_accuracy < 20
 
 
+@pytest.mark.slow
 def test_limits_take_a_seeded_subset():
     spec = RunSpec(**{**TINY, "epochs": 1}, train_limit=100, test_limit=30)
     result = run(spec, synthetic_dataset())
     assert result.protocol["sizes"]["train"] == 100 and sum(map(sum, result.confusion_matrix)) == 30
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_diverged_not_a_crash():
     spec = RunSpec(**TINY, optimizer="sgd", lr=1e12)
     result = run(spec, synthetic_dataset())
@@ -80,6 +84,7 @@ def test_non_finite_loss_is_diverged_not_a_crash():
     assert result.test_accuracy is None and result.history[-1]["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_dataloader_path_gives_the_same_training_as_memory_path():
     data = synthetic_dataset(n_train=200)
     memory = run(RunSpec(**{**TINY, "epochs": 1}, loader="memory"), data)
@@ -111,6 +116,7 @@ def test_amp_on_cpu_runs_bf16(monkeypatch):
     assert len(training) >= 2 and set(training) == {torch.bfloat16}  # 2 steps + warm-up
 
 
+@pytest.mark.slow
 def test_channels_last_trains_the_same_model_as_contiguous():
     data = synthetic_dataset(n_train=128)
     spec = RunSpec(**{**TINY, "epochs": 1}, image_size=64, optimizer="sgd", lr=0.01)
@@ -260,6 +266,7 @@ class _Logs(Reporter):
         self.lines.append(message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("forged", "reason"),
     [({"version": 0}, "checkpoint version 0"), ({"spec": {"seed": 99}}, "another spec")],
@@ -276,3 +283,45 @@ def test_a_checkpoint_of_another_spec_or_version_is_ignored_and_said(tmp_path, f
     assert [line for line in logs.lines if line.startswith(f"ignoring {path}")] == [
         next(line for line in logs.lines if reason in line)
     ]
+
+
+class _StopBeforeEpoch(Reporter):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt  # the previous epoch's checkpoint is on disk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"optimizer": "adam", "lr": 1e-3},
+        {"optimizer": "adamw", "lr": 1e-3, "loader": "dataloader", "val_fraction": 0.1},
+        {"optimizer": "sgd", "lr": 0.01, "loader": "dataloader", "num_workers": 1},
+    ],
+    ids=["adam", "adamw-dataloader-val", "sgd-dataloader-workers"],
+)
+def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
+    """Optimizer state, schedule, loader order and validation all come back from a checkpoint."""
+    spec = RunSpec(**{**TINY, "epochs": 3, "augment": "translate", **changes})
+    data = synthetic_dataset(n_train=128, n_test=32)
+    reference = run(spec, data, checkpoint_dir=tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, data, checkpoint_dir=tmp_path / "stopped", reporter=_StopBeforeEpoch(3))
+    resumed = run(spec, data, checkpoint_dir=tmp_path / "stopped")
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.history == [
+        {
+            **entry,
+            "train_seconds": ours["train_seconds"],
+            "images_per_second": ours["images_per_second"],
+        }
+        for entry, ours in zip(reference.history, resumed.history, strict=True)
+    ]
+    assert resumed.test_accuracy == reference.test_accuracy
+    expected = torch.load(final_model_path(tmp_path / "reference", spec))["model"]
+    actual = torch.load(final_model_path(tmp_path / "stopped", spec))["model"]
+    assert all(torch.equal(tensor, actual[name]) for name, tensor in expected.items())
