@@ -112,16 +112,21 @@ def test_ray_executor_with_a_local_ray_instance(tmp_path, real_data_root):
     study = _study(tmp_path)
     store_path = tmp_path / "store.db"
     outcome = run_study(
-        study, store_path, only=["grid", "svm"], executor="ray", root=str(real_data_root)
+        study, store_path, only=["grid", "svm", "broken"], executor="ray", root=str(real_data_root)
     )
-    assert (outcome.done, outcome.failed) == (3, 0)
-    assert set(_statuses(store_path).values()) == {"done"}
+    assert (outcome.done, outcome.failed) == (3, 1)
+    with Store(store_path) as store:
+        broken = store.runs("tiny", "broken")[0]
+    # A failing Ray task is recorded with the worker's own traceback, not just Ray's wrapper.
+    assert broken.status == "failed" and "pca:5000" in broken.traceback
+    assert "Traceback" in broken.traceback and "train_svm" in broken.traceback
     # On CPU, Ray gives the accuracies the local executor gives for the same seeds.
     local_path = tmp_path / "local.db"
     run_study(study, local_path, only=["grid", "svm"], root=str(real_data_root))
     with Store(store_path) as on_ray, Store(local_path) as local:
         for record in on_ray.runs():
-            assert record.result.test_accuracy == local.get(record.key).result.test_accuracy
+            if record.status == "done":
+                assert record.result.test_accuracy == local.get(record.key).result.test_accuracy
 
 
 KILLABLE = """
@@ -248,7 +253,7 @@ dataset = "mnist"
 model = "resnet18"
 device = "cpu"
 epochs = 3
-train_limit = 1000
+train_limit = 640
 test_limit = 100
 batch_size = 32
 
@@ -310,3 +315,33 @@ def test_ctrl_c_gives_the_claim_back_and_the_next_run_does_it(tmp_path, real_dat
     outcome = run_study(study, store_path, only=["grid"], root=str(real_data_root))
     assert (outcome.done, outcome.not_claimed) == (2, 0)
     assert set(_statuses(store_path).values()) == {"done"}
+
+
+def test_a_real_study_goes_through_the_report_with_the_stores_numbers(tmp_path, real_data_root):
+    """Engine -> store -> report, end to end: every accuracy the report's tables show is one the
+    store holds, and every finished run is in one of them."""
+    from mnistbench.report import build_report, write_report
+
+    study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
+    store_path = tmp_path / "store.db"
+    run_study(study, store_path, only=["grid", "svm"], root=str(real_data_root))
+    with Store(store_path) as store:
+        stored = sorted(r.result.test_accuracy for r in store.runs("tiny"))
+        report = build_report(store, "tiny")
+    assert len(stored) == 3
+    shown = sorted(
+        cell.value
+        for section in report.sections
+        for row in section.table.rows
+        for cell in row
+        if cell.state == "ok" and cell.value is not None and cell.value in stored
+    )
+    assert shown == stored
+    write_report(report, tmp_path / "out", ["csv", "md"])
+    import csv
+
+    with open(tmp_path / "out" / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(row["test_accuracy"]) for row in rows) == stored
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert all(f"{accuracy:.2f}" in markdown for accuracy in stored)
