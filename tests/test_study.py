@@ -145,7 +145,7 @@ base = { epochs = 1, train_limit = 64 }
 grid = { optimizer = ["sgd", "adam"] }
 
 [experiments.long]
-base = { epochs = 4, train_limit = 1500, optimizer = "sgd", lr = 0.01 }
+base = { epochs = 3, train_limit = 1000, optimizer = "sgd", lr = 0.01 }
 """
 
 
@@ -188,7 +188,7 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path, real_data_root):
             assert json.dumps(record.result.to_dict()) == finished_before[record.key]
     long_record = next(r for r in after if r.key == long_spec.key())
     assert long_record.result.resumed_from_epoch >= 1
-    assert len(long_record.result.history) == 4 and long_record.attempt == 2
+    assert len(long_record.result.history) == 3 and long_record.attempt == 2
     # The killed-and-resumed run ends where an uninterrupted one does (CPU, one thread: bit-exact).
     reference = run_spec(long_spec, load_dataset("mnist", real_data_root), tmp_path / "reference")
     assert long_record.result.test_accuracy == reference.test_accuracy
@@ -345,3 +345,89 @@ def test_a_real_study_goes_through_the_report_with_the_stores_numbers(tmp_path, 
     assert sorted(float(row["test_accuracy"]) for row in rows) == stored
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert all(f"{accuracy:.2f}" in markdown for accuracy in stored)
+
+
+RAY_LONG = """
+[study]
+name = "raylong"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+device = "cpu"
+threads = 1
+batch_size = 32
+test_limit = 100
+
+[experiments.long]
+base = { epochs = 3, train_limit = 800, optimizer = "sgd", lr = 0.01 }
+resources = { num_cpus = 1, max_retries = 2 }
+
+[experiments.quick]
+base = { epochs = 1, train_limit = 64 }
+"""
+
+
+def _ray_task_pids() -> list[int]:
+    """Pids of Ray worker processes running run_in_worker (Ray names them in their cmdline)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ray::run_in_worker" in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_cluster_via_cli_retries_a_killed_worker_and_records_the_run_once(
+    tmp_path, real_data_root
+):
+    """`ray start --head`, then `study run --executor ray --ray-address auto`; SIGKILL the worker
+    of the long run: Ray retries it (max_retries) and the store records it once, done."""
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        pytest.skip("the ray CLI is not installed (pip install 'mnistbench[ray]')")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = subprocess.run(
+        [str(ray), "start", "--head", "--num-cpus", "2", "--include-dashboard", "false"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        study_file = tmp_path / "raylong.toml"
+        study_file.write_text(RAY_LONG)
+        store_path = tmp_path / "store.db"
+        command = [
+            sys.executable, "-m", "mnistbench", "study", "run", str(study_file), "--store",
+            str(store_path), "--root", str(real_data_root), "--executor", "ray",
+            "--ray-address", "auto", "--quiet",
+        ]  # fmt: skip
+        driver = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        long_key = load_study(study_file).experiment("long").specs()[0].key()
+        checkpoint = checkpoint_dir_for(store_path).resolve() / f"{long_key}.ckpt.pt"
+        deadline = time.monotonic() + 180
+        while not checkpoint.exists():  # the long run is past its first epoch
+            assert driver.poll() is None, driver.stdout.read().decode()
+            assert time.monotonic() < deadline, "the long run never checkpointed"
+            time.sleep(0.1)
+        killed = _ray_task_pids()
+        assert killed, "no Ray worker running run_in_worker found"
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output.decode()
+        with Store(store_path) as store:
+            records = {r.key: r for r in store.runs("raylong")}
+        assert {r.status for r in records.values()} == {"done"}
+        long_run = records[long_key]
+        assert long_run.attempt == 1, "recorded once: Ray retried it, the store did not"
+        assert long_run.result.environment["worker_pid"] not in killed
+        assert long_run.result.resumed_from_epoch >= 1  # the retry resumed from the checkpoint
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, env=env, timeout=120)
