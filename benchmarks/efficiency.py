@@ -89,13 +89,7 @@ def step_loop_images_per_second(
         with precision.autocast(device):
             loss = criterion(forward(x), labels[start : start + batch])
         optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        precision.backward_and_step(loss, optimizer)
         if sync_every_step:
             loss.item()
 

@@ -90,13 +90,7 @@ def notebook_images_per_second(
         with precision.autocast(target):
             loss = criterion(model(images), labels)
         optimizer.zero_grad()
-        if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        precision.backward_and_step(loss, optimizer)
         loss.item()  # the notebook read the loss every step (a host sync)
         if step:
             seconds += time.perf_counter() - started

@@ -93,6 +93,17 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and optimizer step, through the GradScaler when there is one (it skips the
+        step when the scaled gradients overflowed, and adapts the scale)."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
 
 def make_precision(amp: bool, device: torch.device) -> Precision:
     """fp16 autocast + GradScaler on CUDA (fp16's range needs loss scaling); bf16 on CPU (same
@@ -280,13 +291,7 @@ def train_one_epoch(
             logits = model(inputs)
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        precision.backward_and_step(loss, optimizer)
         if scheduler is not None:
             scheduler.step()
         steps += 1
