@@ -145,7 +145,7 @@ base = { epochs = 1, train_limit = 64 }
 grid = { optimizer = ["sgd", "adam"] }
 
 [experiments.long]
-base = { epochs = 3, train_limit = 1000, optimizer = "sgd", lr = 0.01 }
+base = { epochs = 3, train_limit = 640, optimizer = "sgd", lr = 0.01 }
 """
 
 

@@ -214,7 +214,7 @@ sys.path.insert(0, {repo!r})
 from mnistbench.config import RunSpec
 from mnistbench.train_torch import run
 from tests.conftest import synthetic_dataset
-run(RunSpec(**{spec!r}), synthetic_dataset(n_train=900), checkpoint_dir=Path({ckpt!r}))
+run(RunSpec(**{spec!r}), synthetic_dataset(n_train=600), checkpoint_dir=Path({ckpt!r}))
 """
 
 
@@ -223,7 +223,7 @@ def test_killed_run_resumes_bit_exact(tmp_path):
     """SIGKILL a training process after its first checkpoint; resuming gives the same model."""
     spec_values = {**TINY, "epochs": 3, "optimizer": "sgd", "lr": 0.01, "augment": "translate"}
     spec = RunSpec(**spec_values)
-    data = synthetic_dataset(n_train=900)
+    data = synthetic_dataset(n_train=600)
     reference = run(spec, data, checkpoint_dir=tmp_path / "reference")
     reference_model = torch.load(final_model_path(tmp_path / "reference", spec))["model"]
 
