@@ -13,8 +13,6 @@ from dataclasses import dataclass
 Q1A_EPOCHS = {"mnist": 5, "fashion-mnist": 10}
 Q1A_PIN_MEMORY = {"mnist": True, "fashion-mnist": False}
 
-# (dataset, model, batch size, optimizer, lr) -> test accuracy %
-Q1A_ACCURACY: dict[tuple[str, str, int, str, float], float] = {}
 _Q1A_ROWS = {  # (batch, optimizer, lr): (ResNet-18, ResNet-50), as printed
     "mnist": {
         (16, "sgd", 1e-3): (99.20, 99.11), (16, "sgd", 1e-4): (97.70, 97.27),
@@ -29,10 +27,13 @@ _Q1A_ROWS = {  # (batch, optimizer, lr): (ResNet-18, ResNet-50), as printed
         (32, "adam", 1e-3): (91.12, 50.81), (32, "adam", 1e-4): (92.06, 92.43),
     },
 }  # fmt: skip
-for _dataset, _rows in _Q1A_ROWS.items():
-    for (_batch, _optimizer, _lr), (_r18, _r50) in _rows.items():
-        Q1A_ACCURACY[(_dataset, "resnet18", _batch, _optimizer, _lr)] = _r18
-        Q1A_ACCURACY[(_dataset, "resnet50", _batch, _optimizer, _lr)] = _r50
+# (dataset, model, batch size, optimizer, lr) -> test accuracy %
+Q1A_ACCURACY: dict[tuple[str, str, int, str, float], float] = {
+    (dataset, model, batch, optimizer, lr): accuracy
+    for dataset, rows in _Q1A_ROWS.items()
+    for (batch, optimizer, lr), accuracies in rows.items()
+    for model, accuracy in zip(("resnet18", "resnet50"), accuracies, strict=True)
+}
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,13 @@ def wants_worker_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, 
         return True
     if not gpu_shares:
         return False
-    return len(gpu_shares) < len(shares) or gpus * runs_per_gpu(min(gpu_shares)) > 1
+    return len(gpu_shares) < len(shares) or gpu_slots(gpu_shares, gpus) > 1
+
+
+def gpu_slots(gpu_shares: list[float], gpus: int) -> int:
+    """How many GPU runs the machine takes at once: the smallest fraction asked for decides how
+    many fit on each GPU (Slots places the actual runs)."""
+    return gpus * runs_per_gpu(min(gpu_shares)) if gpu_shares else 0
 
 
 @dataclass
@@ -293,10 +299,8 @@ def _run_processes(
     (killed, out of memory, a crash in native code) fails the runs it had in flight, and fresh
     workers take the rest of the queue."""
     shares = {run.key: gpu_share(run, study, gpus) for run in todo}
-    gpu_capacity = sum(
-        gpus * runs_per_gpu(share) for share in {s for s in shares.values() if s is not None}
-    )
-    gpu_capacity = min(gpu_capacity, sum(share is not None for share in shares.values()))
+    gpu_shares = [share for share in shares.values() if share is not None]
+    gpu_capacity = min(gpu_slots(gpu_shares, gpus), len(gpu_shares))
     plan = _WorkerPlan(
         shares, Slots(cpu_workers=jobs, gpus=gpus),
         *worker_threads(default_threads(), jobs, gpu_capacity),
