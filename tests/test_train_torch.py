@@ -25,7 +25,7 @@ from mnistbench.train_torch import (
     run,
     translate,
 )
-from tests.conftest import synthetic_dataset
+from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 # Small and fast: 28 px, imagenet stem, one thread so results are reproducible bit for bit.
 TINY = {"model": "resnet18", "epochs": 2, "batch_size": 32, "threads": 1, "device": "cpu"}
@@ -287,15 +287,6 @@ def test_a_checkpoint_of_another_spec_or_version_is_ignored_and_said(tmp_path, f
     ]
 
 
-class _StopBeforeEpoch(Reporter):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if epoch == self.epoch:
-            raise KeyboardInterrupt  # the previous epoch's checkpoint is on disk
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
@@ -312,7 +303,7 @@ def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
     data = synthetic_dataset(n_train=128, n_test=32)
     reference = run(spec, data, checkpoint_dir=tmp_path / "reference")
     with pytest.raises(KeyboardInterrupt):
-        run(spec, data, checkpoint_dir=tmp_path / "stopped", reporter=_StopBeforeEpoch(3))
+        run(spec, data, checkpoint_dir=tmp_path / "stopped", reporter=StopBeforeEpoch(3))
     resumed = run(spec, data, checkpoint_dir=tmp_path / "stopped")
     assert resumed.resumed_from_epoch == 2
     assert resumed.history == [
