@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mnistbench import published  # noqa: E402
-from mnistbench.config import RunSpec, load_study  # noqa: E402
+from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.data.fetch import fetch_dataset  # noqa: E402
 from mnistbench.data.registry import DATASETS  # noqa: E402
@@ -51,6 +51,7 @@ from mnistbench.estimate import RunCost, makespan, shared_makespan, torch_run_im
 from mnistbench.measure import cpu_model, device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
 from mnistbench.runner import run_spec  # noqa: E402
+from mnistbench.studyfile import load_study  # noqa: E402
 from mnistbench.train_torch import checkpoint_path, load_checkpoint, run  # noqa: E402
 
 SMOKE = False  # set by --smoke: tiny sizes, to check this script on a CPU

@@ -15,10 +15,11 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from mnistbench.config import RunResult, StudyFileError, StudySpec, load_study
+from mnistbench.config import RunResult
 from mnistbench.progress import PlainReporter
 from mnistbench.store import Store
 from mnistbench.study import run_study
+from mnistbench.studyfile import StudyFileError, StudySpec, load_study
 
 # The published study's best test accuracies, and this training-time budgets (2-core CPU).
 TARGETS = {"mnist": (99.20, 90.0), "fashion-mnist": (92.60, 360.0)}

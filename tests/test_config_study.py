@@ -1,6 +1,6 @@
 import pytest
 
-from mnistbench.config import StudyFileError, load_study
+from mnistbench.studyfile import StudyFileError, load_study
 
 
 def _write(tmp_path, text: str):

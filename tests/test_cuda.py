@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench.config import RunSpec, load_study
+from mnistbench.config import RunSpec
 from mnistbench.measure import Stopwatch, environment
 from mnistbench.models import build_resnet
 from mnistbench.store import Store
 from mnistbench.study import run_study
+from mnistbench.studyfile import load_study
 from mnistbench.train_torch import (
     checkpoint_path,
     dataloader_batches,

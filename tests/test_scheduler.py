@@ -100,8 +100,8 @@ base = { model = "svm" }
 
 
 def _planned(tmp_path, only: list[str]):
-    from mnistbench.config import load_study
     from mnistbench.study import PlannedRun
+    from mnistbench.studyfile import load_study
 
     path = tmp_path / "mixed.toml"
     path.write_text(STUDY)
@@ -132,8 +132,8 @@ def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_pat
 
 
 def test_experiment_resources_become_ray_options_fractional_gpus_included():
-    from mnistbench.config import Experiment
     from mnistbench.study import _ray_options
+    from mnistbench.studyfile import Experiment
 
     shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})
     assert _ray_options(shared) == {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5}

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from mnistbench import study as study_module
-from mnistbench.config import load_study
 from mnistbench.data import load_dataset
 from mnistbench.progress import Reporter
 from mnistbench.runner import run_spec
 from mnistbench.store import Store
 from mnistbench.study import checkpoint_dir_for, run_study
+from mnistbench.studyfile import load_study
 
 pytestmark = pytest.mark.network  # runs on the real datasets (fetched once per session)
 

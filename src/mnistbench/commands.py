@@ -198,7 +198,7 @@ def train_one(
 
 
 def _load_study(path: Path):
-    from mnistbench.config import StudyFileError, load_study
+    from mnistbench.studyfile import StudyFileError, load_study
 
     try:
         return load_study(path)
@@ -207,7 +207,7 @@ def _load_study(path: Path):
 
 
 def _select(study, only: list[str] | None) -> list:
-    from mnistbench.config import StudyFileError
+    from mnistbench.studyfile import StudyFileError
 
     try:
         return study.select(only)
@@ -278,8 +278,6 @@ def study_run(
 
 
 def _dry_run(study, store_path: Path, only: list[str] | None) -> int:
-    from mnistbench.study import summarize_spec
-
     store = _open_store(store_path) if store_path.exists() else None
     table = Table(title=f"study {study.name}: runs")
     for column in ("experiment", "run", "key", "status"):
@@ -290,7 +288,7 @@ def _dry_run(study, store_path: Path, only: list[str] | None) -> int:
             record = store.get(spec.key()) if store else None
             status = record.status if record else "pending"
             counts[status] = counts.get(status, 0) + 1
-            table.add_row(experiment.name, summarize_spec(spec), spec.key(), status)
+            table.add_row(experiment.name, spec.label(), spec.key(), status)
     console.print(table)
     console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if store:

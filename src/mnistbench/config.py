@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mnistbench.data.registry import UnknownDatasetError, canonical_name
@@ -271,6 +269,13 @@ class RunSpec:
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
+    def label(self) -> str:
+        """A short human label for the run: what differs between runs of a grid."""
+        if self.is_svm:
+            return f"svm {self.kernel} C={self.C:g} {self.dataset}"
+        label = f"{self.model} {self.dataset} B{self.batch_size} {self.optimizer} lr={self.lr:g}"
+        return label + (f" {self.device}" if self.device != "auto" else "") + f" seed={self.seed}"
+
 
 @dataclass
 class RunResult:
@@ -315,148 +320,20 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def summary(self) -> str:
+        """One line: status, test accuracy, train time and any note."""
+        parts = [self.status]
+        if self.test_accuracy is not None:
+            parts.append(f"{self.test_accuracy:.2f} %")
+        if self.train_seconds is not None:
+            parts.append(f"train {self.train_seconds:.1f} s")
+        if self.message:
+            parts.append(self.message)
+        return ", ".join(parts)
+
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunResult:
         return cls(**values)
-
-
-# --- studies ------------------------------------------------------------------------------------
-
-
-class StudyFileError(ValueError):
-    """A bad study file: names the file, the experiment and the key."""
-
-
-_EXPERIMENT_KEYS = {"description", "base", "grid", "extra", "seeds", "resources"}
-_RESOURCE_KEYS = {"num_cpus", "num_gpus", "max_retries"}
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A named group of runs: a base spec, grid axes (cartesian product) and explicit extras."""
-
-    name: str
-    description: str = ""
-    base: dict[str, Any] = field(default_factory=dict)
-    """RunSpec fields shared by every run of the experiment."""
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    """Axes: field -> values; every combination is one run (in file order, last axis fastest)."""
-    extra: list[dict[str, Any]] = field(default_factory=list)
-    """Explicit runs beyond the grid, each merged onto base."""
-    seeds: list[int] = field(default_factory=lambda: [0])
-    """Every run is repeated once per seed."""
-    resources: dict[str, float] = field(default_factory=dict)
-    """Ray resources per run: num_cpus, num_gpus (fractions allowed), max_retries."""
-
-    def specs(self) -> list[RunSpec]:
-        """Every run of the experiment, expanded and validated."""
-        axes = list(self.grid.items())
-        combos = [dict(zip([name for name, _ in axes], values, strict=True))
-                  for values in itertools.product(*(values for _, values in axes))]  # fmt: skip
-        variants = [{**self.base, **combo} for combo in combos] if axes else []
-        variants += [{**self.base, **extra} for extra in self.extra]
-        if not axes and not self.extra:
-            variants = [dict(self.base)]
-        specs, seen = [], set()
-        for variant in variants:
-            for seed in self.seeds:
-                spec = RunSpec.from_dict({**variant, "seed": seed})
-                if spec.key() not in seen:  # a grid may produce the same run twice
-                    seen.add(spec.key())
-                    specs.append(spec)
-        return specs
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A study file: named experiments, loaded from TOML."""
-
-    name: str
-    path: Path | None
-    description: str
-    experiments: tuple[Experiment, ...]
-
-    def experiment(self, name: str) -> Experiment:
-        for experiment in self.experiments:
-            if experiment.name == name:
-                return experiment
-        known = ", ".join(e.name for e in self.experiments)
-        raise StudyFileError(f"{self.path}: no experiment {name!r}; it has: {known}")
-
-    def select(self, names: list[str] | None) -> list[Experiment]:
-        return [self.experiment(name) for name in names] if names else list(self.experiments)
-
-
-def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(RunSpec)}
-    for key in values:
-        if key not in known:
-            raise StudyFileError(f"{where}: unknown key {key!r} (RunSpec fields: {sorted(known)})")
-
-
-def load_study(path: str | os.PathLike[str]) -> StudySpec:
-    """Read and validate a study file. Every error names the file, the experiment and the key."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
-    path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise StudyFileError(f"{path}: no such study file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyFileError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(document) - {"study", "defaults", "experiments"}
-    if unknown:
-        raise StudyFileError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
-                             "expected [study], [defaults], [experiments.NAME]")  # fmt: skip
-    header = document.get("study", {})
-    for key in header:
-        if key not in {"name", "description", "seeds", "resources"}:
-            raise StudyFileError(f"{path}: [study]: unknown key {key!r}")
-    defaults = document.get("defaults", {})
-    _check_spec_keys(f"{path}: [defaults]", defaults)
-    if not document.get("experiments"):
-        raise StudyFileError(f"{path}: no [experiments.NAME] tables")
-    experiments = []
-    for name, table in document["experiments"].items():
-        where = f"{path}: experiment {name!r}"
-        for key in table:
-            if key not in _EXPERIMENT_KEYS:
-                raise StudyFileError(
-                    f"{where}: unknown key {key!r}; expected one of {sorted(_EXPERIMENT_KEYS)}"
-                    " (RunSpec fields go in base = {...} or [experiments.NAME.grid])"
-                )
-        base = {**defaults, **table.get("base", {})}
-        _check_spec_keys(f"{where}: base", base)
-        grid = table.get("grid", {})
-        _check_spec_keys(f"{where}: grid", grid)
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise StudyFileError(f"{where}: grid.{key} must be a non-empty list")
-        extra = table.get("extra", [])
-        for index, run in enumerate(extra):
-            _check_spec_keys(f"{where}: extra[{index}]", run)
-        seeds = table.get("seeds", header.get("seeds", [0]))
-        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-            raise StudyFileError(f"{where}: seeds must be a list of integers")
-        resources = {**header.get("resources", {}), **table.get("resources", {})}
-        for key in resources:
-            if key not in _RESOURCE_KEYS:
-                raise StudyFileError(f"{where}: resources: unknown key {key!r}")
-        experiment = Experiment(
-            name, table.get("description", ""), base, grid, extra, seeds, resources
-        )
-        try:
-            experiment.specs()
-        except SpecError as exc:
-            raise StudyFileError(f"{where}: {exc}") from exc
-        experiments.append(experiment)
-    return StudySpec(
-        header.get("name", path.stem), path, header.get("description", ""), tuple(experiments)
-    )

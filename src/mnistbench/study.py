@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistbench.config import Experiment, RunResult, RunSpec, StudySpec, default_threads
+from mnistbench.config import RunResult, RunSpec, default_threads
 from mnistbench.progress import Reporter
 from mnistbench.runner import cached_dataset, run_in_worker, run_spec, skip_reason, visible_gpus
 from mnistbench.scheduler import Slots, gpu_fraction, needs_gpu, runs_per_gpu, worker_threads
 from mnistbench.store import Store
+from mnistbench.studyfile import Experiment, StudySpec
 
 DEFAULT_STORE = Path("results/mnistbench.db")
 HEARTBEAT_SECONDS = 10.0
@@ -200,13 +201,13 @@ class _Context:
             run.key, stale_after=STALE_AFTER_SECONDS, retry_failed=self.retry_failed
         ):
             self.outcome.not_claimed += 1  # another live process has it, or it finished meanwhile
-            self.reporter.run_finished(summarize_spec(run.spec), "claimed elsewhere")
+            self.reporter.run_finished(run.spec.label(), "claimed elsewhere")
             return False
         reason = skip_reason(run.spec)
         if reason is not None:
             self.store.skip(run.key, reason)
             self.outcome.skipped += 1
-            self.reporter.run_finished(summarize_spec(run.spec), f"skipped: {reason}")
+            self.reporter.run_finished(run.spec.label(), f"skipped: {reason}")
             return False
         self.heartbeat.add(run.key)
         return True
@@ -220,19 +221,8 @@ class _Context:
             summary = f"failed: {type(error).__name__}: {error}"
         else:
             recorded = _record(self.store, run.key, result, self.outcome)
-            summary = describe(result)
-        self.reporter.run_finished(summarize_spec(run.spec), summary if recorded else LOST_CLAIM)
-
-
-def describe(result: RunResult) -> str:
-    parts = [result.status]
-    if result.test_accuracy is not None:
-        parts.append(f"{result.test_accuracy:.2f} %")
-    if result.train_seconds is not None:
-        parts.append(f"train {result.train_seconds:.1f} s")
-    if result.message:
-        parts.append(result.message)
-    return ", ".join(parts)
+            summary = result.summary()
+        self.reporter.run_finished(run.spec.label(), summary if recorded else LOST_CLAIM)
 
 
 def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
@@ -240,7 +230,7 @@ def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
     for run in todo:
         if not context.claim(run):
             continue
-        context.reporter.run_started(summarize_spec(run.spec))
+        context.reporter.run_started(run.spec.label())
         try:
             data = cached_dataset(run.spec.dataset, context.root)
             result = run_spec(run.spec, data, checkpoints, context.reporter)
@@ -339,7 +329,7 @@ def _feed_workers(
             if not context.claim(run):
                 plan.slots.release(run.key)
                 continue
-            context.reporter.run_started(summarize_spec(run.spec))
+            context.reporter.run_started(run.spec.label())
             threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
             future = pool.submit(
                 run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
@@ -402,7 +392,7 @@ def _run_ray(
             threads = max(1, int(options["num_cpus"]))
             ref = remote.options(**options).remote(run.spec.to_dict(), root, checkpoints, threads)
             pending[ref] = run
-            context.reporter.run_started(summarize_spec(run.spec))
+            context.reporter.run_started(run.spec.label())
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -416,14 +406,6 @@ def _run_ray(
     finally:
         if address is None:
             ray.shutdown()
-
-
-def summarize_spec(spec: RunSpec) -> str:
-    """A short human label for a run: what differs between runs of a grid."""
-    if spec.is_svm:
-        return f"svm {spec.kernel} C={spec.C:g} {spec.dataset}"
-    label = f"{spec.model} {spec.dataset} B{spec.batch_size} {spec.optimizer} lr={spec.lr:g}"
-    return label + (f" {spec.device}" if spec.device != "auto" else "") + f" seed={spec.seed}"
 
 
 def status_rows(

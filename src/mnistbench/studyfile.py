@@ -1,0 +1,154 @@
+"""Study files: named experiments in TOML, expanded into RunSpecs.
+
+A study file has a [study] header (name, description, seeds, resources), [defaults] (RunSpec
+fields shared by every experiment) and [experiments.NAME] tables with `base`, `grid` (cartesian
+product), `extra` (explicit runs), `seeds` and `resources` (Ray-style num_cpus/num_gpus).
+Every error names the file, the experiment and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistbench.config import RunSpec, SpecError
+
+
+class StudyFileError(ValueError):
+    """A bad study file: names the file, the experiment and the key."""
+
+
+_EXPERIMENT_KEYS = {"description", "base", "grid", "extra", "seeds", "resources"}
+_RESOURCE_KEYS = {"num_cpus", "num_gpus", "max_retries"}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named group of runs: a base spec, grid axes (cartesian product) and explicit extras."""
+
+    name: str
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)
+    """RunSpec fields shared by every run of the experiment."""
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    """Axes: field -> values; every combination is one run (in file order, last axis fastest)."""
+    extra: list[dict[str, Any]] = field(default_factory=list)
+    """Explicit runs beyond the grid, each merged onto base."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Every run is repeated once per seed."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray resources per run: num_cpus, num_gpus (fractions allowed), max_retries."""
+
+    def specs(self) -> list[RunSpec]:
+        """Every run of the experiment, expanded and validated."""
+        axes = list(self.grid.items())
+        combos = [dict(zip([name for name, _ in axes], values, strict=True))
+                  for values in itertools.product(*(values for _, values in axes))]  # fmt: skip
+        variants = [{**self.base, **combo} for combo in combos] if axes else []
+        variants += [{**self.base, **extra} for extra in self.extra]
+        if not axes and not self.extra:
+            variants = [dict(self.base)]
+        specs, seen = [], set()
+        for variant in variants:
+            for seed in self.seeds:
+                spec = RunSpec.from_dict({**variant, "seed": seed})
+                if spec.key() not in seen:  # a grid may produce the same run twice
+                    seen.add(spec.key())
+                    specs.append(spec)
+        return specs
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study file: named experiments, loaded from TOML."""
+
+    name: str
+    path: Path | None
+    description: str
+    experiments: tuple[Experiment, ...]
+
+    def experiment(self, name: str) -> Experiment:
+        for experiment in self.experiments:
+            if experiment.name == name:
+                return experiment
+        known = ", ".join(e.name for e in self.experiments)
+        raise StudyFileError(f"{self.path}: no experiment {name!r}; it has: {known}")
+
+    def select(self, names: list[str] | None) -> list[Experiment]:
+        return [self.experiment(name) for name in names] if names else list(self.experiments)
+
+
+def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(RunSpec)}
+    for key in values:
+        if key not in known:
+            raise StudyFileError(f"{where}: unknown key {key!r} (RunSpec fields: {sorted(known)})")
+
+
+def load_study(path: str | os.PathLike[str]) -> StudySpec:
+    """Read and validate a study file. Every error names the file, the experiment and the key."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = set(document) - {"study", "defaults", "experiments"}
+    if unknown:
+        raise StudyFileError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
+                             "expected [study], [defaults], [experiments.NAME]")  # fmt: skip
+    header = document.get("study", {})
+    for key in header:
+        if key not in {"name", "description", "seeds", "resources"}:
+            raise StudyFileError(f"{path}: [study]: unknown key {key!r}")
+    defaults = document.get("defaults", {})
+    _check_spec_keys(f"{path}: [defaults]", defaults)
+    if not document.get("experiments"):
+        raise StudyFileError(f"{path}: no [experiments.NAME] tables")
+    experiments = []
+    for name, table in document["experiments"].items():
+        where = f"{path}: experiment {name!r}"
+        for key in table:
+            if key not in _EXPERIMENT_KEYS:
+                raise StudyFileError(
+                    f"{where}: unknown key {key!r}; expected one of {sorted(_EXPERIMENT_KEYS)}"
+                    " (RunSpec fields go in base = {...} or [experiments.NAME.grid])"
+                )
+        base = {**defaults, **table.get("base", {})}
+        _check_spec_keys(f"{where}: base", base)
+        grid = table.get("grid", {})
+        _check_spec_keys(f"{where}: grid", grid)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise StudyFileError(f"{where}: grid.{key} must be a non-empty list")
+        extra = table.get("extra", [])
+        for index, run in enumerate(extra):
+            _check_spec_keys(f"{where}: extra[{index}]", run)
+        seeds = table.get("seeds", header.get("seeds", [0]))
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            raise StudyFileError(f"{where}: seeds must be a list of integers")
+        resources = {**header.get("resources", {}), **table.get("resources", {})}
+        for key in resources:
+            if key not in _RESOURCE_KEYS:
+                raise StudyFileError(f"{where}: resources: unknown key {key!r}")
+        experiment = Experiment(
+            name, table.get("description", ""), base, grid, extra, seeds, resources
+        )
+        try:
+            experiment.specs()
+        except SpecError as exc:
+            raise StudyFileError(f"{where}: {exc}") from exc
+        experiments.append(experiment)
+    return StudySpec(
+        header.get("name", path.stem), path, header.get("description", ""), tuple(experiments)
+    )
