@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistbench.data.idx import atomic_write_bytes, check_images_labels, parse_idx
+from mnistbench.data.idx import check_images_labels, parse_idx
 from mnistbench.data.registry import FILENAMES, SPLIT_FILES, DatasetInfo
 from mnistbench.data.sources import (
     Collected,
@@ -26,6 +26,7 @@ from mnistbench.data.sources import (
     SourceSkipped,
 )
 from mnistbench.data.storage import check_digest, dataset_lock, raw_dir, record_verified
+from mnistbench.files import atomic_write_bytes
 
 Log = Callable[[str], None]
 

@@ -7,16 +7,14 @@ images (N, rows, cols). Every error names the file and says what exactly is wron
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import struct
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from mnistbench.files import atomic_write_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 LABELS_MAGIC = 0x00000801
@@ -87,34 +85,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
         raise ValueError(f"IDX ubyte needs 1 (labels) or 3 (images) dimensions, got {array.ndim}")
     header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
     return header + np.ascontiguousarray(array).tobytes()
-
-
-@contextlib.contextmanager
-def atomic_replace(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Yield a file to write; on success it replaces `path`, so readers see either the old file
-    or the complete new one, never half. On error the temporary file is removed.
-
-    The temporary file lives in the destination directory so that the final rename stays on one
-    filesystem (and is therefore atomic).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes atomically (see atomic_replace)."""
-    with atomic_replace(path) as handle:
-        handle.write(data)
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from mnistbench.data.idx import atomic_write_bytes
 from mnistbench.data.registry import FILENAMES, DatasetInfo
 from mnistbench.data.storage import check_digest, raw_dir
+from mnistbench.files import atomic_write_bytes
 
 
 def pack_dataset(info: DatasetInfo, root: Path, destination: Path) -> list[Path]:

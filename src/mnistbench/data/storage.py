@@ -16,8 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from mnistbench.data.idx import atomic_write_bytes
 from mnistbench.data.registry import DATASETS, FILENAMES, DatasetInfo
+from mnistbench.files import atomic_write_bytes
 
 ROOT_ENV_VAR = "MNISTBENCH_DATA"
 DEFAULT_ROOT = "data"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistbench.config import RunSpec
+from mnistbench.files import atomic_write_text
 from mnistbench.report.build import Report, Section
 from mnistbench.report.plots import Plot
 from mnistbench.report.runs import Run
@@ -348,8 +349,6 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS
 
 
 def _write(path: Path, text: str) -> Path:
-    # Write then rename: a reader (a browser left open, CI) never sees half a report.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    # Atomically: a reader (a browser left open, CI) never sees half a report.
+    atomic_write_text(path, text)
     return path
