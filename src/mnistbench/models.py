@@ -8,9 +8,10 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torchvision
 from torch import nn
+
+from mnistbench.devices import device_problem
 
 if TYPE_CHECKING:
     from mnistbench.config import RunSpec
@@ -46,10 +47,6 @@ def build_resnet(
     return model
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
-
-
 # --- SVMs ---------------------------------------------------------------------------------------
 
 # Fastest first: `svm_backend = "auto"` takes the first one that can run here.
@@ -72,8 +69,8 @@ def svm_backend_problem(backend: str) -> str | None:
     """Why `backend` cannot run here, or None when it can. Imports it (once) to find out."""
     if backend not in _SVC_MODULES:
         return f"unknown SVM back-end; choose one of {', '.join(SVM_BACKEND_PREFERENCE)}"
-    if backend == "cuml" and not torch.cuda.is_available():
-        return "cuML needs a CUDA GPU and none is visible"
+    if backend == "cuml" and (problem := device_problem("cuda")) is not None:
+        return f"cuML needs a CUDA GPU: {problem}"
     try:
         importlib.import_module(_SVC_MODULES[backend])
     except Exception as exc:  # cuML can fail with CUDA or driver errors, not only ImportError

@@ -16,19 +16,6 @@ from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.progress import Reporter
 
 
-def skip_reason(spec: RunSpec) -> str | None:
-    """Why this machine cannot run the spec at all (recorded as 'skipped', not 'failed')."""
-    if spec.is_svm:
-        if spec.svm_backend == "cuml" and not torch.cuda.is_available():
-            return "svm_backend 'cuml' needs a CUDA GPU; this machine has none"
-        return None
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        return f"device {spec.device!r} needs CUDA; this machine has no CUDA GPU"
-    if spec.device == "mps" and not torch.backends.mps.is_available():
-        return "device 'mps' needs Apple MPS; not available here"
-    return None
-
-
 def run_spec(
     spec: RunSpec,
     data: Dataset,
@@ -49,10 +36,6 @@ def run_spec(
 def cached_dataset(name: str, root: str | None) -> Dataset:
     """Each worker process loads a dataset once (0.2 s) and reuses it for every run it gets."""
     return load_dataset(name, root)
-
-
-def visible_gpus() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def run_in_worker(

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistbench.config import RunResult, RunSpec, default_threads
+from mnistbench.devices import skip_reason, visible_gpus
 from mnistbench.progress import Reporter
-from mnistbench.runner import cached_dataset, run_in_worker, run_spec, skip_reason, visible_gpus
+from mnistbench.runner import cached_dataset, run_in_worker, run_spec
 from mnistbench.scheduler import Slots, gpu_fraction, needs_gpu, runs_per_gpu, worker_threads
 from mnistbench.store import Store
 from mnistbench.studyfile import Experiment, StudySpec

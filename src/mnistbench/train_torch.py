@@ -23,10 +23,12 @@ import torch
 from torch import nn
 
 from mnistbench.config import RunResult, RunSpec
-from mnistbench.data.idx import atomic_replace
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
+from mnistbench.devices import resolve_device
+from mnistbench.files import atomic_replace
 from mnistbench.measure import (
     Stopwatch,
     environment,
@@ -43,41 +45,12 @@ TRANSLATE_PIXELS = 2  # augment='translate': random shift of up to ±2 px
 PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
 
 
-class DeviceUnavailableError(RuntimeError):
-    """The spec asks for a device this machine does not have. Never fall back silently."""
-
-
 class Diverged(Exception):
     """The training loss became non-finite."""
 
     def __init__(self, epoch: int, step: int) -> None:
         super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
         self.epoch, self.step = epoch, step
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, else mps, else cpu; an explicit device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError(
-                f"device {name!r} requested but CUDA is not available here "
-                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}, no GPU visible)"
-            )
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
-            raise DeviceUnavailableError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"device {name!r} requested but MPS is not available here")
-    return device
 
 
 @dataclass(frozen=True)
