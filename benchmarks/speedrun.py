@@ -15,8 +15,8 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from mnistbench.config import RunResult
 from mnistbench.progress import PlainReporter
+from mnistbench.result import RunResult
 from mnistbench.store import Store
 from mnistbench.study import run_study
 from mnistbench.studyfile import StudyFileError, StudySpec, load_study

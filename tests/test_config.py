@@ -1,6 +1,9 @@
+import dataclasses
+
 import pytest
 
-from mnistbench.config import RunResult, RunSpec, SpecError
+from mnistbench.config import SVM_FIELDS, TORCH_FIELDS, RunSpec, SpecError, field_role, spec_field
+from mnistbench.result import EpochRecord, RunResult
 
 
 def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protocol():
@@ -65,5 +68,75 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_result_round_trips_through_json():
-    result = RunResult(spec=RunSpec().to_dict(), test_accuracy=99.1, history=[{"epoch": 1}])
+    history = [EpochRecord(1, train_loss=0.5, eval_split="val", eval_accuracy=97.0)]
+    result = RunResult(spec=RunSpec().to_dict(), test_accuracy=99.1, history=history)
     assert RunResult.from_dict(result.to_dict()) == result
+
+
+# --- run identity -------------------------------------------------------------------------------
+
+# Keys of runs in tests/fixtures/store_v1.db, written by the code of commit d866159. A change here
+# re-runs every run of every existing store: make it only on purpose, with KEY_VERSION.
+PINNED_KEYS = {
+    "0c422bf192ffb42a": dict(
+        model="resnet18", epochs=2, batch_size=32, optimizer="sgd", lr=0.05,
+        lr_schedule="none", seed=0, train_limit=200, test_limit=50,
+    ),
+    "efab535c16f3a436": dict(
+        model="resnet18", epochs=1, batch_size=32, optimizer="adam", lr=1e-3,
+        lr_schedule="none", val_fraction=0.2, train_limit=200, test_limit=50,
+    ),
+    "cf04edfd161c81db": dict(
+        model="svm", kernel="poly", C=10.0, svm_backend="sklearn", train_limit=200, test_limit=50
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", PINNED_KEYS)
+def test_key_is_pinned(key: str) -> None:
+    assert RunSpec(**PINNED_KEYS[key], threads=3).key() == key
+
+
+def test_every_field_declares_its_engine_and_identity() -> None:
+    for declared in dataclasses.fields(RunSpec):
+        role = field_role(declared)  # KeyError for a field declared without spec_field()
+        assert role.engine in ("run", "torch", "svm"), declared.name
+        assert role.identity in ("always", "non-default", "never"), declared.name
+    assert "lr" in TORCH_FIELDS and "kernel" in SVM_FIELDS and "seed" not in TORCH_FIELDS
+
+
+def test_fields_of_the_other_engine_never_change_a_key() -> None:
+    defaults = RunSpec()
+    other_values = {"lr": 0.5, "kernel": "poly", "C": 1.0, "batch_size": 7, "amp": True}
+    for name, value in other_values.items():
+        role = field_role(next(f for f in dataclasses.fields(RunSpec) if f.name == name))
+        torch_spec, svm_spec = defaults.replace(**{name: value}), RunSpec(model="svm")
+        svm_changed = svm_spec.replace(**{name: value})
+        if role.engine == "torch":
+            assert svm_changed.key() == svm_spec.key() and torch_spec.key() != defaults.key()
+        else:
+            assert torch_spec.key() == defaults.key() and svm_changed.key() != svm_spec.key()
+
+
+@dataclasses.dataclass(frozen=True)
+class _SpecWithNewField(RunSpec):
+    """RunSpec as it would be after a field is added the way config.py says to add one."""
+
+    dropout: float = spec_field(0.0, engine="torch", identity="non-default")
+
+
+def test_a_new_defaulted_field_keeps_every_existing_key() -> None:
+    for key, values in PINNED_KEYS.items():
+        assert _SpecWithNewField(**values).key() == key
+    changed = _SpecWithNewField(**PINNED_KEYS["0c422bf192ffb42a"], dropout=0.1)
+    assert changed.key() != "0c422bf192ffb42a"
+    assert _SpecWithNewField(model="svm", dropout=0.1).key() == RunSpec(model="svm").key()
+
+
+def test_from_stored_never_raises() -> None:
+    stored = {**RunSpec(lr=0.5).to_dict(), "dropout": 0.1, "optimizer": "lion"}
+    del stored["augment"]  # a field this version has and the writer did not
+    spec, unknown = RunSpec.from_stored(stored)
+    assert unknown == {"dropout": 0.1}
+    assert (spec.lr, spec.optimizer, spec.augment) == (0.5, "lion", "none")
+    assert RunSpec.from_stored(RunSpec(lr=0.5).to_dict()) == (RunSpec(lr=0.5), {})

@@ -11,6 +11,7 @@ The store is built with Store + RunSpec + RunResult directly (no training). It h
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
 from mnistbench.report.plots import device_bars
 from mnistbench.report.runs import load_runs
+from mnistbench.result import EpochRecord, RunResult
 from mnistbench.store import Store
 
 STUDY = "syn"
@@ -67,19 +69,20 @@ def _environment(device_name: str) -> dict[str, Any]:
     }
 
 
-def _history(accuracy: float, seconds: float, diverged: bool = False) -> list[dict[str, Any]]:
-    first = {
-        "epoch": 1,
-        "train_loss": 0.9,
-        "train_accuracy": 70.0,
-        "lr": 1e-3,
-        "train_seconds": seconds / 2,
-        "images": 1000,
-        "test_accuracy": accuracy - 5,
-    }
+def _history(accuracy: float, seconds: float, diverged: bool = False) -> list[EpochRecord]:
+    first = EpochRecord(
+        epoch=1,
+        train_loss=0.9,
+        train_accuracy=70.0,
+        lr=1e-3,
+        train_seconds=seconds / 2,
+        images=1000,
+        eval_split="test",
+        eval_accuracy=accuracy - 5,
+    )
     if diverged:
-        return [first, {"epoch": 2, "status": "diverged", "step": 345}]
-    second = {**first, "epoch": 2, "train_loss": 0.3, "test_accuracy": accuracy}
+        return [first, EpochRecord(epoch=2, status="diverged", diverged_step=345)]
+    second = dataclasses.replace(first, epoch=2, train_loss=0.3, eval_accuracy=accuracy)
     return [first, second]
 
 
@@ -103,7 +106,7 @@ def torch_result(spec: RunSpec, accuracy: float, seconds: float, **extra: Any) -
         flops_per_image=flops,
         macs_per_image=flops / 2,
         device="cuda:0" if on_gpu else "cpu",
-        amp="fp16" if on_gpu else "off",
+        precision="fp16" if on_gpu else "fp32",
         history=_history(accuracy, seconds),
         confusion_matrix=_confusion(accuracy),
         environment=_environment(GPU if on_gpu else CPU),
@@ -289,7 +292,7 @@ def test_grid_footnote_states_the_protocol(report) -> None:
         "image size: 28×28×1",
         "epochs: 2",
         "pin_memory: off",
-        "AMP: off",
+        "precision: fp32",
         f"devices: {CPU} (cpu, 2 threads)",
         "seeds: 0, 1 (cells are mean ± sample std over seeds)",
     ):
@@ -314,7 +317,7 @@ def test_svm_table(report) -> None:
         ["FashionMNIST", "poly", "10", "87.00", "400,000", "20,000", "sklearn 1.5.0"],
         ["FashionMNIST", "rbf", "10", "89.89", "480,000", "21,000", "sklearn 1.5.0"],
     ]
-    assert "epochs, pin_memory, AMP: n/a (SVM)" in table.footnote
+    assert "epochs, pin_memory, precision: n/a (SVM)" in table.footnote
 
 
 def test_devices_table_without_gpu(report) -> None:
@@ -519,7 +522,7 @@ def test_gpu_rows_give_a_speedup(tmp_path: Path) -> None:
     assert sentences(report, "speedup")[0] == (
         f"GPU speedup for ResNet-18 on FashionMNIST (B32, Adam, lr 0.0001, 2 epochs): {speedup:.2f}× — "
         f"{GPU} trains in 62.0 s, the CPU ({CPU}) in 1,149.0 s; accuracy 90.00% (GPU) vs 90.00% (CPU). "
-        "Precision differs: AMP fp16 on the GPU, off on the CPU."
+        "Precision differs: fp16 on the GPU, fp32 on the CPU."
     )
     table = section(report, "devices").table
     assert texts(table.rows[1])[:2] == [f"GPU: {GPU}", "ResNet-18"]

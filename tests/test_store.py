@@ -3,9 +3,11 @@ with real processes, and refusal to touch corrupt, foreign or newer files."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
+from mnistbench.result import EpochRecord, RunResult
 from mnistbench.store import STATUSES, Store, StoreError
 
 
@@ -28,7 +31,7 @@ def spec(seed: int, **changes: object) -> RunSpec:
 
 def result_for(s: RunSpec, status: str = "ok", epochs: int = 2) -> RunResult:
     history = [
-        {"epoch": e, "train_loss": 1.0 / e, "lr": 1e-3, "val_accuracy": 90.0 + e}
+        EpochRecord(e, train_loss=1.0 / e, lr=1e-3, eval_split="val", eval_accuracy=90.0 + e)
         for e in range(1, epochs + 1)
     ]
     return RunResult(
@@ -136,12 +139,12 @@ def test_claim_finish_round_trip(store: Store) -> None:
     assert record.status == "done"
     assert record.result == result
     assert record.finished_at is not None and record.finished_at >= record.started_at
-    assert store.epochs(s.key()) == result.history
+    assert store.get(s.key()).result.history == result.history
     assert not store.claim(s.key())  # done runs are never claimed again
 
-    # finish() replaces earlier epoch rows rather than appending to them.
+    # finish() replaces the earlier result and its history rather than appending to them.
     store.finish(s.key(), result_for(s, epochs=1))
-    assert store.epochs(s.key()) == result_for(s, epochs=1).history
+    assert store.get(s.key()).result.history == result_for(s, epochs=1).history
     assert store.get("0" * 16) is None
 
 
@@ -355,7 +358,9 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    _assert_refused(path, r"newer mnistbench \(schema 99 > 1\); upgrade mnistbench")
+    _assert_refused(
+        path, rf"newer mnistbench \(schema 99 > {Store.SCHEMA_VERSION}\); upgrade mnistbench"
+    )
 
 
 def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -418,7 +423,7 @@ def test_a_late_finish_never_overwrites_the_owner_who_took_the_run_over(tmp_path
         assert not first.fail(s.key(), "late failure")
         record = first.get(s.key())
         assert (record.status, record.result, record.error) == ("done", theirs, None)
-        assert first.epochs(s.key()) == theirs.history
+        assert first.get(s.key()).result.history == theirs.history
     finally:
         first.close()
         second.close()
@@ -470,3 +475,74 @@ def test_status_eta_is_the_mean_done_time_times_the_runs_left(tmp_path: Path) ->
     assert (counts["done"], counts["running"], counts["pending"]) == (2, 1, 2)
     assert eta == 20.0 * 3  # mean 20 s x (1 running + 2 pending)
     assert rows["other"][1] is None  # nothing finished there yet: no estimate, not zero
+
+
+# --- a store written by an older mnistbench -----------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v1.db"
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURE, path)  # opening migrates it: never touch the checked-in file
+    return path
+
+
+def test_a_store_from_schema_1_is_migrated_and_read(old_store: Path) -> None:
+    with Store(old_store) as store:
+        records = {record.key: record for record in store.runs("fixture")}
+    statuses = sorted(record.status for record in records.values())
+    assert statuses == ["done", "done", "done", "done", "failed", "pending", "skipped"]
+    conn = sqlite3.connect(old_store)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "epochs" not in tables
+    sgd = records["0c422bf192ffb42a"]
+    assert sgd.spec.key() == sgd.key  # today's identity is the stored one
+    assert sgd.result.precision == "fp32"  # stored as amp = "off"
+    assert [entry.epoch for entry in sgd.result.history] == [1, 2]
+    assert {entry.eval_split for entry in sgd.result.history} == {"test"}
+    assert all(entry.eval_accuracy is not None for entry in sgd.result.history)
+    with_val = records["efab535c16f3a436"].result
+    assert with_val.history[-1].eval_split == "val"
+    assert with_val.val_accuracy == with_val.history[-1].eval_accuracy
+    assert records["cf04edfd161c81db"].result.n_support > 0
+    assert all(record.unknown_fields == {} for record in records.values())
+
+
+def test_an_old_store_stays_readable_by_status_and_report(old_store: Path, tmp_path: Path) -> None:
+    from mnistbench.cli import main
+
+    assert main(["study", "status", "--store", str(old_store)]) == 0
+    out = tmp_path / "report"
+    assert (
+        main(["report", "--store", str(old_store), "--out", str(out), "--format", "csv,json"]) == 0
+    )
+    runs = json.loads((out / "runs.json").read_text())
+    assert {run["key"] for run in runs} >= {"0c422bf192ffb42a", "cf04edfd161c81db"}
+
+
+def test_fields_unknown_to_this_version_are_kept_not_fatal(old_store: Path) -> None:
+    from mnistbench.report.render import export_row
+    from mnistbench.report.runs import load_runs
+
+    key = "0c422bf192ffb42a"
+    conn = sqlite3.connect(old_store, isolation_level=None)
+    spec, result = conn.execute("SELECT spec, result FROM runs WHERE key = ?", (key,)).fetchone()
+    spec = {**json.loads(spec), "dropout": 0.1, "optimizer": "lion"}  # a newer writer's fields
+    result = {**json.loads(result), "energy_joules": 12.5}
+    conn.execute(
+        "UPDATE runs SET spec = ?, result = ? WHERE key = ?",
+        (json.dumps(spec), json.dumps(result), key),
+    )
+    conn.close()
+    with Store(old_store) as store:
+        record = store.get(key)
+    assert record.unknown_fields == {"dropout": 0.1, "result.energy_joules": 12.5}
+    assert record.spec.optimizer == "lion" and record.result.test_accuracy is not None
+    with Store(old_store) as store:
+        by_experiment = load_runs(store, "fixture")
+    rows = {run.key: export_row(run) for runs in by_experiment.values() for run in runs}
+    assert json.loads(rows[key]["unknown_fields"])["dropout"] == 0.1

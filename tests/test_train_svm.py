@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from mnistbench import commands, train_svm
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import MNIST
 from mnistbench.models import build_svm, svm_backend_problem
 from mnistbench.progress import Reporter
+from mnistbench.result import RunResult
 from mnistbench.train_svm import SVMFitError, make_features, predict
 from tests.conftest import synthetic_arrays
 
@@ -79,6 +80,8 @@ def test_result_has_the_shared_keys_and_consistent_measurements(data):
 
     assert result.backend.split()[0] in ("sklearn", "sklearnex", "cuml")
     assert result.environment["svm_backend"] == result.backend
+    # Same meaning as the torch engine: where it ran; the hardware is named in the environment.
+    assert result.device == "cpu" and result.environment["device_name"]
     assert result.environment["threads"] == 2
     assert result.protocol["sizes"] == {"train": 400, "val": 0, "test": 200}
     assert result.protocol["n_features"] == 784

@@ -1,8 +1,14 @@
-"""RunSpec: one training run, fully described; RunResult: what it measured.
+"""RunSpec: one training run, fully described, and its identity in the results store.
 
 A RunSpec is frozen and validated on construction: every error names the field, the bad value and
-what is allowed. Its `canonical()` form keeps only the fields that matter for its model (an
-SVM has no learning rate, Adam no momentum), so that equal runs hash equal (`key()`).
+what is allowed. Each field declares its role where it is declared (`spec_field`): which engine
+reads it, whether it is part of the run's identity, and when it applies. `canonical()` keeps
+only the fields that define the run (an SVM has no learning rate, Adam no momentum), so that
+equal runs hash equal (`key()`).
+
+Identity is versioned (KEY_VERSION) and stable: a field added later is declared with
+identity="non-default", so it enters the key only when set to something else than its default
+(which keeps the old behaviour), and every existing store keeps its keys.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mnistbench.data.registry import UnknownDatasetError, canonical_name
 
@@ -28,13 +35,48 @@ KERNELS = ("poly", "rbf", "linear")
 SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
 GAMMAS = ("scale", "auto")
 
-# Fields that only the deep-learning engine reads, and those only the SVM engine reads.
-TORCH_FIELDS = (
-    "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "lr_schedule",
-    "label_smoothing", "augment", "device", "amp", "pin_memory", "loader", "num_workers",
-    "image_size", "channels", "stem", "eval_each_epoch", "memory_format",
-)  # fmt: skip
-SVM_FIELDS = ("kernel", "C", "gamma", "degree", "svm_backend", "features")
+# The identity scheme. Bump it only to change every run's key on purpose: each store then runs
+# everything again. Version 1 hashes the canonical fields as JSON (no version in the text).
+KEY_VERSION = 1
+
+Engine = Literal["run", "torch", "svm"]
+Identity = Literal["always", "non-default", "never"]
+
+
+@dataclass(frozen=True)
+class FieldRole:
+    """What a RunSpec field is for, declared with the field.
+
+    engine: "run" (both engines read it), "torch" or "svm".
+    identity: "always" (part of the key), "never" (changes speed, not what is computed) or
+        "non-default" (part of the key only when it differs from its default: the rule for every
+        field added after KEY_VERSION 1's fields, so that old keys stay valid).
+    applies: when the field means something for this spec (momentum only for SGD); a field that
+        does not apply is left out of the key.
+    """
+
+    engine: Engine
+    identity: Identity = "always"
+    applies: Callable[[RunSpec], bool] | None = None
+
+
+def spec_field(
+    default: Any = dataclasses.MISSING,
+    *,
+    engine: Engine,
+    identity: Identity = "always",
+    applies: Callable[[RunSpec], bool] | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A RunSpec field with its role (see FieldRole)."""
+    metadata = {"role": FieldRole(engine, identity, applies)}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_role(spec_field_: dataclasses.Field) -> FieldRole:
+    return spec_field_.metadata["role"]
 
 
 class SpecError(ValueError):
@@ -74,79 +116,79 @@ def default_threads() -> int:
 class RunSpec:
     """One run: a model trained on a dataset under one protocol and one set of settings."""
 
-    dataset: str = "mnist"
+    dataset: str = spec_field("mnist", engine="run")
     """'mnist' or 'fashion-mnist' (aliases accepted, stored canonical)."""
-    model: str = "resnet18"
+    model: str = spec_field("resnet18", engine="run")
     """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin)."""
-    split: str = "official"
+    split: str = spec_field("official", engine="run")
     """'official' (60k/10k files) or 'assignment' (published protocol: pooled 70/10/20, seed 42)."""
-    val_fraction: float = 0.0
+    val_fraction: float = spec_field(0.0, engine="run", applies=lambda s: s.split != "assignment")
     """Official split only: fraction of train held out (stratified) for validation."""
-    seed: int = 0
+    seed: int = spec_field(0, engine="run")
     """Seeds weight init, batch order, augmentation and the train/test_limit subsets."""
-    train_limit: int | None = None
+    train_limit: int | None = spec_field(None, engine="run")
     """Use only the first N of the train split's seeded permutation (quick runs)."""
-    test_limit: int | None = None
+    test_limit: int | None = spec_field(None, engine="run")
     """Use only the first N of the test split's seeded permutation (quick runs)."""
-    threads: int = field(default_factory=default_threads)
+    threads: int = spec_field(engine="run", identity="never", default_factory=default_threads)
     """CPU threads for torch / the SVM back-end (default: all cores); recorded with the result."""
 
     # --- deep-learning engine ---
-    optimizer: str = "adamw"
+    optimizer: str = spec_field("adamw", engine="torch")
     """'sgd' (with momentum), 'adam' or 'adamw'. The published study used sgd and adam; its
     protocol lives in configs/*.toml, while these defaults are a recipe that trains well fast."""
-    lr: float = 2e-3
+    lr: float = spec_field(2e-3, engine="torch")
     """Peak learning rate."""
-    momentum: float = 0.9
+    momentum: float = spec_field(0.9, engine="torch", applies=lambda s: s.optimizer == "sgd")
     """SGD momentum (ignored by Adam/AdamW)."""
-    weight_decay: float = 5e-4
+    weight_decay: float = spec_field(5e-4, engine="torch")
     """L2 weight decay (5e-4 as in the published study)."""
-    batch_size: int = 64
+    batch_size: int = spec_field(64, engine="torch")
     """Training batch size (images per step)."""
-    epochs: int = 5
+    epochs: int = spec_field(5, engine="torch")
     """Passes over the training split."""
-    lr_schedule: str = "onecycle"
+    lr_schedule: str = spec_field("onecycle", engine="torch")
     """'none' (constant, as published), 'cosine' or 'onecycle' (per-step warm-up then decay)."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = spec_field(0.0, engine="torch")
     """Cross-entropy label smoothing in [0, 1)."""
-    augment: str = "none"
+    augment: str = spec_field("none", engine="torch")
     """'none', 'translate' (random shift of up to ±2 px), 'flip' (random left-right mirror: for
     FashionMNIST's clothes, not for digits) or 'translate+flip'; per image, on the device."""
-    device: str = "auto"
+    device: str = spec_field("auto", engine="torch")
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    amp: bool = False
+    amp: bool = spec_field(False, engine="torch")
     """Mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU."""
-    pin_memory: bool = False
+    pin_memory: bool = spec_field(False, engine="torch", applies=lambda s: s.loader == "dataloader")
     """Dataloader loader only: page-locked host batches for faster host-to-GPU copies."""
-    loader: str = "memory"
+    loader: str = spec_field("memory", engine="torch")
     """'memory' (dataset as device tensors, batches by index) or 'dataloader' (torch DataLoader)."""
-    num_workers: int = 0
+    num_workers: int = spec_field(0, engine="torch", applies=lambda s: s.loader == "dataloader")
     """Dataloader loader only: worker processes."""
-    image_size: int = 28
+    image_size: int = spec_field(28, engine="torch")
     """Model input size in pixels, 28 (native) to 224 (published protocol); resized per batch."""
-    channels: int = 1
+    channels: int = spec_field(1, engine="torch")
     """Model input channels: 1 (native) or 3 (published protocol: gray repeated)."""
-    stem: str = "imagenet"
+    stem: str = spec_field("imagenet", engine="torch")
     """'imagenet' (7x7/2 conv + max-pool) or 'cifar' (3x3/1 conv, no max-pool)."""
-    eval_each_epoch: bool = True
+    eval_each_epoch: bool = spec_field(True, engine="torch")
     """Evaluate on the validation (or, without one, test) split after every epoch."""
-    memory_format: str = "auto"
+    memory_format: str = spec_field("auto", engine="torch", identity="never")
     """Activation layout: 'channels_last' (NHWC, what oneDNN and tensor cores run fastest at
     large inputs), 'contiguous' (NCHW) or 'auto' (channels_last from 64 px up, else NCHW).
     Changes speed, not what is computed, so it is not part of the run's identity."""
 
     # --- SVM engine ---
-    kernel: str = "rbf"
+    kernel: str = spec_field("rbf", engine="svm")
     """SVC kernel: 'poly', 'rbf' or 'linear'."""
-    C: float = 10.0
+    C: float = spec_field(10.0, engine="svm")
     """SVC regularisation (10 in the published study)."""
-    gamma: str | float = "scale"
+    gamma: str | float = spec_field("scale", engine="svm")
     """'scale', 'auto' or a positive float."""
-    degree: int = 3
+    degree: int = spec_field(3, engine="svm", applies=lambda s: s.kernel == "poly")
     """Polynomial degree (poly kernel only)."""
-    svm_backend: str = "auto"
+    svm_backend: str = spec_field("auto", engine="svm")
     """'auto' (fastest available), 'sklearn', 'sklearnex' or 'cuml'."""
-    features: str = "pixels"
+    features: str = spec_field("pixels", engine="svm")
     """'pixels' (scaled to 0..1), 'standardized' or 'pca:N'."""
 
     def __post_init__(self) -> None:
@@ -227,29 +269,31 @@ class RunSpec:
     def is_svm(self) -> bool:
         return self.model == "svm"
 
-    def canonical(self) -> dict[str, Any]:
-        """The fields that define this run, nothing its engine ignores.
+    def engine(self) -> Engine:
+        return "svm" if self.is_svm else "torch"
 
-        `threads` and `memory_format` are left out: they change speed, not what is computed, so
-        a study can change them without re-running everything.
-        """
-        spec = dataclasses.asdict(self)
-        del spec["threads"], spec["memory_format"]
-        drop = set(TORCH_FIELDS if self.is_svm else SVM_FIELDS)
-        if not self.is_svm:
-            if self.optimizer != "sgd":
-                drop.add("momentum")
-            if self.loader == "memory":
-                drop.update(("pin_memory", "num_workers"))
-        elif self.kernel != "poly":
-            drop.add("degree")
-        if self.split == "assignment":
-            drop.add("val_fraction")
-        return {name: value for name, value in spec.items() if name not in drop}
+    def canonical(self) -> dict[str, Any]:
+        """The fields that define this run, nothing its engine ignores (see FieldRole)."""
+        canonical = {}
+        for spec_field_ in dataclasses.fields(self):
+            role = field_role(spec_field_)
+            value = getattr(self, spec_field_.name)
+            if (
+                role.identity == "never"
+                or role.engine not in ("run", self.engine())
+                or (role.applies is not None and not role.applies(self))
+                or (role.identity == "non-default" and value == spec_field_.default)
+            ):
+                continue
+            canonical[spec_field_.name] = value
+        return canonical
 
     def key(self) -> str:
         """A stable hash of the canonical spec: the run's identity in the results store."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        identity: dict[str, Any] = self.canonical()
+        if KEY_VERSION > 1:
+            identity = {"key_version": KEY_VERSION, **identity}
+        text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +310,35 @@ class RunSpec:
             )
         return cls(**values)
 
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> tuple[RunSpec, dict[str, Any]]:
+        """A spec as an older (or newer) mnistbench stored it: (spec, fields it does not know).
+
+        Never raises: unknown fields are returned apart, missing ones take their default, and
+        values that today's validation rejects (a choice since removed) are kept as stored.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = {name: value for name, value in values.items() if name not in known}
+        kept = {name: value for name, value in values.items() if name in known}
+        try:
+            return cls(**kept), unknown
+        except (SpecError, TypeError, AttributeError):
+            return cls._unchecked(kept), unknown
+
+    @classmethod
+    def _unchecked(cls, values: dict[str, Any]) -> RunSpec:
+        """A spec built without validation, for stored runs only."""
+        spec = object.__new__(cls)
+        for spec_field_ in dataclasses.fields(cls):
+            if spec_field_.name in values:
+                value = values[spec_field_.name]
+            elif spec_field_.default_factory is not dataclasses.MISSING:
+                value = spec_field_.default_factory()
+            else:
+                value = spec_field_.default
+            object.__setattr__(spec, spec_field_.name, value)
+        return spec
+
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
@@ -277,63 +350,12 @@ class RunSpec:
         return label + (f" {self.device}" if self.device != "auto" else "") + f" seed={self.seed}"
 
 
-@dataclass
-class RunResult:
-    """What one run measured; the same type for both engines (null where a metric does not apply).
+def fields_of(engine: Engine) -> tuple[str, ...]:
+    """The names of the RunSpec fields that `engine` declares ("run": read by both engines)."""
+    return tuple(f.name for f in dataclasses.fields(RunSpec) if field_role(f).engine == engine)
 
-    Accuracies are percentages. Times are seconds: train_seconds excludes evaluation and warm-up
-    and is device-synchronised; eval_seconds covers the final test evaluation.
-    """
 
-    spec: dict[str, Any]
-    status: str = "ok"  # "ok", "diverged", "failed"
-    test_accuracy: float | None = None
-    val_accuracy: float | None = None
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
-    images_per_second: float | None = None
-    flops_per_image: float | None = None
-    """Forward-pass FLOPs per image at the real input size (counted, not estimated)."""
-    macs_per_image: float | None = None
-    """flops_per_image / 2 (what thop and the published study call 'FLOPs')."""
-    train_flops: float | None = None
-    """Total training FLOPs: 3 x forward FLOPs (forward + backward) x images seen."""
-    peak_memory_bytes: int | None = None
-    peak_memory_kind: str | None = None
-    device: str | None = None
-    amp: str = "off"  # "off", "fp16" (CUDA + GradScaler) or "bf16" (CPU)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    per_class_accuracy: list[float] | None = None
-    confusion_matrix: list[list[int]] | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
-    protocol: dict[str, Any] = field(default_factory=dict)
-    message: str | None = None
-    """Why the run did not finish normally (divergence, error), or a note on it."""
-    backend: str | None = None
-    """SVM only: the back-end that ran, with its version."""
-    n_support: int | None = None
-    """SVM only: number of support vectors."""
-    model_path: str | None = None
-    """Where the final model was saved, when it was."""
-    resumed_from_epoch: int | None = None
+TORCH_FIELDS, SVM_FIELDS = fields_of("torch"), fields_of("svm")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def summary(self) -> str:
-        """One line: status, test accuracy, train time and any note."""
-        parts = [self.status]
-        if self.test_accuracy is not None:
-            parts.append(f"{self.test_accuracy:.2f} %")
-        if self.train_seconds is not None:
-            parts.append(f"train {self.train_seconds:.1f} s")
-        if self.message:
-            parts.append(self.message)
-        return ", ".join(parts)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunResult:
-        return cls(**values)
+# RunResult lives in result.py; imported here too while callers move over.
+from mnistbench.result import EpochRecord, RunResult  # noqa: E402, F401

@@ -9,7 +9,9 @@ check-then-update atomic across processes.
 
 An existing file is checked before anything is written to it: a file that is not SQLite, is
 corrupt, belongs to another program or comes from a newer schema raises StoreError and is left
-exactly as it was.
+exactly as it was. A store of an older schema is migrated when opened (schema 2 dropped the
+unused `epochs` table), and runs stored by another mnistbench version are read leniently: fields
+this version does not know are kept in `RunRecord.unknown_fields`, never a crash.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
+from mnistbench.result import RunResult
 
 STATUSES = ("pending", "running", "done", "failed", "skipped")
 _APP = "mnistbench"
@@ -59,14 +62,11 @@ _SCHEMA = (
         key TEXT NOT NULL REFERENCES runs (key),
         UNIQUE (study, experiment, key)
     )""",
-    """CREATE TABLE epochs (
-        key TEXT NOT NULL REFERENCES runs (key),
-        idx INTEGER NOT NULL,               -- position in RunResult.history
-        epoch INTEGER,                      -- the entry's own "epoch" field, if any
-        entry TEXT NOT NULL,                -- the history entry as JSON
-        PRIMARY KEY (key, idx)
-    )""",
 )
+# Per schema version, the statements that bring a store of that version to the next one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("DROP TABLE IF EXISTS epochs",),  # the history is in the result; nothing read the table
+}
 
 
 class StoreError(RuntimeError):
@@ -93,6 +93,8 @@ class RunRecord:
     started_at: float | None
     finished_at: float | None
     heartbeat_at: float | None
+    unknown_fields: dict[str, Any] = field(default_factory=dict)
+    """Stored fields this mnistbench does not know (written by another version): kept, shown."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -108,7 +110,7 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """A results store at `path`; safe to share between processes (and threads of one process)."""
 
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -141,6 +143,8 @@ class Store:
                         [("app", _APP), ("schema_version", str(self.SCHEMA_VERSION))],
                     )
                     conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+                else:
+                    self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             if "file is not a database" in str(exc):
                 raise StoreError(
@@ -149,6 +153,19 @@ class Store:
             raise StoreError(
                 f"{self.path} is corrupt or unreadable as a results store: {exc}"
             ) from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a store written by an older mnistbench to this schema, in one transaction."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for from_version in range(version, self.SCHEMA_VERSION):
+            for statement in _MIGRATIONS[from_version]:
+                conn.execute(statement)
+        if version < self.SCHEMA_VERSION:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'schema_version'",
+                (str(self.SCHEMA_VERSION),),
+            )
+            conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
 
     def _enable_wal(self) -> None:
         # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at
@@ -279,7 +296,7 @@ class Store:
             return cursor.rowcount == 1
 
     def finish(self, key: str, result: RunResult) -> bool:
-        """Store a result ("done", or "failed" when the result says so) and its epoch history.
+        """Store a result ("done", or "failed" when the result says so).
 
         False, and nothing written, when another process has taken the run over since this one
         claimed it: the new owner's result (or run in progress) is never overwritten.
@@ -290,14 +307,6 @@ class Store:
             if not self._owned_here(conn, key):
                 return False
             self._set_status(conn, key, status, error=error, result=json.dumps(result.to_dict()))
-            conn.execute("DELETE FROM epochs WHERE key = ?", (key,))
-            conn.executemany(
-                "INSERT INTO epochs (key, idx, epoch, entry) VALUES (?, ?, ?, ?)",
-                [
-                    (key, idx, entry.get("epoch"), json.dumps(entry))
-                    for idx, entry in enumerate(result.history)
-                ],
-            )
             return True
 
     def fail(self, key: str, error: str, traceback: str | None = None) -> bool:
@@ -358,14 +367,15 @@ class Store:
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> RunRecord:
-        key, spec, status, result, *rest = row
-        return RunRecord(
-            key,
-            RunSpec.from_dict(json.loads(spec)),
-            status,
-            RunResult.from_dict(json.loads(result)) if result is not None else None,
-            *rest,
-        )
+        """A row as RunRecord, read leniently: a run stored by another mnistbench version keeps
+        the fields this one does not know in `unknown_fields` instead of failing."""
+        key, spec_json, status, result_json, *rest = row
+        spec, unknown = RunSpec.from_stored(json.loads(spec_json))
+        result = None
+        if result_json is not None:
+            result, unknown_in_result = RunResult.from_stored(json.loads(result_json))
+            unknown |= {f"result.{name}": value for name, value in unknown_in_result.items()}
+        return RunRecord(key, spec, status, result, *rest, unknown_fields=unknown)
 
     def get(self, key: str) -> RunRecord | None:
         rows = self._query(f"SELECT {self._COLUMNS} FROM runs WHERE key = ?", (key,))
@@ -402,7 +412,3 @@ class Store:
         for study_name, experiment, status, count in rows:
             counts[(study_name, experiment)][status] = count
         return counts
-
-    def epochs(self, key: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT entry FROM epochs WHERE key = ? ORDER BY idx", (key,))
-        return [json.loads(row[0]) for row in rows]

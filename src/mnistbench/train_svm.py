@@ -19,12 +19,13 @@ from sklearn.metrics import confusion_matrix
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.measure import environment, peak_memory
 from mnistbench.models import build_svm
 from mnistbench.progress import Reporter
+from mnistbench.result import RunResult
 
 T = TypeVar("T")
 
@@ -162,10 +163,13 @@ def _predict_timed(estimator: Any, x: np.ndarray, backend: str) -> tuple[np.ndar
         ) from exc
 
 
+def _device(backend: str) -> torch.device:
+    """cuML fits on the GPU, the other back-ends on the CPU."""
+    return torch.device("cuda" if backend.startswith("cuml") else "cpu")
+
+
 def _environment(spec: RunSpec, backend: str) -> dict[str, Any]:
-    # cuML runs on the GPU; the others on the CPU, whose model is then the device name.
-    device = torch.device("cuda" if backend.startswith("cuml") else "cpu")
-    env = environment(device, threads=spec.threads)
+    env = environment(_device(backend), threads=spec.threads)
     env["svm_backend"] = backend
     return env
 
@@ -217,7 +221,7 @@ def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunRe
         train_flops=None,
         peak_memory_bytes=memory,
         peak_memory_kind=memory_kind,
-        device=env["device_name"],
+        device=str(_device(backend)),
         per_class_accuracy=_per_class_accuracy(matrix),
         confusion_matrix=matrix.tolist(),
         environment=env,

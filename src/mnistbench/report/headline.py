@@ -252,11 +252,11 @@ def _speedup_sentence(kinds: dict[str, Group], value: float) -> str:
         f"accuracy {_mean_percent(gpu)} (GPU) vs {_mean_percent(cpu)} (CPU)."
     )
     amp = {
-        k: ", ".join(dict.fromkeys(r.result.amp for r in g.ok_runs if r.result))
+        k: ", ".join(dict.fromkeys(r.result.precision for r in g.ok_runs if r.result))
         for k, g in (("GPU", gpu), ("CPU", cpu))
     }
     if amp["GPU"] != amp["CPU"]:
-        text += f" Precision differs: AMP {amp['GPU']} on the GPU, {amp['CPU']} on the CPU."
+        text += f" Precision differs: {amp['GPU']} on the GPU, {amp['CPU']} on the CPU."
     return text
 
 

@@ -37,15 +37,12 @@ def _chance(dataset: str) -> float:
 
 
 def _diverged_at(run: Run) -> str:
-    entries = [
-        e for e in (run.result.history if run.result else []) if e.get("status") == "diverged"
-    ]
+    entries = [e for e in (run.result.history if run.result else []) if not e.ok]
     if not entries:
         return ""
     entry = entries[-1]
-    return f" in epoch {entry.get('epoch')}" + (
-        f" at step {entry['step']}" if "step" in entry else ""
-    )
+    step = f" at step {entry.diverged_step}" if entry.diverged_step is not None else ""
+    return f" in epoch {entry.epoch}{step}"
 
 
 def _where(run: Run) -> str:
@@ -171,7 +168,14 @@ def throughput_spread(runs: list[Run]) -> list[Insight]:
         speed = run.result.images_per_second if run.ok and run.result else None
         if speed and not run.spec.is_svm:
             s = run.spec
-            key = (s.model, s.image_size, s.channels, run.device_kind, s.loader, run.result.amp)
+            key = (
+                s.model,
+                s.image_size,
+                s.channels,
+                run.device_kind,
+                s.loader,
+                run.result.precision,
+            )
             similar.setdefault(key, []).append(speed)
     for (model, size, channels, device, _, _), speeds in similar.items():
         if len(speeds) > 1 and max(speeds) / min(speeds) > THROUGHPUT_SPREAD:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import matplotlib
@@ -26,6 +27,7 @@ from mnistbench.report.runs import (
     varying_fields,
 )
 from mnistbench.report.tables import DEVICE_KINDS, Table, device_groups, speedup
+from mnistbench.result import EpochRecord
 
 DPI = 110
 MISSING_COLOR = "#d9d9d9"
@@ -111,25 +113,20 @@ def accuracy_heatmap(table: Table) -> Plot | None:
 # --- training curves ----------------------------------------------------------------------------
 
 
-def _eval_key(runs: list[Run]) -> str:
-    keys = {
-        k
-        for r in runs
-        if r.result
-        for e in r.result.history
-        for k in e
-        if k.endswith("_accuracy") and k != "train_accuracy"
-    }
-    return "val_accuracy" if "val_accuracy" in keys else "test_accuracy"
+def _eval_split(runs: list[Run]) -> str:
+    splits = {e.eval_split for r in runs if r.result for e in r.result.history}
+    return "val" if "val" in splits else "test"
 
 
-def _mean_curve(group: Group, key: str) -> tuple[list[int], list[float]]:
-    """Per epoch, the mean of `key` over the seeds that logged it."""
+def _mean_curve(
+    group: Group, value: Callable[[EpochRecord], float | None]
+) -> tuple[list[int], list[float]]:
+    """Per epoch, the mean of `value` over the seeds that logged it."""
     per_epoch: dict[int, list[float]] = {}
     for run in group.runs:
         for entry in run.result.history if run.result else []:
-            if entry.get(key) is not None and entry.get("epoch") is not None:
-                per_epoch.setdefault(int(entry["epoch"]), []).append(float(entry[key]))
+            if value(entry) is not None:
+                per_epoch.setdefault(entry.epoch, []).append(float(value(entry)))
     epochs = sorted(per_epoch)
     return epochs, [float(np.mean(per_epoch[e])) for e in epochs]
 
@@ -143,8 +140,8 @@ def training_curves(experiment: str, runs: list[Run]) -> Plot | None:
     ]
     if not groups:
         return None
-    key = _eval_key(runs)
-    name = "validation" if key == "val_accuracy" else "test"
+    split = _eval_split(runs)
+    name = "validation" if split == "val" else "test"
     fields = varying_fields((g.spec for g in groups), exclude=("seed",)) or ["model"]
     figure = Figure(figsize=(11, 4.2), layout="constrained")
     loss_axes, acc_axes = figure.subplots(1, 2)
@@ -156,9 +153,11 @@ def training_curves(experiment: str, runs: list[Run]) -> Plot | None:
         )
         if group.missing_state:
             label += f" ({group.missing_state})"
-        epochs, losses = _mean_curve(group, "train_loss")
+        epochs, losses = _mean_curve(group, lambda e: e.train_loss)
         line = loss_axes.plot(epochs, losses, marker="o", label=label)[0]
-        epochs_acc, accs = _mean_curve(group, key)
+        epochs_acc, accs = _mean_curve(
+            group, lambda e: e.eval_accuracy if e.eval_split == split else None
+        )
         acc_axes.plot(epochs_acc, accs, marker="o", color=line.get_color())
         max_epoch = max([max_epoch, *epochs, *epochs_acc])
     for axes, ylabel in (

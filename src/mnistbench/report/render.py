@@ -68,16 +68,18 @@ def export_row(run: Run) -> dict[str, Any]:
     row["train_ms"] = (
         result.train_seconds * 1000 if result and result.train_seconds is not None else None
     )
-    history = [e for e in (result.history if result else []) if "train_loss" in e]
+    history = [e for e in (result.history if result else []) if e.ok]
     row["epochs_completed"] = len(history) if result else None
-    row["final_train_loss"] = history[-1]["train_loss"] if history else None
+    row["final_train_loss"] = history[-1].train_loss if history else None
     row["device_used"] = result.device if result else None
     row["device_name"] = run.device_name if result else None
-    row["precision"] = result.amp if result else None
+    row["precision"] = result.precision if result else None
     row["message"] = result.message if result else None
     env = result.environment if result else {}
     for name in _ENV_FIELDS:
         row[f"env_{name}"] = env.get(name)
+    # Written by another mnistbench version: shown as stored rather than dropped.
+    row["unknown_fields"] = json.dumps(run.unknown_fields) if run.unknown_fields else None
     return row
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
+from mnistbench.result import RunResult
 from mnistbench.store import Store
 
 # Display names: the published study's spelling, not the spec's identifiers.
@@ -99,6 +100,8 @@ class Run:
     host: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    unknown_fields: dict[str, Any] = field(default_factory=dict)
+    """Stored fields this mnistbench version does not know (kept, exported)."""
 
     @property
     def state(self) -> str:
@@ -267,6 +270,7 @@ def load_runs(store: Store, study: str | None = None) -> dict[tuple[str, str], l
                     host=record.host,
                     started_at=record.started_at,
                     finished_at=record.finished_at,
+                    unknown_fields=record.unknown_fields,
                 )
             by_experiment.setdefault((study_name, experiment), []).append(built[record.key])
     return by_experiment

@@ -206,10 +206,10 @@ def protocol_footnote(runs: list[Run]) -> str:
             "pin_memory: "
             + ", ".join(_distinct(format_value("pin_memory", s.pin_memory) for s in torch))
         )
-        amp = _distinct(run.result.amp for run in runs if run.result and not run.spec.is_svm)
-        parts.append("AMP: " + (", ".join(amp) if amp else "n/a (no run finished)"))
+        amp = _distinct(run.result.precision for run in runs if run.result and not run.spec.is_svm)
+        parts.append("precision: " + (", ".join(amp) if amp else "n/a (no run finished)"))
     else:
-        parts.append("epochs, pin_memory, AMP: n/a (SVM)")
+        parts.append("epochs, pin_memory, precision: n/a (SVM)")
         parts.append("features: " + ", ".join(_distinct(s.features for s in specs)))
     parts.append("devices: " + (_devices(runs) or "none"))
     seeds = sorted({spec.seed for spec in specs})
