@@ -99,40 +99,40 @@ base = { model = "svm" }
 """
 
 
-def _planned(tmp_path, only: list[str]):
-    from mnistbench.study import PlannedRun
+def _shares(tmp_path, only: list[str], gpus: int) -> list[float | None]:
+    """Each run's gpu_share for the experiments `only` of the mixed study, on `gpus` GPUs."""
+    from mnistbench.scheduler import gpu_share
     from mnistbench.studyfile import load_study
 
     path = tmp_path / "mixed.toml"
     path.write_text(STUDY)
     study = load_study(path)
-    runs = [PlannedRun(e.name, spec, "pending") for e in study.select(only) for spec in e.specs()]
-    return study, runs
+    return [gpu_share(spec, e.resources, gpus) for e in study.select(only) for spec in e.specs()]
 
 
 def test_gpu_runs_share_a_gpu_only_in_worker_processes(tmp_path):
-    from mnistbench.study import gpu_share, wants_worker_processes
+    from mnistbench.scheduler import wants_worker_processes
 
-    study, runs = _planned(tmp_path, ["grid"])
-    assert [gpu_share(run, study, gpus=1) for run in runs] == [0.25, 0.25]
-    assert wants_worker_processes(runs, study, jobs=1, gpus=1)  # four per GPU
-    assert not wants_worker_processes(runs, study, jobs=1, gpus=0)  # no GPU: in this process
-    assert [gpu_share(run, study, gpus=0) for run in runs] == [None, None]
+    assert _shares(tmp_path, ["grid"], gpus=1) == [0.25, 0.25]
+    assert wants_worker_processes(_shares(tmp_path, ["grid"], 1), jobs=1, gpus=1)  # four per GPU
+    no_gpu = _shares(tmp_path, ["grid"], gpus=0)
+    assert not wants_worker_processes(no_gpu, jobs=1, gpus=0)  # no GPU: in this process
+    assert no_gpu == [None, None]
 
 
 def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_path):
-    from mnistbench.study import wants_worker_processes
+    from mnistbench.scheduler import wants_worker_processes
 
-    study, whole = _planned(tmp_path, ["whole"])
-    assert not wants_worker_processes(whole, study, jobs=1, gpus=1)  # one at a time anyway
-    assert wants_worker_processes(whole, study, jobs=1, gpus=2)  # one per GPU, two GPUs
-    study, mixed = _planned(tmp_path, ["whole", "svm"])
-    assert wants_worker_processes(mixed, study, jobs=1, gpus=1)  # the SVM runs beside it
-    assert wants_worker_processes(mixed, study, jobs=2, gpus=0)  # --jobs 2 as before
+    whole = ["whole"]
+    assert not wants_worker_processes(_shares(tmp_path, whole, 1), jobs=1, gpus=1)  # one at a time
+    assert wants_worker_processes(_shares(tmp_path, whole, 2), jobs=1, gpus=2)  # one per GPU
+    mixed = ["whole", "svm"]
+    assert wants_worker_processes(_shares(tmp_path, mixed, 1), jobs=1, gpus=1)  # SVM beside it
+    assert wants_worker_processes(_shares(tmp_path, mixed, 0), jobs=2, gpus=0)  # --jobs 2
 
 
 def test_experiment_resources_become_ray_options_fractional_gpus_included():
-    from mnistbench.study import _ray_options
+    from mnistbench.executors import _ray_options
     from mnistbench.studyfile import Experiment
 
     shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import study as study_module
+from mnistbench import executors
 from mnistbench.data import load_dataset
 from mnistbench.progress import Reporter
 from mnistbench.runner import run_spec
@@ -94,7 +94,7 @@ def test_runs_what_is_missing_and_records_failures_and_skips(tmp_path, real_data
 
 def test_jobs_split_threads_between_worker_processes(tmp_path, real_data_root, monkeypatch):
     # The study asks for 1 thread per run; the machine is said to have 8 cores: 2 jobs get 4 each.
-    monkeypatch.setattr(study_module, "default_threads", lambda: 8)
+    monkeypatch.setattr(executors, "default_threads", lambda: 8)
     study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
     store_path = tmp_path / "store.db"
     outcome = run_study(study, store_path, only=["grid"], jobs=2, root=str(real_data_root))

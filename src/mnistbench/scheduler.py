@@ -125,3 +125,29 @@ class Slots:
             if placement.gpu_index is not None:
                 same = per_gpu[placement.gpu_index]
                 self.peak_same_gpu[key] = max(self.peak_same_gpu[key], same)
+
+
+def gpu_share(spec: RunSpec, resources: dict[str, Any], gpus: int) -> float | None:
+    """The GPU fraction a run asks for (its experiment's resources), or None for a run that
+    trains on the CPU here."""
+    if gpus == 0 or not needs_gpu(spec, gpus):
+        return None  # a CUDA run on a machine without one is skipped when claimed
+    return gpu_fraction(resources)
+
+
+def gpu_slots(gpu_shares: list[float], gpus: int) -> int:
+    """How many GPU runs the machine takes at once: the smallest fraction asked for decides how
+    many fit on each GPU (Slots places the actual runs)."""
+    return gpus * runs_per_gpu(min(gpu_shares)) if gpu_shares else 0
+
+
+def wants_worker_processes(shares: list[float | None], jobs: int, gpus: int) -> bool:
+    """Worker processes when more than one run can go at once: --jobs N, runs sharing a GPU, or
+    GPU runs beside CPU runs (`shares`: each run's gpu_share). Otherwise the study runs in its
+    own process, with live epoch progress."""
+    gpu_shares = [share for share in shares if share is not None]
+    if jobs > 1:
+        return True
+    if not gpu_shares:
+        return False
+    return len(gpu_shares) < len(shares) or gpu_slots(gpu_shares, gpus) > 1

@@ -14,22 +14,18 @@ takes them over, and the killed run resumes from its last epoch checkpoint.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import threading
 import traceback
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mnistbench.config import RunResult, RunSpec, default_threads
+from mnistbench import executors
+from mnistbench.config import RunResult, RunSpec
 from mnistbench.devices import skip_reason, visible_gpus
 from mnistbench.progress import Reporter
-from mnistbench.runner import cached_dataset, run_in_worker, run_spec
-from mnistbench.scheduler import Slots, gpu_fraction, needs_gpu, runs_per_gpu, worker_threads
+from mnistbench.scheduler import gpu_share, wants_worker_processes
 from mnistbench.store import Store
-from mnistbench.studyfile import Experiment, StudySpec
+from mnistbench.studyfile import StudySpec
 
 DEFAULT_STORE = Path("results/mnistbench.db")
 HEARTBEAT_SECONDS = 10.0
@@ -175,19 +171,24 @@ def run_study(
         planned = plan(study, store, only)
         todo = _to_claim(store, planned, retry_failed, outcome)
         reporter.start_study(len(planned), outcome.already_done)
-        context = _Context(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
+        context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
+        gpus = visible_gpus()
+        shares = {
+            run.key: gpu_share(run.spec, study.experiment(run.experiment).resources, gpus)
+            for run in todo
+        }
         if executor == "ray":
-            _run_ray(todo, context, study, ray_address)
-        elif wants_worker_processes(todo, study, jobs, gpus := visible_gpus()):
-            _run_processes(todo, context, study, jobs, gpus)
+            executors.run_ray(todo, context, study, ray_address)
+        elif wants_worker_processes(list(shares.values()), jobs, gpus):
+            executors.run_processes(todo, context, shares, jobs, gpus)
         else:
-            _run_sequential(todo, context)
+            executors.run_sequential(todo, context)
         reporter.close()
     return outcome
 
 
 @dataclass
-class _Context:
+class RunContext:
     store: Store
     heartbeat: Heartbeat
     outcome: StudyOutcome
@@ -195,6 +196,10 @@ class _Context:
     retry_failed: bool
     root: str | None
     store_path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return checkpoint_dir_for(self.store_path)
 
     def claim(self, run: PlannedRun) -> bool:
         """Claim a run, or record why it cannot run here. True when the caller should run it."""
@@ -224,207 +229,3 @@ class _Context:
             recorded = _record(self.store, run.key, result, self.outcome)
             summary = result.summary()
         self.reporter.run_finished(run.spec.label(), summary if recorded else LOST_CLAIM)
-
-
-def _run_sequential(todo: list[PlannedRun], context: _Context) -> None:
-    checkpoints = checkpoint_dir_for(context.store_path)
-    for run in todo:
-        if not context.claim(run):
-            continue
-        context.reporter.run_started(run.spec.label())
-        try:
-            data = cached_dataset(run.spec.dataset, context.root)
-            result = run_spec(run.spec, data, checkpoints, context.reporter)
-        except KeyboardInterrupt:
-            context.heartbeat.discard(run.key)
-            context.store.release(run.key)  # a clean Ctrl-C: the run goes back to pending
-            raise
-        except Exception as exc:  # a failed run is recorded; the study goes on
-            context.finish(run, None, exc)
-            continue
-        context.finish(run, result, None)
-
-
-def gpu_share(run: PlannedRun, study: StudySpec, gpus: int) -> float | None:
-    """The GPU fraction a run asks for, or None for a run that trains on the CPU here."""
-    if gpus == 0 or not needs_gpu(run.spec, gpus):
-        return None  # a CUDA run on a machine without one is skipped when claimed
-    return gpu_fraction(study.experiment(run.experiment).resources)
-
-
-def wants_worker_processes(todo: list[PlannedRun], study: StudySpec, jobs: int, gpus: int) -> bool:
-    """Worker processes when more than one run can go at once: --jobs N, runs sharing a GPU, or
-    GPU runs beside CPU runs. Otherwise in this process, with live epoch progress."""
-    shares = [gpu_share(run, study, gpus) for run in todo]
-    gpu_shares = [share for share in shares if share is not None]
-    if jobs > 1:
-        return True
-    if not gpu_shares:
-        return False
-    return len(gpu_shares) < len(shares) or gpu_slots(gpu_shares, gpus) > 1
-
-
-def gpu_slots(gpu_shares: list[float], gpus: int) -> int:
-    """How many GPU runs the machine takes at once: the smallest fraction asked for decides how
-    many fit on each GPU (Slots places the actual runs)."""
-    return gpus * runs_per_gpu(min(gpu_shares)) if gpu_shares else 0
-
-
-@dataclass
-class _WorkerPlan:
-    """What every worker submission needs: where runs may go and with how many threads."""
-
-    shares: dict[str, float | None]  # per run key: its GPU fraction, None for a CPU run
-    slots: Slots
-    cpu_threads: int
-    gpu_threads: int
-    checkpoints: str
-
-
-def _run_processes(
-    todo: list[PlannedRun], context: _Context, study: StudySpec, jobs: int, gpus: int
-) -> None:
-    """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
-    `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions allow. The
-    driver claims, records and beats the heart; workers only compute. A worker that dies
-    (killed, out of memory, a crash in native code) fails the runs it had in flight, and fresh
-    workers take the rest of the queue."""
-    shares = {run.key: gpu_share(run, study, gpus) for run in todo}
-    gpu_shares = [share for share in shares.values() if share is not None]
-    gpu_capacity = min(gpu_slots(gpu_shares, gpus), len(gpu_shares))
-    plan = _WorkerPlan(
-        shares, Slots(cpu_workers=jobs, gpus=gpus),
-        *worker_threads(default_threads(), jobs, gpu_capacity),
-        str(checkpoint_dir_for(context.store_path)),
-    )  # fmt: skip
-    spawn = multiprocessing.get_context("spawn")
-    queue = list(todo)
-    while queue:
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=jobs + gpu_capacity, mp_context=spawn
-        ) as pool:
-            broken = _feed_workers(pool, queue, plan, context)
-        if broken and queue:
-            context.reporter.log(
-                "a worker process died: its runs are recorded as failed (--retry-failed runs "
-                "them again); new workers take the remaining runs"
-            )
-
-
-def _feed_workers(
-    pool: concurrent.futures.ProcessPoolExecutor,
-    queue: list[PlannedRun],
-    plan: _WorkerPlan,
-    context: _Context,
-) -> bool:
-    """Submit queued runs as slots free up and record them as they finish, until the queue is
-    empty or the pool broke; True when it broke."""
-    in_flight: dict[concurrent.futures.Future, PlannedRun] = {}
-    broken = False
-    while (queue and not broken) or in_flight:
-        for run in [] if broken else list(queue):
-            placement = plan.slots.place(run.key, plan.shares[run.key])
-            if placement is None:
-                continue  # no room now; a later run of another kind may still fit
-            queue.remove(run)
-            if not context.claim(run):
-                plan.slots.release(run.key)
-                continue
-            context.reporter.run_started(run.spec.label())
-            threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
-            future = pool.submit(
-                run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
-                placement.gpu_index,
-            )  # fmt: skip
-            in_flight[future] = run
-        if not in_flight:
-            continue
-        finished, _ = concurrent.futures.wait(
-            in_flight, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        for future in finished:
-            run = in_flight.pop(future)
-            concurrency = plan.slots.release(run.key)
-            try:
-                result = RunResult.from_dict(future.result())
-            except BrokenProcessPool as exc:
-                broken = True
-                context.finish(run, None, WorkerDied(f"the worker process died: {exc}"))
-            except Exception as exc:
-                context.finish(run, None, exc)
-            else:
-                result.environment["concurrency"] = concurrency
-                context.finish(run, result, None)
-    return broken
-
-
-class WorkerDied(RuntimeError):
-    """The process running a run ended without a result (killed, out of memory, a crash)."""
-
-
-def _ray_options(experiment: Experiment) -> dict[str, Any]:
-    resources = experiment.resources
-    return {
-        "num_cpus": resources.get("num_cpus", 1),
-        "num_gpus": resources.get("num_gpus", 0),
-        "max_retries": int(resources.get("max_retries", 2)),  # a dead worker's run is retried
-    }
-
-
-def _run_ray(
-    todo: list[PlannedRun], context: _Context, study: StudySpec, address: str | None
-) -> None:
-    """One Ray task per run. Without an address Ray starts a local instance."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError("the ray executor needs Ray: pip install 'mnistbench[ray]'") from exc
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
-             log_to_driver=False)  # fmt: skip
-    try:
-        remote = ray.remote(run_in_worker)
-        checkpoints = str(checkpoint_dir_for(context.store_path).resolve())
-        root = str(Path(context.root).resolve()) if context.root else None
-        pending: dict[Any, PlannedRun] = {}
-        for run in todo:
-            if not context.claim(run):
-                continue
-            options = _ray_options(study.experiment(run.experiment))
-            threads = max(1, int(options["num_cpus"]))
-            ref = remote.options(**options).remote(run.spec.to_dict(), root, checkpoints, threads)
-            pending[ref] = run
-            context.reporter.run_started(run.spec.label())
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                run = pending.pop(ref)
-                try:
-                    result = RunResult.from_dict(ray.get(ref))
-                except Exception as exc:  # RayTaskError wraps the worker's exception
-                    context.finish(run, None, exc)
-                else:
-                    context.finish(run, result, None)
-    finally:
-        if address is None:
-            ray.shutdown()
-
-
-def status_rows(
-    store: Store, study: StudySpec | None
-) -> list[tuple[str, str, dict[str, int], float | None]]:
-    """(study, experiment, counts, ETA seconds) per experiment, for `study status`.
-
-    The ETA is the mean wall time of this experiment's finished runs times the runs left.
-    """
-    rows = []
-    for (study_name, experiment), counts in store.counts(study.name if study else None).items():
-        records = store.runs(study_name, experiment)
-        durations = [
-            r.finished_at - r.started_at
-            for r in records
-            if r.status == "done" and r.finished_at and r.started_at
-        ]
-        left = counts["pending"] + counts["running"]
-        eta = sum(durations) / len(durations) * left if durations and left else None
-        rows.append((study_name, experiment, counts, eta))
-    return rows

@@ -1,0 +1,190 @@
+"""How a study's runs execute: in this process, in worker processes, or as Ray tasks.
+
+Each executor takes the runs still to do and a RunContext (study.py), which claims a run before
+it starts and records it when it ends: executors only decide where and when runs compute.
+- run_sequential: one run after another in this process, with live epoch progress;
+- run_processes: spawned worker processes, fed as slots free up (`--jobs` CPU runs at once, and
+  on each GPU as many runs as their GPU fractions allow, scheduler.py); a worker that dies fails
+  its runs and fresh workers take the rest;
+- run_ray: one Ray task per run with its num_cpus/num_gpus request, handled as they finish.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnistbench.config import default_threads
+from mnistbench.result import RunResult
+from mnistbench.runner import cached_dataset, run_in_worker, run_spec
+from mnistbench.scheduler import Slots, gpu_slots, worker_threads
+from mnistbench.studyfile import Experiment, StudySpec
+
+if TYPE_CHECKING:
+    from mnistbench.study import PlannedRun, RunContext
+
+
+def run_sequential(todo: list[PlannedRun], context: RunContext) -> None:
+    checkpoints = context.checkpoints
+    for run in todo:
+        if not context.claim(run):
+            continue
+        context.reporter.run_started(run.spec.label())
+        try:
+            data = cached_dataset(run.spec.dataset, context.root)
+            result = run_spec(run.spec, data, checkpoints, context.reporter)
+        except KeyboardInterrupt:
+            context.heartbeat.discard(run.key)
+            context.store.release(run.key)  # a clean Ctrl-C: the run goes back to pending
+            raise
+        except Exception as exc:  # a failed run is recorded; the study goes on
+            context.finish(run, None, exc)
+            continue
+        context.finish(run, result, None)
+
+
+@dataclass
+class _WorkerPlan:
+    """What every worker submission needs: where runs may go and with how many threads."""
+
+    shares: dict[str, float | None]  # per run key: its GPU fraction, None for a CPU run
+    slots: Slots
+    cpu_threads: int
+    gpu_threads: int
+    checkpoints: str
+
+
+def run_processes(
+    todo: list[PlannedRun],
+    context: RunContext,
+    shares: dict[str, float | None],
+    jobs: int,
+    gpus: int,
+) -> None:
+    """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
+    `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions (`shares`, per
+    run key; None for a CPU run) allow. The
+    driver claims, records and beats the heart; workers only compute. A worker that dies
+    (killed, out of memory, a crash in native code) fails the runs it had in flight, and fresh
+    workers take the rest of the queue."""
+    gpu_shares = [share for share in shares.values() if share is not None]
+    gpu_capacity = min(gpu_slots(gpu_shares, gpus), len(gpu_shares))
+    plan = _WorkerPlan(
+        shares, Slots(cpu_workers=jobs, gpus=gpus),
+        *worker_threads(default_threads(), jobs, gpu_capacity),
+        str(context.checkpoints),
+    )  # fmt: skip
+    spawn = multiprocessing.get_context("spawn")
+    queue = list(todo)
+    while queue:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs + gpu_capacity, mp_context=spawn
+        ) as pool:
+            broken = _feed_workers(pool, queue, plan, context)
+        if broken and queue:
+            context.reporter.log(
+                "a worker process died: its runs are recorded as failed (--retry-failed runs "
+                "them again); new workers take the remaining runs"
+            )
+
+
+def _feed_workers(
+    pool: concurrent.futures.ProcessPoolExecutor,
+    queue: list[PlannedRun],
+    plan: _WorkerPlan,
+    context: RunContext,
+) -> bool:
+    """Submit queued runs as slots free up and record them as they finish, until the queue is
+    empty or the pool broke; True when it broke."""
+    in_flight: dict[concurrent.futures.Future, PlannedRun] = {}
+    broken = False
+    while (queue and not broken) or in_flight:
+        for run in [] if broken else list(queue):
+            placement = plan.slots.place(run.key, plan.shares[run.key])
+            if placement is None:
+                continue  # no room now; a later run of another kind may still fit
+            queue.remove(run)
+            if not context.claim(run):
+                plan.slots.release(run.key)
+                continue
+            context.reporter.run_started(run.spec.label())
+            threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
+            future = pool.submit(
+                run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
+                placement.gpu_index,
+            )  # fmt: skip
+            in_flight[future] = run
+        if not in_flight:
+            continue
+        finished, _ = concurrent.futures.wait(
+            in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in finished:
+            run = in_flight.pop(future)
+            concurrency = plan.slots.release(run.key)
+            try:
+                result = RunResult.from_dict(future.result())
+            except BrokenProcessPool as exc:
+                broken = True
+                context.finish(run, None, WorkerDied(f"the worker process died: {exc}"))
+            except Exception as exc:
+                context.finish(run, None, exc)
+            else:
+                result.environment["concurrency"] = concurrency
+                context.finish(run, result, None)
+    return broken
+
+
+class WorkerDied(RuntimeError):
+    """The process running a run ended without a result (killed, out of memory, a crash)."""
+
+
+def _ray_options(experiment: Experiment) -> dict[str, Any]:
+    resources = experiment.resources
+    return {
+        "num_cpus": resources.get("num_cpus", 1),
+        "num_gpus": resources.get("num_gpus", 0),
+        "max_retries": int(resources.get("max_retries", 2)),  # a dead worker's run is retried
+    }
+
+
+def run_ray(
+    todo: list[PlannedRun], context: RunContext, study: StudySpec, address: str | None
+) -> None:
+    """One Ray task per run. Without an address Ray starts a local instance."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("the ray executor needs Ray: pip install 'mnistbench[ray]'") from exc
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
+    try:
+        remote = ray.remote(run_in_worker)
+        checkpoints = str(context.checkpoints.resolve())
+        root = str(Path(context.root).resolve()) if context.root else None
+        pending: dict[Any, PlannedRun] = {}
+        for run in todo:
+            if not context.claim(run):
+                continue
+            options = _ray_options(study.experiment(run.experiment))
+            threads = max(1, int(options["num_cpus"]))
+            ref = remote.options(**options).remote(run.spec.to_dict(), root, checkpoints, threads)
+            pending[ref] = run
+            context.reporter.run_started(run.spec.label())
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    result = RunResult.from_dict(ray.get(ref))
+                except Exception as exc:  # RayTaskError wraps the worker's exception
+                    context.finish(run, None, exc)
+                else:
+                    context.finish(run, result, None)
+    finally:
+        if address is None:
+            ray.shutdown()
