@@ -37,9 +37,6 @@ class DatasetInfo:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def raw_dir_name(self) -> str:
-        return f"{self.folder}/raw"
-
 
 MNIST = DatasetInfo(
     name="mnist",

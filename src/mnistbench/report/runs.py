@@ -84,6 +84,11 @@ def first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+# Fields every label names already (or that only tell seeds apart): a label adds the others
+# only when they vary between the runs it must tell apart.
+USUAL_FIELDS = ("seed", "model", "dataset", "batch_size", "optimizer", "lr", "kernel", "C")
+
+
 @dataclass(frozen=True)
 class Run:
     """One stored run and the experiments of the study that asked for it."""

@@ -12,7 +12,15 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mnistbench.report.runs import Group, Run, Stat, field_label, format_value, varying_fields
+from mnistbench.report.runs import (
+    USUAL_FIELDS,
+    Group,
+    Run,
+    Stat,
+    field_label,
+    format_value,
+    varying_fields,
+)
 from mnistbench.report.tables import DEVICE_KINDS, fmt_percent, fmt_seconds
 
 OUTLIER_POINTS = 10.0
@@ -63,8 +71,7 @@ def settings_text(group: Group, extra: Iterable[str]) -> str:
 
 
 def extra_fields(groups: list[Group]) -> list[str]:
-    skip = ("seed", "model", "dataset", "batch_size", "optimizer", "lr", "kernel", "C")
-    return varying_fields((g.spec for g in groups), exclude=skip)
+    return varying_fields((g.spec for g in groups), exclude=USUAL_FIELDS)
 
 
 def experiments_of(group: Group) -> str:
@@ -86,18 +93,14 @@ def compare_with_runner_up(
     if best_acc.n < 2 or acc.n < 2:
         return text + "with one seed per config the gap is not tested for significance."
     p = welch_p(best_acc.values, acc.values)
-    if p is None:
-        return text + "the gap could not be tested (scipy is not installed)."
     verdict = "significant" if p < SIGNIFICANCE else "not significant"
     return text + f"Welch's t-test p = {p:.3f}: {verdict} at the {SIGNIFICANCE:.0%} level."
 
 
-def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
-    """Two-sided p-value of Welch's t-test (unequal variances); None without scipy."""
-    try:
-        from scipy import stats
-    except ImportError:
-        return None
+def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances)."""
+    from scipy import stats  # a dependency of scikit-learn, so always there
+
     if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
         return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mnistbench.report.runs import (
+    USUAL_FIELDS,
     Group,
     Run,
     config_key,
@@ -130,8 +131,7 @@ def _states(runs: Iterable[Run]) -> list[str]:
 def table_notes(runs: list[Run], limit: int = 8) -> list[str]:
     """One line per reason a run has no result: 'failed: <reason> — <config> (seeds 0, 1)'."""
     # The label names what tells the configs apart beyond the usual fields (e.g. the device).
-    usual = ("seed", "model", "dataset", "batch_size", "optimizer", "lr", "kernel", "C")
-    extra = varying_fields((run.spec for run in runs), exclude=usual)
+    extra = varying_fields((run.spec for run in runs), exclude=USUAL_FIELDS)
     by_reason: dict[tuple[str, str], dict[str, list[int]]] = {}
     for run in runs:
         if not run.ok:
