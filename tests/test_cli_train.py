@@ -48,7 +48,7 @@ def test_help_explains_every_field():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_request_without_cuda_fails_clearly(real_data_root, tmp_path):
     result = _train("--device", "cuda", "--root", str(real_data_root), "--train-limit", "64")
-    assert result.returncode == 1
+    assert result.returncode == 2  # known impossible before any work starts: a usage error
     assert "CUDA is not available" in result.stderr
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistbench import commands, train_svm
+from mnistbench import train_svm
+from mnistbench.cli import main
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import MNIST
@@ -279,10 +280,11 @@ def test_cli_rejects_a_bad_kernel_with_exit_code_2():
 
 
 def test_train_one_writes_the_result_json(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(commands, "load_or_fetch", lambda name, root: data)
+    monkeypatch.setattr("mnistbench.cli.console.load_or_fetch", lambda name, root: data)
     out = tmp_path / "result.json"
-    values = {"model": "svm", "kernel": "rbf", "C": 10.0, "svm_backend": "sklearn"}
-    assert commands.train_one(values, None, out, tmp_path, quiet=True) == 0
+    flags = ["--model", "svm", "--kernel", "rbf", "--C", "10", "--svm-backend", "sklearn"]
+    flags += ["--json", str(out), "--checkpoint-dir", str(tmp_path), "--quiet"]
+    assert main(["train", *flags]) == 0
     result = json.loads(out.read_text())
     assert result["backend"].startswith("sklearn ")
     assert result["test_accuracy"] >= 90 and result["n_support"] > 0

@@ -1,0 +1,88 @@
+"""Command-line interface: `mnistbench COMMAND ...`.
+
+One module per subcommand group (data, train, study, report): each has `add_parser`, which
+registers its parsers and their handlers, and the handlers, which take the argparse Namespace
+and do the work. Handlers import what they need (torch, rich, the report's matplotlib) when
+they run, so that `--help`, `--version` and `study status` start in a fraction of a second.
+
+Errors are turned into exit codes in one place, `main` (see EXIT_CODES_HELP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mnistbench import __version__
+from mnistbench.cli import data, report, study, train
+from mnistbench.cli.args import HelpFormatter
+from mnistbench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    a failure at run time: a fetch that failed, a run that failed or diverged, a corrupt
+       results store
+  2    bad input or usage, found before any work starts: a bad flag value, an unknown dataset,
+       a study file error, a device or SVM back-end this machine does not have, no results store
+  130  interrupted (Ctrl-C)
+"""
+
+# The exceptions `main` reports as `mnistbench: error: <message>`, with their exit code and
+# the flag their message is about. A class is looked up only in a module already imported (an
+# exception cannot come from a module never imported), so that classifying never imports torch.
+_KNOWN_ERRORS: tuple[tuple[str, str, int, str], ...] = (
+    ("mnistbench.errors", "UserError", EXIT_USAGE, ""),
+    ("mnistbench.config", "SpecError", EXIT_USAGE, ""),  # its field names the flag
+    ("mnistbench.studyfile", "StudyFileError", EXIT_USAGE, ""),
+    ("mnistbench.data.registry", "UnknownDatasetError", EXIT_USAGE, ""),
+    ("mnistbench.devices", "DeviceUnavailableError", EXIT_USAGE, "--device"),
+    ("mnistbench.models", "SVMBackendUnavailableError", EXIT_USAGE, "--svm-backend"),
+    ("mnistbench.report", "EmptyReportError", EXIT_USAGE, ""),
+    ("mnistbench.store", "StoreError", EXIT_FAILURE, ""),
+    ("mnistbench.data.fetch", "FetchError", EXIT_FAILURE, ""),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnistbench",
+        description="Train and compare ResNets and kernel SVMs on MNIST and FashionMNIST.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mnistbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, train, study, report):
+        module.add_parser(commands)
+    return parser
+
+
+def classify(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, message) for an error `main` reports; None for a bug (a traceback)."""
+    for module_name, class_name, code, flag in _KNOWN_ERRORS:
+        error_class = getattr(sys.modules.get(module_name), class_name, None)
+        if error_class is None or not isinstance(exc, error_class):
+            continue
+        field_name = getattr(exc, "field_name", None)  # SpecError
+        if field_name:
+            flag = "--" + field_name.replace("_", "-")
+        return code, f"{flag}: {exc}" if flag else str(exc)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad usage: argparse exits 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        known = classify(exc)
+        if known is None:
+            raise
+        code, message = known
+        parser.exit(code, f"mnistbench: error: {message}\n")

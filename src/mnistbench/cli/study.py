@@ -1,0 +1,201 @@
+"""`mnistbench study run|status`: run a study from its TOML file (resumable), or show its state.
+
+`study status` reads the store only: it must not import torch (mnistbench.study does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, positive_int
+from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from mnistbench.store import Store
+    from mnistbench.studyfile import Experiment, StudySpec
+
+_STATUS_COLUMNS = ("done", "failed", "skipped", "running", "pending")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    study = add_command(commands, "study", help="run a whole study from a TOML file; resumable")
+    actions = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    _add_run_parser(actions)
+    status = add_command(
+        actions,
+        "status",
+        help="done / failed / skipped / running / pending runs per experiment, with ETA",
+    )
+    status.add_argument(
+        "file", type=Path, nargs="?", default=None, metavar="FILE", help="only this study"
+    )
+    add_store(status)
+    status.set_defaults(handler=show_status)
+
+
+def _add_run_parser(actions: argparse._SubParsersAction) -> None:
+    run = add_command(
+        actions,
+        "run",
+        help="run every run of a study that the store does not have yet",
+        description="Expand the study file's experiments into runs, skip the ones the results "
+        "store already has, and execute the rest. Killed? Run the same command again: finished "
+        "runs are kept and an interrupted run resumes from its last epoch checkpoint.",
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="study file, e.g. configs/quick.toml")
+    run.add_argument(
+        "--only", nargs="+", metavar="NAME", default=None, help="run only these experiments"
+    )
+    add_store(run)
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes or one Ray task per run",
+    )
+    run.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster [default: start a local Ray instance]",
+    )
+    run.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="local executor: N runs at once in worker processes, CPU threads split between "
+        "them [default: 1, in this process]",
+    )
+    run.add_argument(
+        "--retry-failed", action="store_true", help="run again the runs that failed before"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="list the runs and which are done; run nothing"
+    )
+    add_root(run)
+    add_quiet(run)
+    run.set_defaults(handler=run_study)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """Execute what is missing; 1 when a run failed in this invocation."""
+    from mnistbench.studyfile import load_study
+
+    study = load_study(args.file)  # StudyFileError: exit 2
+    selected = study.select(args.only)
+    if args.dry_run:
+        return _dry_run(study, selected, args.store)
+
+    from mnistbench import study as study_module
+    from mnistbench.cli import console as ui
+
+    # Fetch what the runs need first, here, so that workers never race to download.
+    for dataset in sorted({spec.dataset for e in selected for spec in e.specs()}):
+        ui.load_or_fetch(dataset, args.root)
+    reporter = ui.make_reporter(args.quiet)
+    started = time.perf_counter()
+    try:
+        outcome = study_module.run_study(
+            study,
+            args.store,
+            only=args.only,
+            executor=args.executor,
+            jobs=args.jobs,
+            retry_failed=args.retry_failed,
+            root=str(args.root) if args.root else None,
+            ray_address=args.ray_address,
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+    ui.console.print(
+        f"study {study.name}: {outcome.done} run(s) done, {outcome.failed} failed, "
+        f"{outcome.skipped} skipped, {outcome.already_done} already in the store "
+        f"({time.perf_counter() - started:.0f} s); store: {args.store}"
+    )
+    if outcome.failed:
+        ui.err_console.print(
+            "some runs failed: `mnistbench study status` lists them; "
+            "`study run --retry-failed` runs them again"
+        )
+    return EXIT_FAILURE if outcome.failed else EXIT_OK
+
+
+def _dry_run(study: StudySpec, selected: list[Experiment], store_path: Path) -> int:
+    """List the runs and their status in the store (if there is one); write nothing."""
+    from rich.table import Table
+
+    from mnistbench.cli.console import console
+    from mnistbench.store import Store
+
+    store = Store(store_path) if store_path.exists() else None
+    table = Table(title=f"study {study.name}: runs")
+    for column in ("experiment", "run", "key", "status"):
+        table.add_column(column)
+    counts: dict[str, int] = {}
+    for experiment in selected:
+        for spec in experiment.specs():
+            record = store.get(spec.key()) if store else None
+            status = record.status if record else "pending"
+            counts[status] = counts.get(status, 0) + 1
+            table.add_row(experiment.name, spec.label(), spec.key(), status)
+    console.print(table)
+    console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if store:
+        store.close()
+    return EXIT_OK
+
+
+def require_store(path: Path) -> None:
+    """A command that reads the store needs one: a missing store is a usage error (exit 2)."""
+    if not path.exists():
+        raise UserError(f"no results store at {path}; run `mnistbench study run FILE` first")
+
+
+def show_status(args: argparse.Namespace) -> int:
+    """Done / failed / skipped / running / pending counts per experiment, with an ETA."""
+    from rich.table import Table
+
+    from mnistbench.cli.console import console, duration
+    from mnistbench.store import Store
+    from mnistbench.studyfile import load_study
+
+    study = load_study(args.file) if args.file else None
+    require_store(args.store)
+    with Store(args.store) as store:  # StoreError (corrupt, not a store): exit 1
+        rows = status_rows(store, study)
+    table = Table(title=f"results store {args.store}")
+    for column in ("study", "experiment", *_STATUS_COLUMNS, "eta"):
+        table.add_column(column, justify="right" if column in _STATUS_COLUMNS else "left")
+    for study_name, experiment, counts, eta in rows:
+        cells = (str(counts[c]) for c in _STATUS_COLUMNS)
+        table.add_row(study_name, experiment, *cells, duration(eta))
+    console.print(table)
+    if not rows:
+        console.print("the store has no runs" + (f" of study {study.name}" if study else ""))
+    return EXIT_OK
+
+
+def status_rows(
+    store: Store, study: StudySpec | None
+) -> list[tuple[str, str, dict[str, int], float | None]]:
+    """(study, experiment, counts, ETA seconds) per experiment, for `study status`.
+
+    The ETA is the mean wall time of this experiment's finished runs times the runs left.
+    """
+    rows = []
+    for (study_name, experiment), counts in store.counts(study.name if study else None).items():
+        records = store.runs(study_name, experiment)
+        durations = [
+            r.finished_at - r.started_at
+            for r in records
+            if r.status == "done" and r.finished_at and r.started_at
+        ]
+        left = counts["pending"] + counts["running"]
+        eta = sum(durations) / len(durations) * left if durations and left else None
+        rows.append((study_name, experiment, counts, eta))
+    return rows
