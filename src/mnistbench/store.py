@@ -30,47 +30,10 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.result import RunResult
+from mnistbench.store_file import SCHEMA_VERSION, StoreError, open_store_file
 
 STATUSES = ("pending", "running", "done", "failed", "skipped")
-_APP = "mnistbench"
-
-# One statement per string: executescript() would COMMIT the transaction that creates them.
-_SCHEMA = (
-    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE runs (
-        key TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,                 -- RunSpec.to_dict() as JSON
-        status TEXT NOT NULL
-            CHECK (status IN ('pending', 'running', 'done', 'failed', 'skipped')),
-        result TEXT,                        -- RunResult.to_dict() as JSON
-        error TEXT,                         -- failure message, or the reason for a skip
-        traceback TEXT,
-        attempt INTEGER NOT NULL DEFAULT 0, -- how many times the run was claimed
-        host TEXT,
-        pid INTEGER,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        heartbeat_at REAL
-    )""",
-    "CREATE INDEX runs_status ON runs (status)",
-    # Which study/experiment asked for a run (one run may serve several); id keeps the order.
-    """CREATE TABLE memberships (
-        id INTEGER PRIMARY KEY,
-        study TEXT NOT NULL,
-        experiment TEXT NOT NULL,
-        key TEXT NOT NULL REFERENCES runs (key),
-        UNIQUE (study, experiment, key)
-    )""",
-)
-# Per schema version, the statements that bring a store of that version to the next one.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("DROP TABLE IF EXISTS epochs",),  # the history is in the result; nothing read the table
-}
-
-
-class StoreError(RuntimeError):
-    """The file cannot be used as a results store (corrupt, foreign, or from a newer schema)."""
+__all__ = ["STATUSES", "RunRecord", "Store", "StoreError"]
 
 
 @dataclass(frozen=True)
@@ -110,104 +73,13 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """A results store at `path`; safe to share between processes (and threads of one process)."""
 
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # No Python-level peek at the header here: closing any other handle to the file drops
-        # the POSIX locks that this process's SQLite connections hold on it, and another process
-        # would then delete the WAL under a running study. SQLite itself rejects a foreign file
-        # ("file is not a database") in _validate, before anything is written.
-        # check_same_thread=False + a lock: a worker may heartbeat from a background thread.
-        self._conn = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.RLock()
-        try:
-            self._open()
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def _open(self) -> None:
-        try:
-            self._validate()  # read-only: nothing written until the file is known to be ours
-            self._enable_wal()
-            with self._transaction() as conn:  # two processes may create the same new file
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("app", _APP), ("schema_version", str(self.SCHEMA_VERSION))],
-                    )
-                    conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
-                else:
-                    self._migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            if "file is not a database" in str(exc):
-                raise StoreError(
-                    f"{self.path} is not a SQLite file (corrupt or not a store)"
-                ) from exc
-            raise StoreError(
-                f"{self.path} is corrupt or unreadable as a results store: {exc}"
-            ) from exc
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring a store written by an older mnistbench to this schema, in one transaction."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for from_version in range(version, self.SCHEMA_VERSION):
-            for statement in _MIGRATIONS[from_version]:
-                conn.execute(statement)
-        if version < self.SCHEMA_VERSION:
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE name = 'schema_version'",
-                (str(self.SCHEMA_VERSION),),
-            )
-            conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
-
-    def _enable_wal(self) -> None:
-        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at
-        # once (no busy wait) while another process is creating the same file: retry a while.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _validate(self) -> None:
-        conn = self._conn
-        # One read transaction: a consistent snapshot even while another process creates the
-        # schema (else user_version could be read before its commit and the tables after).
-        conn.execute("BEGIN")
-        try:
-            self._check_schema()
-        finally:
-            if conn.in_transaction:  # SQLite may already have ended it after an I/O error
-                conn.execute("ROLLBACK")
-
-    def _check_schema(self) -> None:
-        conn = self._conn
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if version > self.SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer mnistbench "
-                f"(schema {version} > {self.SCHEMA_VERSION}); upgrade mnistbench"
-            )
-        if version == 0 and not tables:
-            return  # new, empty database
-        meta = dict(conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
-        if version == 0 or meta.get("app") != _APP:
-            raise StoreError(f"{self.path} is a SQLite database but not a mnistbench store")
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise StoreError(f"{self.path} is corrupt: {'; '.join(problems[:5])}")
+        self._conn = open_store_file(self.path)
+        self._lock = threading.RLock()  # a worker may heartbeat from a background thread
 
     def close(self) -> None:
         with self._lock:

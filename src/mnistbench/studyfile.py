@@ -91,18 +91,8 @@ def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
 
 def load_study(path: str | os.PathLike[str]) -> StudySpec:
     """Read and validate a study file. Every error names the file, the experiment and the key."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise StudyFileError(f"{path}: no such study file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyFileError(f"{path}: not valid TOML: {exc}") from exc
+    document = _read_toml(path)
     unknown = set(document) - {"study", "defaults", "experiments"}
     if unknown:
         raise StudyFileError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
@@ -115,40 +105,62 @@ def load_study(path: str | os.PathLike[str]) -> StudySpec:
     _check_spec_keys(f"{path}: [defaults]", defaults)
     if not document.get("experiments"):
         raise StudyFileError(f"{path}: no [experiments.NAME] tables")
-    experiments = []
-    for name, table in document["experiments"].items():
-        where = f"{path}: experiment {name!r}"
-        for key in table:
-            if key not in _EXPERIMENT_KEYS:
-                raise StudyFileError(
-                    f"{where}: unknown key {key!r}; expected one of {sorted(_EXPERIMENT_KEYS)}"
-                    " (RunSpec fields go in base = {...} or [experiments.NAME.grid])"
-                )
-        base = {**defaults, **table.get("base", {})}
-        _check_spec_keys(f"{where}: base", base)
-        grid = table.get("grid", {})
-        _check_spec_keys(f"{where}: grid", grid)
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise StudyFileError(f"{where}: grid.{key} must be a non-empty list")
-        extra = table.get("extra", [])
-        for index, run in enumerate(extra):
-            _check_spec_keys(f"{where}: extra[{index}]", run)
-        seeds = table.get("seeds", header.get("seeds", [0]))
-        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-            raise StudyFileError(f"{where}: seeds must be a list of integers")
-        resources = {**header.get("resources", {}), **table.get("resources", {})}
-        for key in resources:
-            if key not in _RESOURCE_KEYS:
-                raise StudyFileError(f"{where}: resources: unknown key {key!r}")
-        experiment = Experiment(
-            name, table.get("description", ""), base, grid, extra, seeds, resources
-        )
-        try:
-            experiment.specs()
-        except SpecError as exc:
-            raise StudyFileError(f"{where}: {exc}") from exc
-        experiments.append(experiment)
-    return StudySpec(
-        header.get("name", path.stem), path, header.get("description", ""), tuple(experiments)
+    experiments = tuple(
+        _experiment(f"{path}: experiment {name!r}", name, table, defaults, header)
+        for name, table in document["experiments"].items()
     )
+    return StudySpec(
+        header.get("name", path.stem), path, header.get("description", ""), experiments
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _experiment(
+    where: str,
+    name: str,
+    table: dict[str, Any],
+    defaults: dict[str, Any],
+    header: dict[str, Any],
+) -> Experiment:
+    """One [experiments.NAME] table, checked key by key and expanded once to validate its runs."""
+    for key in table:
+        if key not in _EXPERIMENT_KEYS:
+            raise StudyFileError(
+                f"{where}: unknown key {key!r}; expected one of {sorted(_EXPERIMENT_KEYS)}"
+                " (RunSpec fields go in base = {...} or [experiments.NAME.grid])"
+            )
+    base = {**defaults, **table.get("base", {})}
+    _check_spec_keys(f"{where}: base", base)
+    grid = table.get("grid", {})
+    _check_spec_keys(f"{where}: grid", grid)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise StudyFileError(f"{where}: grid.{key} must be a non-empty list")
+    extra = table.get("extra", [])
+    for index, run in enumerate(extra):
+        _check_spec_keys(f"{where}: extra[{index}]", run)
+    seeds = table.get("seeds", header.get("seeds", [0]))
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise StudyFileError(f"{where}: seeds must be a list of integers")
+    resources = {**header.get("resources", {}), **table.get("resources", {})}
+    for key in resources:
+        if key not in _RESOURCE_KEYS:
+            raise StudyFileError(f"{where}: resources: unknown key {key!r}")
+    experiment = Experiment(name, table.get("description", ""), base, grid, extra, seeds, resources)
+    try:
+        experiment.specs()
+    except SpecError as exc:
+        raise StudyFileError(f"{where}: {exc}") from exc
+    return experiment

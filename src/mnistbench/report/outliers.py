@@ -193,67 +193,66 @@ def throughput_spread(runs: list[Run]) -> list[Insight]:
 
 
 def caveats(runs: list[Run]) -> list[Insight]:
-    insights = throughput_spread(runs)
+    """What a reader must know before trusting the numbers: seeds, subsets, missing runs."""
+    texts = [
+        _seed_caveat(runs),
+        _subset_caveat(runs),
+        _waiting_caveat(runs),
+        _skipped_caveat(runs),
+    ]
+    return throughput_spread(runs) + [Insight("caveat", text) for text in texts if text]
+
+
+def _seed_caveat(runs: list[Run]) -> str | None:
     groups = [g for g in group_runs(runs) if g.accuracy is not None]
     single = [g for g in groups if g.accuracy.n < 2]
     if groups and len(single) == len(groups):
         seeds = ", ".join(str(s) for s in sorted({r.spec.seed for r in runs}))
-        insights.append(
-            Insight(
-                "caveat",
-                (
-                    f"Every finished config has one seed (seed {seeds}): differences between configs are "
-                    "not tested for significance, and small gaps may be run-to-run noise."
-                ),
-            )
+        return (
+            f"Every finished config has one seed (seed {seeds}): differences between configs are "
+            "not tested for significance, and small gaps may be run-to-run noise."
         )
-    elif single:
-        insights.append(
-            Insight(
-                "caveat",
-                (
-                    f"{len(single)} of {len(groups)} finished configs have one finished seed: their "
-                    "differences are not tested for significance."
-                ),
-            )
+    if single:
+        return (
+            f"{len(single)} of {len(groups)} finished configs have one finished seed: their "
+            "differences are not tested for significance."
         )
-    limits = {}
+    return None
+
+
+def _subset_caveat(runs: list[Run]) -> str | None:
+    limits: dict[str, list[str]] = {}
     for run in runs:
         if run.spec.train_limit or run.spec.test_limit:
             text = f"{format_value('train_limit', run.spec.train_limit)} train / {format_value('test_limit', run.spec.test_limit)} test images"
             limits.setdefault(text, []).append(model_name(run.spec.model))
-    if limits:
-        parts = "; ".join(
-            f"{text} for {', '.join(dict.fromkeys(models))}" for text, models in limits.items()
-        )
-        insights.append(
-            Insight(
-                "caveat",
-                (
-                    f"Runs use subsets ({parts}): their accuracies are not comparable with full-dataset "
-                    "results such as the published study's."
-                ),
-            )
-        )
+    if not limits:
+        return None
+    parts = "; ".join(
+        f"{text} for {', '.join(dict.fromkeys(models))}" for text, models in limits.items()
+    )
+    return (
+        f"Runs use subsets ({parts}): their accuracies are not comparable with full-dataset "
+        "results such as the published study's."
+    )
+
+
+def _waiting_caveat(runs: list[Run]) -> str | None:
     waiting = [r for r in runs if r.state in ("not run", "running")]
-    if waiting:
-        insights.append(
-            Insight(
-                "caveat",
-                (
-                    f"{len(waiting)} of {len(runs)} runs have no result yet ({not_finished(waiting)}): "
-                    "their cells say so; `mnistbench study run` runs what is missing."
-                ),
-            )
-        )
+    if not waiting:
+        return None
+    return (
+        f"{len(waiting)} of {len(runs)} runs have no result yet ({not_finished(waiting)}): "
+        "their cells say so; `mnistbench study run` runs what is missing."
+    )
+
+
+def _skipped_caveat(runs: list[Run]) -> str | None:
     skipped = [r for r in runs if r.state == "skipped"]
-    if skipped:
-        reasons = "; ".join(dict.fromkeys(f"{r.label()} — {first_line(r.reason)}" for r in skipped))
-        insights.append(
-            Insight(
-                "caveat",
-                f"{plural(len(skipped), 'run')} {'was' if len(skipped) == 1 else 'were'} "
-                f"skipped on this machine: {reasons}.",
-            )
-        )
-    return insights
+    if not skipped:
+        return None
+    reasons = "; ".join(dict.fromkeys(f"{r.label()} — {first_line(r.reason)}" for r in skipped))
+    return (
+        f"{plural(len(skipped), 'run')} {'was' if len(skipped) == 1 else 'were'} "
+        f"skipped on this machine: {reasons}."
+    )
