@@ -454,7 +454,7 @@ def test_a_live_heartbeat_keeps_a_claim_past_the_stale_limit(tmp_path: Path) -> 
 
 
 def test_status_eta_is_the_mean_done_time_times_the_runs_left(tmp_path: Path) -> None:
-    from mnistbench.study import status_rows
+    from mnistbench.cli.study import status_rows
 
     path = tmp_path / "s.db"
     with Store(path) as store:
