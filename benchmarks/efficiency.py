@@ -30,9 +30,10 @@ from torch import nn
 from mnistbench.data import load_dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.storage import resolve_root
+from mnistbench.devices import resolve_device
 from mnistbench.measure import cpu_model, device_name, synchronize
 from mnistbench.models import build_resnet
-from mnistbench.train_torch import make_precision, resolve_device
+from mnistbench.recipe import make_precision
 from train_throughput import engine_result  # benchmarks/ is on sys.path as the script's dir
 
 MATMUL_SIZE = 4096
@@ -63,7 +64,7 @@ def step_loop_images_per_second(
     """Train `steps` steps (after two untimed ones) with every change up to `variant` applied.
 
     `images` and `labels` are on `device`; AMP is what the engine runs there (bf16 on CPU, fp16
-    with a GradScaler on CUDA, where SGD is never fused: see train_torch.make_optimizer)."""
+    with a GradScaler on CUDA, where SGD is never fused: see recipe.make_optimizer)."""
     level = VARIANTS.index(variant)
     precision = make_precision(amp, device)
     channels = 3 if size > 28 else 1

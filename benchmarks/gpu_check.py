@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mnistbench import published  # noqa: E402
+from mnistbench.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.data.fetch import fetch_dataset  # noqa: E402
@@ -52,7 +53,7 @@ from mnistbench.measure import cpu_model, device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
 from mnistbench.runner import run_spec  # noqa: E402
 from mnistbench.studyfile import load_study  # noqa: E402
-from mnistbench.train_torch import checkpoint_path, load_checkpoint, run  # noqa: E402
+from mnistbench.train_torch import run  # noqa: E402
 
 SMOKE = False  # set by --smoke: tiny sizes, to check this script on a CPU
 PHASES = ("tests", "throughput", "resume", "q2", "sharing", "cpu", "projection")
@@ -196,7 +197,7 @@ def phase_throughput(check: Check, mnist, steps: dict[str, int]) -> dict:
 
 def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
     """The diverged configuration again with one thing changed at a time (60 steps each)."""
-    from mnistbench import train_torch
+    from mnistbench import recipe  # make_training looks make_optimizer up there
 
     variants: list[tuple[str, dict[str, Any]]] = [
         ("as is", {}), ("contiguous", {"memory_format": "contiguous"}), ("fp32", {"amp": False}),
@@ -205,14 +206,14 @@ def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
     ]  # fmt: skip
     short = spec.replace(train_limit=60 * spec.batch_size)
     outcome = []
-    original = train_torch.make_optimizer
+    original = recipe.make_optimizer
 
     def unfused(spec_: RunSpec, model: torch.nn.Module, device: torch.device, **kwargs: Any):
         return original(spec_, model, torch.device("meta"))  # "meta": no fused kernel asked for
 
     for name, change in [*variants, ("unfused optimizer", {})]:
         if name == "unfused optimizer":
-            train_torch.make_optimizer = unfused
+            recipe.make_optimizer = unfused
         try:
             result = run(short.replace(**change), mnist)
             outcome.append({"variant": name, "status": result.status, "message": result.message,
@@ -220,7 +221,7 @@ def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
         except Exception as exc:
             outcome.append({"variant": name, "status": "error", "message": repr(exc)})
         finally:
-            train_torch.make_optimizer = original
+            recipe.make_optimizer = original
         print(f"    diagnosis {outcome[-1]}", flush=True)
     return outcome
 

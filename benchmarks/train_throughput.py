@@ -28,9 +28,11 @@ from torchvision import transforms
 from mnistbench.config import RunResult, RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
+from mnistbench.devices import resolve_device
 from mnistbench.measure import cpu_model, device_name
 from mnistbench.models import build_resnet
-from mnistbench.train_torch import make_precision, resolve_device, run
+from mnistbench.recipe import make_precision
+from mnistbench.train_torch import run
 
 
 def engine_result(

@@ -9,23 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnistbench.batches import dataloader_batches, epoch_generator, memory_batches
+from mnistbench.checkpoint import (
+    checkpoint_path,
+    final_model_path,
+    load_checkpoint,
+    restore_checkpoint,
+)
 from mnistbench.config import RunSpec
 from mnistbench.measure import Stopwatch, environment
 from mnistbench.models import build_resnet
+from mnistbench.recipe import make_training
 from mnistbench.store import Store
 from mnistbench.study import run_study
 from mnistbench.studyfile import load_study
-from mnistbench.train_torch import (
-    checkpoint_path,
-    dataloader_batches,
-    epoch_generator,
-    final_model_path,
-    load_checkpoint,
-    make_training,
-    memory_batches,
-    restore_checkpoint,
-    run,
-)
+from mnistbench.train_torch import run
 from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 pytestmark = [

@@ -10,21 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import train_torch
+from mnistbench import recipe
+from mnistbench.batches import hflip, make_augment, memory_batches, translate
+from mnistbench.checkpoint import checkpoint_path, final_model_path
 from mnistbench.config import RunSpec
+from mnistbench.devices import DeviceUnavailableError, resolve_device
 from mnistbench.progress import Reporter
-from mnistbench.train_torch import (
-    DeviceUnavailableError,
-    checkpoint_path,
-    final_model_path,
-    hflip,
-    make_augment,
-    make_optimizer,
-    memory_batches,
-    resolve_device,
-    run,
-    translate,
-)
+from mnistbench.recipe import make_optimizer
+from mnistbench.train_torch import run
 from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 # Small and fast: 28 px, imagenet stem, one thread so results are reproducible bit for bit.
@@ -100,7 +93,7 @@ def test_amp_on_cpu_runs_bf16(monkeypatch):
     """The logits of the training steps are bf16 (a hook on the last layer sees them); the FLOP
     count's forward pass, in eval mode, is the only fp32 one."""
     seen: list[tuple[bool, torch.dtype]] = []
-    real_build = train_torch.build_resnet
+    real_build = recipe.build_resnet
 
     def build_with_hook(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -109,7 +102,7 @@ def test_amp_on_cpu_runs_bf16(monkeypatch):
         )
         return model
 
-    monkeypatch.setattr(train_torch, "build_resnet", build_with_hook)
+    monkeypatch.setattr(recipe, "build_resnet", build_with_hook)  # where make_training finds it
     # channels_last: bf16 NCHW backward is 7x slower on a CPU without AVX512-BF16 (AMD EPYC here)
     spec = RunSpec(**{**TINY, "epochs": 1}, amp=True, memory_format="channels_last")
     result = run(spec, synthetic_dataset(n_train=64))

@@ -1,0 +1,112 @@
+"""Epoch checkpoints and final models, written atomically (files.atomic_replace): a killed run
+never leaves half a file, and a run with the same spec resumes after its last saved epoch.
+
+save_checkpoint and restore_checkpoint mirror each other: a field added to one belongs in the
+other (and a change to what they hold raises CHECKPOINT_VERSION).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistbench.config import RunSpec
+from mnistbench.files import atomic_replace
+from mnistbench.recipe import Training
+
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
+    return checkpoint_dir / f"{spec.key()}.ckpt.pt"
+
+
+def final_model_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
+    return checkpoint_dir / f"{spec.key()}.model.pt"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save through atomic_replace: a killed run never leaves half a checkpoint."""
+    with atomic_replace(path) as handle:
+        torch.save(obj, handle)
+
+
+def save_checkpoint(
+    path: Path,
+    spec: RunSpec,
+    training: Training,
+    epoch: int,
+    history: list[dict[str, Any]],
+    train_seconds: float,
+) -> None:
+    """Everything a resumed run needs to go on as if it had never stopped, after `epoch`."""
+    scaler = training.precision.scaler
+    atomic_torch_save(
+        {
+            "version": CHECKPOINT_VERSION,
+            "spec": spec.canonical(),
+            "epoch": epoch,
+            "model": training.model.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict() if training.scheduler else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(),
+            "history": history,
+            "train_seconds": train_seconds,
+        },
+        path,
+    )
+
+
+def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
+    """Put a checkpoint's model, optimizer, schedule, GradScaler and RNG states back."""
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    if training.scheduler is not None and state["scheduler"] is not None:
+        training.scheduler.load_state_dict(state["scheduler"])
+    if training.precision.scaler is not None and state["scaler"] is not None:
+        training.precision.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+
+
+def load_checkpoint(
+    path: Path, spec: RunSpec, log: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
+    """The checkpoint at path if it belongs to this exact spec, else None (said through `log`
+    when a file is there but was written for another spec or checkpoint version)."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("version") != CHECKPOINT_VERSION:
+        reason = f"checkpoint version {state.get('version')!r}, this mnistbench writes {CHECKPOINT_VERSION}"
+    elif state.get("spec") != spec.canonical():
+        reason = "it was written for another spec"
+    else:
+        return state
+    if log is not None:
+        log(f"ignoring {path}: {reason}; training from the start")
+    return None
+
+
+def save_final_model(path: Path, spec: RunSpec, model: nn.Module) -> None:
+    """Weights as CPU tensors, so that the file loads on a machine without the training GPU."""
+    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    atomic_torch_save({"spec": spec.to_dict(), "model": weights}, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    """The global torch (and CUDA) RNG states (a DataLoader draws its workers' seeds there)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,190 @@
+"""The loops over the model: one training epoch, an evaluation, a FLOP count, a warm-up.
+
+They take the model, batches and precision they use, and nothing of the run around them
+(train_torch.py assembles the run from them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mnistbench.batches import Batches, make_augment, warm_up_shapes
+from mnistbench.config import RunSpec
+from mnistbench.data.preprocess import Preprocess
+from mnistbench.measure import synchronize
+from mnistbench.progress import Reporter
+from mnistbench.recipe import Precision, make_optimizer, make_precision
+
+PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
+
+
+class Diverged(Exception):
+    """The training loss became non-finite."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    steps: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    preprocess: Preprocess,
+    device: torch.device,
+    precision: Precision,
+    *,
+    epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reporter: Reporter | None = None,
+) -> EpochStats:
+    """One pass over `batches`. Raises Diverged naming the first step whose loss was not finite."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    images_seen, steps, started = 0, 0, time.perf_counter()
+    for images, labels in batches:
+        if augment is not None:
+            images = augment(images)
+        inputs = preprocess(images)
+        with precision.autocast(device):
+            logits = model(inputs)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        precision.backward_and_step(loss, optimizer)
+        if scheduler is not None:
+            scheduler.step()
+        steps += 1
+        images_seen += len(labels)
+        # Accumulate on the device; the host looks only every PROGRESS_EVERY steps.
+        detached = loss.detach().float()
+        loss_sum += detached * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
+        bad_now = ~torch.isfinite(detached) & (first_bad_step < 0)
+        first_bad_step = torch.where(bad_now, steps, first_bad_step)
+        if steps % PROGRESS_EVERY == 0:
+            _check_finite(first_bad_step, epoch)
+            if reporter is not None:
+                elapsed = time.perf_counter() - started
+                reporter.update(
+                    steps,
+                    {
+                        "loss": loss_sum.item() / images_seen,
+                        "acc": 100.0 * correct.item() / images_seen,
+                        "img/s": images_seen / elapsed,
+                    },
+                )
+    _check_finite(first_bad_step, epoch)
+    return EpochStats(
+        loss=loss_sum.item() / max(images_seen, 1),
+        accuracy=100.0 * correct.item() / max(images_seen, 1),
+        images=images_seen,
+        steps=steps,
+    )
+
+
+def _check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
+    step = int(first_bad_step.item())
+    if step >= 0:
+        raise Diverged(epoch, step)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preprocess: Preprocess,
+    device: torch.device,
+    precision: Precision,
+    batch_size: int = 256,
+    num_classes: int = 10,
+) -> tuple[float, torch.Tensor]:
+    """(accuracy %, confusion matrix [true, predicted]) over device-resident uint8 images."""
+    model.eval()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    for start in range(0, len(labels), batch_size):
+        batch_labels = labels[start : start + batch_size]
+        with precision.autocast(device):
+            predicted = model(preprocess(images[start : start + batch_size])).argmax(1)
+        confusion += torch.bincount(
+            batch_labels * num_classes + predicted, minlength=num_classes * num_classes
+        )
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    accuracy = 100.0 * confusion.diag().sum().item() / max(int(confusion.sum()), 1)
+    return accuracy, confusion
+
+
+def eval_batch_size(image_size: int) -> int:
+    # Large batches for throughput; fewer at 224 px where one image's activations are 64x bigger.
+    return 1024 if image_size <= 64 else 128
+
+
+def count_train_flops(
+    model: nn.Module,
+    criterion: nn.Module,
+    probe: tuple[torch.Tensor, torch.Tensor],
+    precision: Precision,
+    device: torch.device,
+) -> int:
+    """Forward + backward FLOPs per image, counted on `probe` (call on a scratch copy)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        with precision.autocast(device):
+            loss = criterion(model(probe[0]), probe[1])
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops()) // len(probe[1])
+
+
+def warm_up(
+    spec: RunSpec,
+    scratch: nn.Module,
+    criterion: nn.Module,
+    preprocess: Preprocess,
+    device: torch.device,
+    train: tuple[torch.Tensor, torch.Tensor],
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Full training steps (augment, preprocess, forward, backward, optimizer step, GradScaler
+    unscale/update) at every batch shape the run will see, and on CUDA one evaluation batch, all
+    on a scratch copy with its own optimizer and scaler: kernel selection, cuDNN autotuning,
+    optimizer-state and allocator growth then happen off the clock, and the model itself is
+    never touched."""
+    precision = make_precision(spec.amp, device)  # a scaler of its own
+    optimizer = make_optimizer(spec, scratch, device, grad_scaler=precision.scaler is not None)
+    augment = make_augment(spec.augment, torch.Generator(device=device).manual_seed(0))
+    repeats = 3 if device.type == "cuda" else 1
+    batches = [
+        (train[0][:size], train[1][:size])
+        for size in warm_up_shapes(len(train[1]), spec.batch_size)
+        for _ in range(repeats)
+    ]
+    with contextlib.suppress(Diverged):  # the real run reports divergence, not the warm-up
+        train_one_epoch(
+            scratch, criterion, optimizer, iter(batches), preprocess, device, precision,
+            epoch=0, augment=augment,
+        )  # fmt: skip
+    if device.type == "cuda" and len(evaluation[1]):
+        size = eval_batch_size(spec.image_size)
+        evaluate(scratch, evaluation[0][:size], evaluation[1][:size], preprocess, device, precision)
+    synchronize(device)

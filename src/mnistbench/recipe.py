@@ -1,0 +1,159 @@
+"""What a run trains with, built from its spec: model, loss, optimizer, schedule, precision,
+preprocessing and per-device backend settings. Nothing here trains; train_torch does."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistbench.config import RunSpec
+from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
+from mnistbench.data.splits import SplitData
+from mnistbench.models import build_resnet
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What mixed precision actually runs: autocast dtype (None = fp32) and a GradScaler."""
+
+    label: str  # "off", "fp16" or "bf16"
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and optimizer step, through the GradScaler when there is one (it skips the
+        step when the scaled gradients overflowed, and adapts the scale)."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+
+def make_precision(amp: bool, device: torch.device) -> Precision:
+    """fp16 autocast + GradScaler on CUDA (fp16's range needs loss scaling); bf16 on CPU (same
+    range as fp32, no scaler needed); fp32 elsewhere."""
+    if not amp or device.type not in ("cuda", "cpu"):
+        return Precision("off", None, None)
+    if device.type == "cuda":
+        return Precision("fp16", torch.float16, torch.amp.GradScaler("cuda"))
+    return Precision("bf16", torch.bfloat16, None)
+
+
+def make_optimizer(
+    spec: RunSpec, model: nn.Module, device: torch.device, *, grad_scaler: bool = False
+) -> torch.optim.Optimizer:
+    """The spec's optimizer; on CPU and CUDA the fused implementation (one kernel for all
+    parameters instead of a loop of small ones): the same update, faster (benchmarks/README.md,
+    section 2).
+
+    Except SGD under a GradScaler (fp16 AMP on CUDA): fused SGD takes over the scaler's overflow
+    check, and on a step the scaler must skip it still writes the momentum buffer, so the weights
+    blow up a few steps later; fused Adam/AdamW honour the skip (found on a GPU, benchmarks/
+    README.md section 6; tests/test_train_torch.py reproduces it on CPU).
+    """
+    fused_ok = device.type in ("cpu", "cuda") and not (grad_scaler and spec.optimizer == "sgd")
+    fused = {"fused": True} if fused_ok else {}
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=spec.lr,
+            momentum=spec.momentum,
+            weight_decay=spec.weight_decay,
+            **fused,
+        )
+    optimizer_class = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, **fused)
+
+
+def make_scheduler(
+    spec: RunSpec, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step schedules over the whole run; 'none' keeps the lr constant (as published)."""
+    if spec.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if spec.lr_schedule == "onecycle" and total_steps >= 4:
+        # Warm up over a quarter of the run (at least two steps: OneCycleLR divides by the
+        # phase lengths), then anneal. A run of under four steps has no room and stays constant.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=spec.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps)
+        )
+    return None
+
+
+def use_channels_last(spec: RunSpec) -> bool:
+    """'auto': NHWC from 64 px up, where oneDNN's NHWC convolutions are faster; at 28 px they
+    are not (benchmarks/README.md, section 2)."""
+    if spec.memory_format == "auto":
+        return spec.image_size >= 64
+    return spec.memory_format == "channels_last"
+
+
+def make_preprocess(spec: RunSpec, split: SplitData) -> Preprocess:
+    """The published protocol normalises with 0.5/0.5; the native one with train statistics."""
+    if spec.split == "assignment":
+        mean, std = ASSIGNMENT_MEAN_STD
+    else:
+        mean, std = normalization_stats(split.train_images)
+    return Preprocess(
+        mean=mean,
+        std=std,
+        image_size=spec.image_size,
+        channels=spec.channels,
+        channels_last=use_channels_last(spec),
+    )
+
+
+@dataclass
+class Training:
+    """What one run trains with; what a checkpoint saves and restores."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    precision: Precision
+
+
+def make_training(spec: RunSpec, device: torch.device, channels_last: bool, steps: int) -> Training:
+    """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec."""
+    torch.manual_seed(spec.seed)  # the model's initial weights depend on the seed only
+    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    precision = make_precision(spec.amp, device)
+    optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)
+    return Training(
+        model=model,
+        criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
+        optimizer=optimizer,
+        scheduler=make_scheduler(spec, optimizer, steps),
+        precision=precision,
+    )
+
+
+def configure_backends(device: torch.device) -> dict[str, Any]:
+    """Per-device backend settings, set here and returned for the protocol.
+
+    On CUDA, cuDNN benchmark mode autotunes each convolution shape on first use (the warm-up
+    makes that happen off the clock); TF32 convolutions and the float32 matmul precision change
+    fp32 numerics, so they are recorded, not changed.
+    """
+    settings: dict[str, Any] = {"matmul_precision": torch.get_float32_matmul_precision()}
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        settings["cudnn_benchmark"] = True
+        settings["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        settings["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return settings
