@@ -19,6 +19,13 @@ CLI_DIR = Path(mnistbench.cli.__file__).parent
 HEAVY = ("torch", "torchvision", "numpy", "sklearn", "matplotlib", "pandas", "rich.progress")
 
 
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default paths (results/, ./data) land in a temporary directory, whatever a test runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MNISTBENCH_DATA", str(tmp_path / "data"))
+
+
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("cli") / "results.db")
@@ -117,7 +124,11 @@ def test_ctrl_c_exits_130(monkeypatch, store_path: Path, capsys) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mnistbench.cli.study.show_status", interrupted)
-    assert _exit_code(["study", "status", "--store", str(store_path)]) == 130
+    try:
+        code = _exit_code(["study", "status", "--store", str(store_path)])
+    except KeyboardInterrupt:  # not pytest's own Ctrl-C: fail this test only
+        pytest.fail("main let KeyboardInterrupt through")
+    assert code == 130
     assert "interrupted" in capsys.readouterr().err
 
 
