@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistbench.cli.args import add_command, add_quiet, add_root
+from mnistbench.errors import EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -175,7 +176,7 @@ def train_one(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_dict(), indent=2))
         ui.console.print(f"result written to {args.json}")
-    return 0 if result.status == "ok" else 1
+    return EXIT_OK if result.status == "ok" else EXIT_FAILURE
 
 
 def _summary_table(result: RunResult) -> Table:
