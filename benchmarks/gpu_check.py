@@ -173,8 +173,8 @@ def throughput_row(result, spec: RunSpec, steps: int) -> dict[str, Any]:
         "steps": steps, "train_seconds": round(result.train_seconds, 2),
         "peak_memory_gib": round((result.peak_memory_bytes or 0) / 2**30, 2),
         "loss": round(loss, 4), "loss_finite": math.isfinite(loss),
-        "loss_scale": entry.get("loss_scale"),
-        "memory_format": result.protocol["memory_format"], "amp": result.amp,
+        "loss_scale": entry.loss_scale,
+        "memory_format": result.protocol["memory_format"], "precision": result.precision,
     }  # fmt: skip
 
 
@@ -217,7 +217,7 @@ def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
         try:
             result = run(short.replace(**change), mnist)
             outcome.append({"variant": name, "status": result.status, "message": result.message,
-                            "loss": result.history[0].get("train_loss")})  # fmt: skip
+                            "loss": result.history[0].train_loss})  # fmt: skip
         except Exception as exc:
             outcome.append({"variant": name, "status": "error", "message": repr(exc)})
         finally:
@@ -245,13 +245,13 @@ def phase_resume(check: Check, mnist, steps: int) -> None:
         state = load_checkpoint(checkpoint_path(ckpt_dir, spec), spec)
         saved = state["scaler"] if state else None
         resumed = run(spec, mnist, checkpoint_dir=ckpt_dir)
-    restored_scale = resumed.history[0].get("loss_scale")
+    restored_scale = resumed.history[0].loss_scale
     values = {
         "saved_scaler": saved,
         "resumed_from_epoch": resumed.resumed_from_epoch,
         "status": resumed.status,
         "epoch1_loss_scale_after_resume": restored_scale,
-        "epoch2_loss_scale": resumed.history[-1].get("loss_scale"),
+        "epoch2_loss_scale": resumed.history[-1].loss_scale,
         "test_accuracy": resumed.test_accuracy,
         "seconds": time.perf_counter() - started,
     }
@@ -292,7 +292,7 @@ def phase_q2(check: Check, fashion, throughput: dict, smoke: bool) -> dict:
             )
         reference = published.Q2[(spec.model, "cuda")]
         rows.append({
-            "model": spec.model, "train_images": result.history[-1]["images"] * spec.epochs,
+            "model": spec.model, "train_images": result.history[-1].images * spec.epochs,
             "subset": subset, "status": result.status, "test_accuracy": result.test_accuracy,
             "train_ms": round(1000 * result.train_seconds),
             "images_per_second": round(result.images_per_second, 1),
@@ -300,7 +300,7 @@ def phase_q2(check: Check, fashion, throughput: dict, smoke: bool) -> dict:
             "published_accuracy": reference.accuracy,
             "published_train_ms": round(1000 * reference.train_seconds),
             "model_loads_on_cpu": model_loads_on_cpu,
-            "loss_scale": result.history[-1].get("loss_scale"),
+            "loss_scale": result.history[-1].loss_scale,
         })  # fmt: skip
         print(f"  {rows[-1]}", flush=True)
     ok = all(row["status"] == "ok" and row["model_loads_on_cpu"] for row in rows)
@@ -333,7 +333,7 @@ def _sharing_worker(device: str, root: str, steps: int, smoke: bool, barrier, re
         result = run(spec, load_dataset("mnist", root), reporter=window)
         if result.status != "ok":
             raise RuntimeError(f"{result.status}: {result.message}")
-        results.put((window.began, window.ended, result.history[0]["images"]))
+        results.put((window.began, window.ended, result.history[0].images))
     except BaseException as exc:  # the driver must hear of it, not wait for a window
         barrier.abort()  # release the other runs waiting to start together
         results.put(f"{type(exc).__name__}: {exc}")

@@ -65,7 +65,7 @@ def test_train_on_real_mnist_writes_the_documented_json(real_data_root, tmp_path
     saved = json.loads(out.read_text())
     for key in (
         "status", "test_accuracy", "val_accuracy", "train_seconds", "eval_seconds",
-        "images_per_second", "flops_per_image", "macs_per_image", "device", "amp", "history",
+        "images_per_second", "flops_per_image", "macs_per_image", "device", "precision", "history",
         "confusion_matrix", "environment", "spec",
     ):  # fmt: skip
         assert key in saved, key

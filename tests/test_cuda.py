@@ -36,9 +36,9 @@ TINY = {"model": "resnet18", "epochs": 1, "batch_size": 32, "device": "cuda"}
 
 def test_amp_is_fp16_with_a_grad_scaler_and_the_backends_are_recorded(tmp_path):
     result = run(RunSpec(**TINY, amp=True), synthetic_dataset(), checkpoint_dir=tmp_path)
-    assert result.status == "ok" and result.amp == "fp16"
+    assert result.status == "ok" and result.precision == "fp16"
     assert result.peak_memory_kind == "cuda_max_allocated" and result.peak_memory_bytes > 0
-    assert result.history[0]["loss_scale"] > 0
+    assert result.history[0].loss_scale > 0
     assert result.protocol["cudnn_benchmark"] is True
     assert isinstance(result.protocol["cudnn_allow_tf32"], bool)
     assert result.protocol["matmul_precision"] in ("highest", "high", "medium")
@@ -68,7 +68,7 @@ def test_pinned_dataloader_run_trains_and_says_it_was_pinned():
         spec.replace(loader="dataloader", pin_memory=True, num_workers=1), synthetic_dataset()
     )
     assert result.status == "ok" and result.protocol["pin_memory"] is True
-    assert [entry["images"] for entry in result.history] == [400, 400, 400]
+    assert [entry.images for entry in result.history] == [400, 400, 400]
     assert result.test_accuracy > 20, "ten classes: chance is 10 %"
 
 
@@ -78,7 +78,7 @@ def test_sgd_under_fp16_amp_does_not_diverge():
                    optimizer="sgd", lr=1e-3, lr_schedule="none", image_size=64, channels=3)  # fmt: skip
     result = run(spec, synthetic_dataset(n_train=640))
     assert result.status == "ok", result.message
-    assert result.history[0]["images"] == 640
+    assert result.history[0].images == 640
 
 
 def test_final_model_loads_on_a_machine_without_a_gpu(tmp_path):
@@ -107,7 +107,7 @@ def test_amp_run_resumes_with_its_grad_scaler_state(tmp_path):
 
     resumed = run(spec, data, checkpoint_dir=tmp_path)
     assert resumed.status == "ok" and resumed.resumed_from_epoch == 1
-    assert resumed.history[0]["loss_scale"] == state["scaler"]["scale"]
+    assert resumed.history[0].loss_scale == state["scaler"]["scale"]
 
 
 def test_stopwatch_waits_for_the_gpu():

@@ -113,7 +113,7 @@ def torch_result(spec: RunSpec, accuracy: float, seconds: float, **extra: Any) -
         protocol={
             "split": "official",
             "sizes": {"train": 1000, "val": 0, "test": 100},
-            "amp": "fp16" if on_gpu else "off",
+            "precision": "fp16" if on_gpu else "fp32",
             "pin_memory": False,
         },
         **extra,

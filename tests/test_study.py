@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,8 +193,8 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path, real_data_root):
     # The killed-and-resumed run ends where an uninterrupted one does (CPU, one thread: bit-exact).
     reference = run_spec(long_spec, load_dataset("mnist", real_data_root), tmp_path / "reference")
     assert long_record.result.test_accuracy == reference.test_accuracy
-    assert [e["train_loss"] for e in long_record.result.history] == [
-        e["train_loss"] for e in reference.history
+    assert [e.train_loss for e in long_record.result.history] == [
+        e.train_loss for e in reference.history
     ]
 
 
@@ -242,6 +243,14 @@ def test_two_study_runs_on_one_store_never_run_a_run_twice(tmp_path, real_data_r
     assert len(records) == 6 and all(r.status == "done" for r in records)
     assert all(r.attempt == 1 for r in records), "a run was claimed (and executed) twice"
     assert sum("run(s) done" in o and "0 run(s) done" not in o for o in outputs) >= 1
+    # Each says what became of every run: done by it, found done, or left to the other one.
+    summary = re.compile(
+        r"(\d+) run\(s\) done, 0 failed, 0 skipped, (\d+) already in the store"
+        r"(?:, (\d+) left to another process)?"
+    )
+    for output in outputs:
+        done, already, elsewhere = summary.search(output).groups()
+        assert int(done) + int(already) + int(elsewhere or 0) == 6, output
 
 
 CRASHABLE = """

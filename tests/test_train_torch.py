@@ -30,8 +30,11 @@ def test_learns_the_synthetic_task_and_reports_everything():
     result = run(spec, synthetic_dataset())
     assert result.status == "ok"
     assert result.test_accuracy > 50, "ten classes: chance is 10 %"
-    assert [entry["epoch"] for entry in result.history] == [1, 2]
-    assert all("test_accuracy" in entry and entry["images"] == 400 for entry in result.history)
+    assert [entry.epoch for entry in result.history] == [1, 2]
+    assert all(
+        entry.eval_split == "test" and entry.eval_accuracy is not None and entry.images == 400
+        for entry in result.history
+    )
     assert result.train_seconds > 0 and result.eval_seconds > 0 and result.images_per_second > 0
     assert result.macs_per_image == result.flops_per_image / 2 > 0
     # Forward + backward is about three forward passes; it is counted, not assumed.
@@ -40,7 +43,8 @@ def test_learns_the_synthetic_task_and_reports_everything():
     assert matrix.shape == (10, 10) and int(matrix.sum()) == 100
     assert result.test_accuracy == pytest.approx(100 * matrix.diag().sum().item() / 100)
     assert len(result.per_class_accuracy) == 10
-    assert result.protocol["split"] == "official" and result.protocol["amp"] == "off"
+    assert result.protocol["split"] == "official" and result.protocol["precision"] == "fp32"
+    assert result.precision == "fp32" and result.device == "cpu"
     assert result.environment["threads"] == 1
     json.dumps(result.to_dict())  # serialisable as it is
 
@@ -54,10 +58,8 @@ def test_validation_split_is_used_for_epoch_accuracy():
     spec = RunSpec(**TINY, val_fraction=0.2, optimizer="adam", lr=1e-3)
     result = run(spec, data)
     assert result.protocol["sizes"] == {"train": 320, "val": 80, "test": 100}
-    assert [sorted(k for k in e if k.endswith("_accuracy")) for e in result.history] == [
-        ["train_accuracy", "val_accuracy"]
-    ] * 2
-    assert result.val_accuracy == result.history[-1]["val_accuracy"] > 50
+    assert [e.eval_split for e in result.history] == ["val", "val"]
+    assert result.val_accuracy == result.history[-1].eval_accuracy > 50
     assert result.test_accuracy < 20
 
 
@@ -74,7 +76,8 @@ def test_non_finite_loss_is_diverged_not_a_crash():
     result = run(spec, synthetic_dataset())
     assert result.status == "diverged"
     assert "non-finite at epoch 1, step" in result.message
-    assert result.test_accuracy is None and result.history[-1]["status"] == "diverged"
+    assert result.test_accuracy is None and result.history[-1].status == "diverged"
+    assert result.history[-1].diverged_step is not None
 
 
 @pytest.mark.slow
@@ -82,7 +85,7 @@ def test_dataloader_path_gives_the_same_training_as_memory_path():
     data = synthetic_dataset(n_train=200)
     memory = run(RunSpec(**{**TINY, "epochs": 1}, loader="memory"), data)
     loader = run(RunSpec(**{**TINY, "epochs": 1}, loader="dataloader", pin_memory=True), data)
-    assert loader.history[0]["train_loss"] == memory.history[0]["train_loss"]
+    assert loader.history[0].train_loss == memory.history[0].train_loss
     assert loader.test_accuracy == memory.test_accuracy
     assert loader.protocol["loader"] == "dataloader"
     assert loader.protocol["pin_memory"] is False  # no CUDA here: pinning would do nothing
@@ -106,7 +109,7 @@ def test_amp_on_cpu_runs_bf16(monkeypatch):
     # channels_last: bf16 NCHW backward is 7x slower on a CPU without AVX512-BF16 (AMD EPYC here)
     spec = RunSpec(**{**TINY, "epochs": 1}, amp=True, memory_format="channels_last")
     result = run(spec, synthetic_dataset(n_train=64))
-    assert result.amp == "bf16" and result.status == "ok"
+    assert result.precision == "bf16" and result.status == "ok"
     training = [dtype for in_training, dtype in seen if in_training]
     assert len(training) >= 2 and set(training) == {torch.bfloat16}  # 2 steps + warm-up
 
@@ -121,7 +124,7 @@ def test_channels_last_trains_the_same_model_as_contiguous():
     assert nchw.protocol["memory_format"] == "contiguous"
     # Different kernels sum in a different order: equal up to rounding that four SGD steps
     # amplify a little (0.25 % here), not bit for bit.
-    assert nhwc.history[0]["train_loss"] == pytest.approx(nchw.history[0]["train_loss"], rel=2e-2)
+    assert nhwc.history[0].train_loss == pytest.approx(nchw.history[0].train_loss, rel=2e-2)
     native = run(RunSpec(**{**TINY, "epochs": 1}), synthetic_dataset(n_train=64))
     assert native.protocol["memory_format"] == "contiguous"
 
@@ -244,9 +247,7 @@ def test_killed_run_resumes_bit_exact(tmp_path):
     resumed = run(spec, data, checkpoint_dir=ckpt_dir)
     assert resumed.resumed_from_epoch in (1, 2)
     assert resumed.test_accuracy == reference.test_accuracy
-    assert [e["train_loss"] for e in resumed.history] == [
-        e["train_loss"] for e in reference.history
-    ]
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in reference.history]
     resumed_model = torch.load(final_model_path(ckpt_dir, spec))["model"]
     for name, tensor in reference_model.items():
         assert torch.equal(tensor, resumed_model[name]), name
@@ -300,11 +301,9 @@ def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
     resumed = run(spec, data, checkpoint_dir=tmp_path / "stopped")
     assert resumed.resumed_from_epoch == 2
     assert resumed.history == [
-        {
-            **entry,
-            "train_seconds": ours["train_seconds"],
-            "images_per_second": ours["images_per_second"],
-        }
+        dataclasses.replace(
+            entry, train_seconds=ours.train_seconds, images_per_second=ours.images_per_second
+        )
         for entry, ours in zip(reference.history, resumed.history, strict=True)
     ]
     assert resumed.test_accuracy == reference.test_accuracy

@@ -7,6 +7,7 @@ other (and a change to what they hold raises CHECKPOINT_VERSION).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import nn
 from mnistbench.config import RunSpec
 from mnistbench.files import atomic_replace
 from mnistbench.recipe import Training
+from mnistbench.result import EpochRecord
 
 CHECKPOINT_VERSION = 1
 
@@ -40,7 +42,7 @@ def save_checkpoint(
     spec: RunSpec,
     training: Training,
     epoch: int,
-    history: list[dict[str, Any]],
+    history: list[EpochRecord],
     train_seconds: float,
 ) -> None:
     """Everything a resumed run needs to go on as if it had never stopped, after `epoch`."""
@@ -55,7 +57,7 @@ def save_checkpoint(
             "scheduler": training.scheduler.state_dict() if training.scheduler else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": _rng_state(),
-            "history": history,
+            "history": [dataclasses.asdict(entry) for entry in history],  # plain data
             "train_seconds": train_seconds,
         },
         path,

@@ -20,7 +20,7 @@ from mnistbench.models import build_resnet
 class Precision:
     """What mixed precision actually runs: autocast dtype (None = fp32) and a GradScaler."""
 
-    label: str  # "off", "fp16" or "bf16"
+    label: str  # "fp32", "fp16" or "bf16"
     autocast_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
 
@@ -45,7 +45,7 @@ def make_precision(amp: bool, device: torch.device) -> Precision:
     """fp16 autocast + GradScaler on CUDA (fp16's range needs loss scaling); bf16 on CPU (same
     range as fp32, no scaler needed); fp32 elsewhere."""
     if not amp or device.type not in ("cuda", "cpu"):
-        return Precision("off", None, None)
+        return Precision("fp32", None, None)
     if device.type == "cuda":
         return Precision("fp16", torch.float16, torch.amp.GradScaler("cuda"))
     return Precision("bf16", torch.bfloat16, None)

@@ -17,6 +17,14 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 _RENAMED = {"amp": ("precision", {"off": "fp32", "fp16": "fp16", "bf16": "bf16"})}
 
 
+def per_class_accuracy(confusion: list[list[int]]) -> list[float | None]:
+    """Recall of each class in percent, from a confusion matrix [true][predicted]; None for a
+    class absent from the evaluated split (no images is not 0 % right)."""
+    return [
+        100.0 * row[index] / sum(row) if sum(row) else None for index, row in enumerate(confusion)
+    ]
+
+
 @dataclass
 class EpochRecord:
     """One epoch of a torch run. A diverged epoch has status "diverged", the step at which the

@@ -107,6 +107,8 @@ class StudyOutcome:
     skipped: int = 0
     already_done: int = 0
     not_claimed: int = 0
+    """Runs another live process held, or whose result it took over (reported, not counted
+    as done or failed here)."""
 
 
 LOST_CLAIM = "result discarded: another process took the run over meanwhile"

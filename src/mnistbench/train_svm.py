@@ -25,7 +25,7 @@ from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.measure import environment, peak_memory
 from mnistbench.models import build_svm
 from mnistbench.progress import Reporter
-from mnistbench.result import RunResult
+from mnistbench.result import RunResult, per_class_accuracy
 
 T = TypeVar("T")
 
@@ -77,15 +77,6 @@ def make_features(
     return x_train, [
         transform.transform(x).astype(np.float32) if len(x) else x[:, : x_train.shape[1]]
         for x in x_others
-    ]
-
-
-def _per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
-    """Recall of each class in percent; None for a class absent from the test split."""
-    totals = matrix.sum(axis=1)
-    return [
-        100.0 * float(matrix[k, k]) / float(totals[k]) if totals[k] else None
-        for k in range(len(matrix))
     ]
 
 
@@ -222,7 +213,7 @@ def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunRe
         peak_memory_bytes=memory,
         peak_memory_kind=memory_kind,
         device=str(_device(backend)),
-        per_class_accuracy=_per_class_accuracy(matrix),
+        per_class_accuracy=per_class_accuracy(matrix.tolist()),
         confusion_matrix=matrix.tolist(),
         environment=env,
         protocol=_protocol(spec, split, x_train.shape[1], feature_seconds, estimator),

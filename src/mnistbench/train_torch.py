@@ -30,7 +30,7 @@ from mnistbench.checkpoint import (
     save_checkpoint,
     save_final_model,
 )
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData, limit_split, make_split
@@ -60,6 +60,7 @@ from mnistbench.recipe import (
     make_preprocess,
     make_training,
 )
+from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
 
 # --- The run, step by step --------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ def prepare(spec: RunSpec, data: Dataset) -> Setup:
 class Progress:
     """How far the run has come: its history so far and the training time it took."""
 
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     resumed_from: int | None = None  # the epoch a checkpoint brought the run back to
     status: str = "ok"  # or "diverged"
@@ -143,7 +144,8 @@ def resume(setup: Setup, ckpt_path: Path | None, reporter: Reporter) -> Progress
         return Progress()
     restore_checkpoint(state, setup.training)
     reporter.log(f"resuming from {ckpt_path} after epoch {state['epoch']}")
-    return Progress(state["history"], state["train_seconds"], resumed_from=state["epoch"])
+    history = [EpochRecord.from_dict(entry) for entry in state["history"]]
+    return Progress(history, state["train_seconds"], resumed_from=state["epoch"])
 
 
 @dataclass(frozen=True)
@@ -183,16 +185,16 @@ def train_epochs(
         except Diverged as exc:
             stopwatch.stop()
             progress.status, progress.message = "diverged", str(exc)
-            reporter.end_epoch({"epoch": epoch, "status": "diverged", "note": progress.message})
             progress.history.append(diverged_entry(exc))
+            reporter.end_epoch(progress.history[-1].metrics() | {"note": progress.message})
             return
         epoch_seconds = stopwatch.stop()
         progress.train_seconds += epoch_seconds
         entry = epoch_entry(epoch, stats, epoch_seconds, training)
         if spec.eval_each_epoch or epoch == spec.epochs:
-            entry[f"{setup.data.eval_name}_accuracy"] = evaluate_held_out(setup)
+            entry.eval_split, entry.eval_accuracy = setup.data.eval_name, evaluate_held_out(setup)
         progress.history.append(entry)
-        reporter.end_epoch(entry)
+        reporter.end_epoch(entry.metrics())
         if ckpt_path is not None:
             save_checkpoint(
                 ckpt_path, spec, training, epoch, progress.history, progress.train_seconds
@@ -208,7 +210,7 @@ def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult
         status=progress.status,
         message=progress.message,
         device=str(device),
-        amp=precision.label,
+        precision=precision.label,
         history=progress.history,
         train_seconds=progress.train_seconds,
         flops_per_image=float(flops.forward_per_image),
@@ -217,7 +219,7 @@ def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult
         protocol=protocol(spec, setup.split, setup.preprocess, precision, device) | setup.backends,
         resumed_from_epoch=progress.resumed_from,
     )
-    images_trained = sum(entry.get("images", 0) for entry in progress.history)
+    images_trained = sum(entry.images for entry in progress.history)
     result.train_flops = float(flops.train_per_image * images_trained)
     if progress.train_seconds > 0:
         result.images_per_second = images_trained / progress.train_seconds
@@ -243,28 +245,25 @@ def keep_final_model(
 # --- History entries ------------------------------------------------------------------------
 
 
-def epoch_entry(
-    epoch: int, stats: EpochStats, seconds: float, training: Training
-) -> dict[str, Any]:
-    """One epoch's history entry (the GradScaler's loss scale too, when there is one: a scale
-    that keeps falling is how fp16 overflow shows)."""
-    entry: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": stats.loss,
-        "train_accuracy": stats.accuracy,
-        "lr": training.optimizer.param_groups[0]["lr"],
-        "train_seconds": seconds,
-        "images": stats.images,
-        "images_per_second": stats.images / seconds,
-    }
-    if training.precision.scaler is not None:
-        entry["loss_scale"] = float(training.precision.scaler.get_scale())
-    return entry
+def epoch_entry(epoch: int, stats: EpochStats, seconds: float, training: Training) -> EpochRecord:
+    """One epoch's history entry, before its evaluation (the GradScaler's loss scale too, when
+    there is one: a scale that keeps falling is how fp16 overflow shows)."""
+    scaler = training.precision.scaler
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=stats.loss,
+        train_accuracy=stats.accuracy,
+        lr=training.optimizer.param_groups[0]["lr"],
+        train_seconds=seconds,
+        images=stats.images,
+        images_per_second=stats.images / seconds,
+        loss_scale=float(scaler.get_scale()) if scaler is not None else None,
+    )
 
 
-def diverged_entry(exc: Diverged) -> dict[str, Any]:
+def diverged_entry(exc: Diverged) -> EpochRecord:
     """The history entry of the epoch whose loss became non-finite (the run's last)."""
-    return {"epoch": exc.epoch, "status": "diverged", "step": exc.step}
+    return EpochRecord(epoch=exc.epoch, status="diverged", diverged_step=exc.step)
 
 
 # --- Training and evaluation ----------------------------------------------------------------
@@ -302,8 +301,8 @@ def fill_test_result(
     image_size: int,
 ) -> None:
     """Evaluate on the test split (timed apart from training) and fill in the result."""
-    if len(split.val_labels):
-        result.val_accuracy = result.history[-1].get("val_accuracy")
+    if len(split.val_labels) and result.history[-1].eval_split == "val":
+        result.val_accuracy = result.history[-1].eval_accuracy
     eval_watch = Stopwatch(device)
     eval_watch.start()
     accuracy, confusion = evaluate(
@@ -313,8 +312,7 @@ def fill_test_result(
     result.eval_seconds = eval_watch.stop()
     result.test_accuracy = accuracy
     result.confusion_matrix = confusion.tolist()
-    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
-    result.per_class_accuracy = (100.0 * per_class).tolist()
+    result.per_class_accuracy = per_class_accuracy(confusion.tolist())
 
 
 def protocol(
@@ -336,7 +334,7 @@ def protocol(
         "epochs": spec.epochs,
         "loader": spec.loader,
         "pin_memory": spec.pin_memory and device.type == "cuda" and spec.loader == "dataloader",
-        "amp": precision.label,
+        "precision": precision.label,
         "memory_format": "channels_last" if preprocess.channels_last else "contiguous",
         "device": str(device),
     }

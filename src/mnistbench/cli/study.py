@@ -114,8 +114,9 @@ def run_study(args: argparse.Namespace) -> int:
         reporter.close()
     ui.console.print(
         f"study {study.name}: {outcome.done} run(s) done, {outcome.failed} failed, "
-        f"{outcome.skipped} skipped, {outcome.already_done} already in the store "
-        f"({time.perf_counter() - started:.0f} s); store: {args.store}"
+        f"{outcome.skipped} skipped, {outcome.already_done} already in the store"
+        + (f", {outcome.not_claimed} left to another process" if outcome.not_claimed else "")
+        + f" ({time.perf_counter() - started:.0f} s); store: {args.store}"
     )
     if outcome.failed:
         ui.err_console.print(

@@ -1,0 +1,101 @@
+"""The package's shape: small functions and modules, and data flowing one way.
+
+config -> data + model -> train -> result -> store -> report (DESIGN.md). These tests read the
+source, so a function that grows past the limit or an import that reaches back up the chain
+fails here, naming it, instead of in a review months later.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mnistbench"
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+# Each exception says why; an empty dict is the goal.
+LONG_MODULES: dict[str, str] = {
+    "report.tables": "405 lines, to be rebuilt on pandas by issue 13 (the report rewrite)",
+}
+LONG_FUNCTIONS: dict[str, str] = {}
+
+# Lower layers never import higher ones. A module not listed is a failure: place it.
+LAYERS: list[tuple[str, ...]] = [
+    ("__init__", "files", "errors", "data", "config", "result", "studyfile", "published"),
+    ("estimate", "measure", "devices", "models", "progress", "batches", "recipe", "checkpoint"),
+    ("loops", "train_torch", "train_svm"),
+    ("runner",),
+    ("store_file", "store"),
+    ("scheduler", "executors", "study"),
+    ("report",),
+    ("cli", "__main__"),
+]
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.stat().st_size)
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if len(parts) > 1 and parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"mnistbench.{module} is in no layer of tests/test_structure.py")
+
+
+def test_no_module_is_too_long() -> None:
+    long = {
+        _name(path): n
+        for path in _modules()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+        and _name(path) not in LONG_MODULES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_is_too_long() -> None:
+    long = {}
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{_name(path)}.{node.name}"
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS:
+                    long[name] = lines
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def _imports(path: Path) -> set[str]:
+    """mnistbench modules imported anywhere in the file (top level or inside a function)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "mnistbench":  # a module, or __version__ from __init__
+                found.update(
+                    "__init__" if alias.name.startswith("__") else alias.name
+                    for alias in node.names
+                )
+            elif node.module.startswith("mnistbench."):
+                found.add(node.module.removeprefix("mnistbench."))
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.removeprefix("mnistbench.")
+                for a in node.names
+                if a.name.startswith("mnistbench.")
+            )
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_name)
+def test_imports_flow_one_way(path: Path) -> None:
+    own = _layer(_name(path))
+    upward = sorted(m for m in _imports(path) if _layer(m) > own)
+    assert not upward, f"mnistbench.{_name(path)} reaches up the chain to {upward}"
