@@ -25,13 +25,14 @@ import torch
 import torchvision
 from torchvision import transforms
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
 from mnistbench.devices import resolve_device
 from mnistbench.measure import cpu_model, device_name
 from mnistbench.models import build_resnet
 from mnistbench.recipe import make_precision
+from mnistbench.result import RunResult
 from mnistbench.train_torch import run
 
 

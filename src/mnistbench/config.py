@@ -356,6 +356,3 @@ def fields_of(engine: Engine) -> tuple[str, ...]:
 
 
 TORCH_FIELDS, SVM_FIELDS = fields_of("torch"), fields_of("svm")
-
-# RunResult lives in result.py; imported here too while callers move over.
-from mnistbench.result import EpochRecord, RunResult  # noqa: E402, F401

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.progress import Reporter
+from mnistbench.result import RunResult
 
 
 def run_spec(

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import executors
-from mnistbench.config import RunResult, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.devices import skip_reason, visible_gpus
 from mnistbench.progress import Reporter
+from mnistbench.result import RunResult
 from mnistbench.scheduler import gpu_share, wants_worker_processes
 from mnistbench.store import Store
 from mnistbench.studyfile import StudySpec

@@ -54,7 +54,8 @@ def make_features(
     'pixels': scaled to 0..1. 'standardized': zero mean, unit variance per pixel. 'pca:N': the
     first N principal components. Scaler and PCA are fitted on the training images only, so no
     statistic of the test set leaks into the model. float32, because oneDAL (sklearnex) and cuML
-    fit in the input's precision and float32 fits ~1.8x faster here, with the same model.
+    fit in the input's precision, and float32 fits faster with the same model
+    (benchmarks/README.md, section 5).
     """
     x_train, x_others = _pixels(train), [_pixels(images) for images in others]
     if kind == "pixels":
@@ -136,9 +137,9 @@ def _fit(estimator: Any, x: np.ndarray, y: np.ndarray, spec: RunSpec, backend: s
 def predict(estimator: Any, x: np.ndarray) -> np.ndarray:
     """Class labels of `x` as numpy int64, predicted in float64 whatever the fit's precision.
 
-    float64 on purpose: oneDAL's (sklearnex 2026.2) float32 multiclass predict disagrees with
-    libsvm on ~3% of FashionMNIST test images (5k train, rbf), with decision values off by up
-    to 20, even for a model fitted in float64; its float64 predict agrees on all of them.
+    float64 on purpose: oneDAL's (sklearnex) float32 multiclass predict disagreed with libsvm
+    on some FashionMNIST test images, even for a model fitted in float64, and its float64
+    predict agreed on all of them (benchmarks/README.md, section 5).
     """
     # cuML may hand back its own array type; the metrics want numpy integers.
     return np.asarray(estimator.predict(x.astype(np.float64))).astype(np.int64)
