@@ -14,6 +14,7 @@ takes them over, and the killed run resumes from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import traceback
 from dataclasses import dataclass
@@ -46,17 +47,27 @@ class PlannedRun:
         return self.spec.key()
 
 
+def expand(study: StudySpec, only: list[str] | None = None) -> list[PlannedRun]:
+    """Every run of the selected experiments as this machine will run it, without touching a
+    store (each 'pending'). The one expansion that `study run`, its dry run and the estimates
+    share, so that they always agree on which runs a study has."""
+    return [
+        PlannedRun(experiment.name, spec, "pending")
+        for experiment in study.select(only)
+        for spec in experiment.specs()
+    ]
+
+
 def plan(study: StudySpec, store: Store, only: list[str] | None = None) -> list[PlannedRun]:
     """Register every run of the selected experiments and return them with their status."""
+    expanded = expand(study, only)
+    for experiment in dict.fromkeys(run.experiment for run in expanded):
+        specs = [run.spec for run in expanded if run.experiment == experiment]
+        store.register(study.name, experiment, specs)
     planned = []
-    for experiment in study.select(only):
-        specs = experiment.specs()
-        store.register(study.name, experiment.name, specs)
-        for spec in specs:
-            record = store.get(spec.key())
-            planned.append(
-                PlannedRun(experiment.name, spec, record.status if record else "pending")
-            )
+    for run in expanded:
+        record = store.get(run.key)
+        planned.append(dataclasses.replace(run, status=record.status if record else "pending"))
     return planned
 
 

@@ -15,7 +15,7 @@ from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
     from mnistbench.store import Store
-    from mnistbench.studyfile import Experiment, StudySpec
+    from mnistbench.studyfile import StudySpec
 
 _STATUS_COLUMNS = ("done", "failed", "skipped", "running", "pending")
 
@@ -88,7 +88,7 @@ def run_study(args: argparse.Namespace) -> int:
     study = load_study(args.file)  # StudyFileError: exit 2
     selected = study.select(args.only)
     if args.dry_run:
-        return _dry_run(study, selected, args.store)
+        return _dry_run(study, args.only, args.store)
 
     from mnistbench import study as study_module
     from mnistbench.cli import console as ui
@@ -126,24 +126,24 @@ def run_study(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if outcome.failed else EXIT_OK
 
 
-def _dry_run(study: StudySpec, selected: list[Experiment], store_path: Path) -> int:
+def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
     """List the runs and their status in the store (if there is one); write nothing."""
     from rich.table import Table
 
     from mnistbench.cli.console import console
     from mnistbench.store import Store
+    from mnistbench.study import expand
 
     store = Store(store_path) if store_path.exists() else None
     table = Table(title=f"study {study.name}: runs")
     for column in ("experiment", "run", "key", "status"):
         table.add_column(column)
     counts: dict[str, int] = {}
-    for experiment in selected:
-        for spec in experiment.specs():
-            record = store.get(spec.key()) if store else None
-            status = record.status if record else "pending"
-            counts[status] = counts.get(status, 0) + 1
-            table.add_row(experiment.name, spec.label(), spec.key(), status)
+    for run in expand(study, only):
+        record = store.get(run.key) if store else None
+        status = record.status if record else "pending"
+        counts[status] = counts.get(status, 0) + 1
+        table.add_row(run.experiment, run.spec.label(), run.key, status)
     console.print(table)
     console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if store:
