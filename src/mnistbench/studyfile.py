@@ -1,9 +1,11 @@
 """Study files: named experiments in TOML, expanded into RunSpecs.
 
-A study file has a [study] header (name, description, seeds, resources), [defaults] (RunSpec
-fields shared by every experiment) and [experiments.NAME] tables with `base`, `grid` (cartesian
-product), `extra` (explicit runs), `seeds` and `resources` (Ray-style num_cpus/num_gpus).
-Every error names the file, the experiment and the key.
+A study file has a [study] header (name, description, seeds, resources, keep_models),
+[defaults] (RunSpec fields shared by every experiment) and [experiments.NAME] tables with
+`base`, `grid` (cartesian product), `extra` (explicit runs), `seeds` and `resources` (Ray-style
+num_cpus/num_gpus). Every error names the file, the experiment and the key. `study run --set
+KEY=VALUE` overrides RunSpec fields in every run (`parse_overrides`, `StudySpec.with_overrides`),
+checked the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ class StudyFileError(ValueError):
 
 _EXPERIMENT_KEYS = {"description", "base", "grid", "extra", "seeds", "resources"}
 _RESOURCE_KEYS = {"num_cpus", "num_gpus", "max_retries"}
+_HEADER_KEYS = {"name", "description", "seeds", "resources", "keep_models"}
+KEEP_MODELS = ("best", "all", "none")
+"""Which final models (`<key>.model.pt`) a study keeps: the most accurate run's per experiment,
+every run's, or none (cleanup.py applies it as each run is recorded)."""
+DEFAULT_KEEP_MODELS = "best"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class Experiment:
     """Every run is repeated once per seed."""
     resources: dict[str, float] = field(default_factory=dict)
     """Ray resources per run: num_cpus, num_gpus (fractions allowed), max_retries."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields set in every run, over base, grid, extra and seeds (`study run --set`)."""
 
     def specs(self) -> list[RunSpec]:
         """Every run of the experiment, expanded and validated."""
@@ -55,7 +64,7 @@ class Experiment:
         specs, seen = [], set()
         for variant in variants:
             for seed in self.seeds:
-                spec = RunSpec.from_dict({**variant, "seed": seed})
+                spec = RunSpec.from_dict({**variant, "seed": seed, **self.overrides})
                 if spec.key() not in seen:  # a grid may produce the same run twice
                     seen.add(spec.key())
                     specs.append(spec)
@@ -70,6 +79,10 @@ class StudySpec:
     path: Path | None
     description: str
     experiments: tuple[Experiment, ...]
+    keep_models: str = DEFAULT_KEEP_MODELS
+    """See KEEP_MODELS."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """`study run --set` fields, already applied to the selected experiments."""
 
     def experiment(self, name: str) -> Experiment:
         for experiment in self.experiments:
@@ -80,6 +93,48 @@ class StudySpec:
 
     def select(self, names: list[str] | None) -> list[Experiment]:
         return [self.experiment(name) for name in names] if names else list(self.experiments)
+
+    def with_overrides(self, overrides: dict[str, Any], only: list[str] | None = None) -> StudySpec:
+        """The study with `overrides` set in every run of the selected experiments (all when
+        `only` is None), checked like study-file values: an error names the key and the value.
+
+        The overrides are spec fields, so they are part of each run's identity: a variant never
+        reuses another run's result.
+        """
+        if not overrides:
+            return self
+        for key, value in overrides.items():
+            _check_spec_keys(f"{self.path}: --set {key}={value!r}", {key: value})
+        selected = {experiment.name for experiment in self.select(only)}
+        experiments = []
+        for experiment in self.experiments:
+            if experiment.name in selected:
+                experiment = dataclasses.replace(
+                    experiment, overrides={**experiment.overrides, **overrides}
+                )
+                _check_specs(f"{self.path}: --set, experiment {experiment.name!r}", experiment)
+            experiments.append(experiment)
+        return dataclasses.replace(
+            self, experiments=tuple(experiments), overrides={**self.overrides, **overrides}
+        )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings as {key: value}; the value in TOML syntax (`1`, `1e-3`, `true`,
+    `[1, 2]`, `"text"`), else taken as a plain string (`cuda`, `pca:50`)."""
+    tomllib = _tomllib()
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise StudyFileError(f"--set {item!r}: expected KEY=VALUE, e.g. epochs=1")
+        try:
+            parsed = tomllib.loads(f"v = {text}")
+        except tomllib.TOMLDecodeError:
+            parsed = {}
+        overrides[key] = parsed["v"] if list(parsed) == ["v"] else text.strip()
+    return overrides
 
 
 def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
@@ -99,8 +154,14 @@ def load_study(path: str | os.PathLike[str]) -> StudySpec:
                              "expected [study], [defaults], [experiments.NAME]")  # fmt: skip
     header = document.get("study", {})
     for key in header:
-        if key not in {"name", "description", "seeds", "resources"}:
-            raise StudyFileError(f"{path}: [study]: unknown key {key!r}")
+        if key not in _HEADER_KEYS:
+            raise StudyFileError(
+                f"{path}: [study]: unknown key {key!r}; expected one of {sorted(_HEADER_KEYS)}"
+            )
+    keep_models = header.get("keep_models", DEFAULT_KEEP_MODELS)
+    if keep_models not in KEEP_MODELS:
+        choices = ", ".join(KEEP_MODELS)
+        raise StudyFileError(f"{path}: [study]: keep_models={keep_models!r}: choose {choices}")
     defaults = document.get("defaults", {})
     _check_spec_keys(f"{path}: [defaults]", defaults)
     if not document.get("experiments"):
@@ -110,15 +171,24 @@ def load_study(path: str | os.PathLike[str]) -> StudySpec:
         for name, table in document["experiments"].items()
     )
     return StudySpec(
-        header.get("name", path.stem), path, header.get("description", ""), experiments
+        header.get("name", path.stem),
+        path,
+        header.get("description", ""),
+        experiments,
+        keep_models=keep_models,
     )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _tomllib() -> Any:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    return tomllib
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    tomllib = _tomllib()
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -159,8 +229,13 @@ def _experiment(
         if key not in _RESOURCE_KEYS:
             raise StudyFileError(f"{where}: resources: unknown key {key!r}")
     experiment = Experiment(name, table.get("description", ""), base, grid, extra, seeds, resources)
+    _check_specs(where, experiment)
+    return experiment
+
+
+def _check_specs(where: str, experiment: Experiment) -> None:
+    """Expand the experiment once: a bad value is a StudyFileError naming the key and value."""
     try:
         experiment.specs()
     except SpecError as exc:
         raise StudyFileError(f"{where}: {exc}") from exc
-    return experiment
