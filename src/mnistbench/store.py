@@ -140,11 +140,7 @@ class Store:
                 raise KeyError(f"run {key} is not in {self.path}; register it first")
             status, owner_host, owner_pid, heartbeat_at = row
             if status == "running":
-                # The pid test only means something on the owner's machine; elsewhere only
-                # the heartbeat tells a dead owner from a busy one.
-                dead = owner_host == host and owner_pid is not None and not _pid_alive(owner_pid)
-                silent = heartbeat_at is None or now - heartbeat_at > stale_after
-                if not (dead or silent):
+                if self._live_owner(owner_host, owner_pid, heartbeat_at, stale_after):
                     return False
             elif not (status == "pending" or (status == "failed" and retry_failed)):
                 return False
@@ -155,6 +151,20 @@ class Store:
                 (host, pid, now, now, key),
             )
             return True
+
+    def _live_owner(
+        self,
+        owner_host: str | None,
+        owner_pid: int | None,
+        heartbeat_at: float | None,
+        stale_after: float,
+    ) -> bool:
+        """Whether a running run's owner is alive. The pid test only means something on the
+        owner's machine; elsewhere only the heartbeat tells a dead owner from a busy one."""
+        _, host = self._owner()
+        dead = owner_host == host and owner_pid is not None and not _pid_alive(owner_pid)
+        silent = heartbeat_at is None or time.time() - heartbeat_at > stale_after
+        return not (dead or silent)
 
     def heartbeat(self, key: str) -> bool:
         """Tell other processes this run's owner is alive; False when this process lost the claim."""
@@ -201,6 +211,34 @@ class Store:
         with self._transaction() as conn:
             self._set_status(conn, key, "skipped", error=reason)
 
+    def unskip(self, key: str) -> bool:
+        """Put a skipped run back to pending (its reason no longer holds on the machine that
+        plans it); False when it is not skipped (any more): of two planners, one does it."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL"
+                " WHERE key = ? AND status = 'skipped'",
+                (key,),
+            )
+            return cursor.rowcount == 1
+
+    def adopt(self, old_key: str, spec: RunSpec, status: str) -> bool:
+        """Move the run stored under `old_key` (an identity scheme's earlier key for the same
+        run) to `spec`'s key, with its result, history and memberships. False, and nothing
+        changed, when the row is not in `status` any more or `spec`'s key is already taken."""
+        new_key = spec.key()
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE key = ?", (new_key,)).fetchone():
+                return False
+            cursor = conn.execute(
+                "UPDATE runs SET key = ?, spec = ? WHERE key = ? AND status = ?",
+                (new_key, json.dumps(spec.to_dict()), old_key, status),
+            )
+            if cursor.rowcount != 1:
+                return False
+            conn.execute("UPDATE memberships SET key = ? WHERE key = ?", (new_key, old_key))
+            return True
+
     def _set_status(
         self,
         conn: sqlite3.Connection,
@@ -230,7 +268,38 @@ class Store:
                 (key, pid, host),
             )
 
+    @contextmanager
+    def unclaimed(self, key: str, *, stale_after: float = 120.0) -> Iterator[bool]:
+        """Hold the write lock while the caller acts on a run's files (cleanup.py): yields
+        False when a live owner holds the run (touch nothing then), else True, and no process
+        can claim the run before the block ends. A key the store does not know yields True."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, host, pid, heartbeat_at FROM runs WHERE key = ?", (key,)
+            ).fetchone()
+            yield row is None or row[0] != "running" or not self._live_owner(*row[1:], stale_after)
+
+    def forget_model(self, key: str) -> bool:
+        """Say that a run's final model is gone: its stored result's model_path becomes None,
+        so that nothing advertises a deleted file. The stored JSON is edited in place, so fields
+        of other mnistbench versions stay. False when there was no model_path to forget."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()
+            result = json.loads(row[0]) if row and row[0] else None
+            if not isinstance(result, dict) or result.get("model_path") is None:
+                return False
+            result["model_path"] = None
+            conn.execute("UPDATE runs SET result = ? WHERE key = ?", (json.dumps(result), key))
+            return True
+
     # --- reading ---
+
+    def memberships(self, key: str) -> list[tuple[str, str]]:
+        """The (study, experiment) pairs a run belongs to, in the order they were registered."""
+        rows = self._query(
+            "SELECT study, experiment FROM memberships WHERE key = ? ORDER BY id", (key,)
+        )
+        return [(row[0], row[1]) for row in rows]
 
     _COLUMNS = (
         "runs.key, spec, status, result, error, traceback, attempt, host, pid,"
