@@ -60,7 +60,7 @@ PHASES = ("tests", "throughput", "resume", "q2", "sharing", "cpu", "projection")
 ASSIGNMENT = REPO / "configs" / "assignment.toml"
 SPLIT_SIZES = {"train": 49_000, "val": 7_000, "test": 14_000}  # the 70/10/20 split of 70k
 PROTOCOL = {  # the published protocol (configs/assignment.toml's defaults)
-    "split": "assignment", "image_size": 224, "channels": 3, "stem": "imagenet", "amp": True,
+    "split": "assignment", "image_size": 224, "channels": 3, "stem": "imagenet", "amp": "cuda",
     "weight_decay": 5e-4, "momentum": 0.9, "lr_schedule": "none", "eval_each_epoch": False,
 }  # fmt: skip
 
@@ -98,7 +98,7 @@ def engine_spec(model: str, batch: int, loader: str, steps: int, device: str, **
     test images; `extra` overrides any field."""
     values = {
         "dataset": "mnist", "model": model, "batch_size": batch, "epochs": 1, "optimizer": "sgd",
-        "lr": 1e-3, "device": device, "loader": loader, "pin_memory": True,
+        "lr": 1e-3, "device": device, "loader": loader, "pin_memory": loader != "memory",
         "num_workers": 2 if loader != "memory" else 0, "train_limit": steps * batch,
         "test_limit": 1024, **PROTOCOL,
     }  # fmt: skip
@@ -163,7 +163,7 @@ def phase_tests(check: Check, parts: dict[str, dict[str, Any]], started: float) 
 def throughput_row(result, spec: RunSpec, steps: int) -> dict[str, Any]:
     """One measured configuration; a diverged run is a row too, with its message."""
     entry = result.history[0]
-    loss = entry.get("train_loss", float("nan"))
+    loss = entry.train_loss if entry.train_loss is not None else float("nan")
     return {
         "model": spec.model, "batch": spec.batch_size, "loader": spec.loader,
         "optimizer": spec.optimizer, "status": result.status, "message": result.message,
@@ -201,7 +201,8 @@ def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
 
     variants: list[tuple[str, dict[str, Any]]] = [
         ("as is", {}), ("contiguous", {"memory_format": "contiguous"}), ("fp32", {"amp": False}),
-        ("adam", {"optimizer": "adam"}), ("memory loader", {"loader": "memory", "num_workers": 0}),
+        ("adam", {"optimizer": "adam"}),
+        ("memory loader", {"loader": "memory", "num_workers": 0, "pin_memory": False}),
         ("no weight decay", {"weight_decay": 0.0}), ("28 px, 1 channel", {"image_size": 28, "channels": 1}),
     ]  # fmt: skip
     short = spec.replace(train_limit=60 * spec.batch_size)

@@ -546,3 +546,31 @@ def test_fields_unknown_to_this_version_are_kept_not_fatal(old_store: Path) -> N
         by_experiment = load_runs(store, "fixture")
     rows = {run.key: export_row(run) for runs in by_experiment.values() for run in runs}
     assert json.loads(rows[key]["unknown_fields"])["dropout"] == 0.1
+
+
+ODD_RESULTS = {
+    "history null": {"history": None},
+    "epoch missing": {"history": [{"train_loss": 0.5}, "not a dict"]},
+    "amp a list": {"amp": ["fp16"]},
+    "environment null": {"environment": None, "protocol": "?"},
+}
+
+
+@pytest.mark.parametrize("change", ODD_RESULTS.values(), ids=ODD_RESULTS)
+def test_odd_stored_results_never_break_status_or_report(old_store: Path, change) -> None:
+    from mnistbench.report.render import export_row
+    from mnistbench.report.runs import load_runs
+
+    key = "0c422bf192ffb42a"
+    conn = sqlite3.connect(old_store, isolation_level=None)
+    (result,) = conn.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()
+    changed = {**json.loads(result), **change}
+    conn.execute("UPDATE runs SET result = ? WHERE key = ?", (json.dumps(changed), key))
+    conn.execute("UPDATE runs SET spec = 'null' WHERE key = 'cf04edfd161c81db'")
+    conn.close()
+    with Store(old_store) as store:
+        record = store.get(key)
+        rows = [export_row(run) for runs in load_runs(store, "fixture").values() for run in runs]
+    assert record.result.test_accuracy is not None
+    assert [entry.epoch for entry in record.result.history] in ([], [1], [1, 2])
+    assert {row["key"] for row in rows} >= {key, "cf04edfd161c81db"}

@@ -1,6 +1,6 @@
 """The package's shape: small functions and modules, and data flowing one way.
 
-config -> data + model -> train -> result -> store -> report (DESIGN.md). These tests read the
+config -> data + model -> train -> result -> store -> report (README.md, Architecture). These tests read the
 source, so a function that grows past the limit or an import that reaches back up the chain
 fails here, naming it, instead of in a review months later.
 """

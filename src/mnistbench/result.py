@@ -53,17 +53,31 @@ class EpochRecord:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def metrics(self) -> dict[str, Any]:
-        """The fields that are set, for progress lines and exports."""
-        return {
-            name: value for name, value in dataclasses.asdict(self).items() if value is not None
+    def progress_line(self) -> dict[str, Any]:
+        """What a progress line shows: the epoch's metrics, the held-out accuracy under its
+        split's name; for a diverged epoch, where it diverged."""
+        if not self.ok:
+            return {"epoch": self.epoch, "status": self.status, "step": self.diverged_step}
+        line = {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "lr": self.lr,
+            "train_seconds": self.train_seconds,
+            "images_per_second": self.images_per_second,
         }
+        if self.eval_split is not None:
+            line[f"{self.eval_split}_accuracy"] = self.eval_accuracy
+        if self.loss_scale is not None:
+            line["loss_scale"] = self.loss_scale
+        return line
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EpochRecord:
+    def from_dict(cls, values: dict[str, Any], position: int = 0) -> EpochRecord:
         """Today's shape, or the dict of earlier versions ('val_accuracy'/'test_accuracy',
-        a diverged epoch's 'step'); unknown keys are dropped."""
-        values = dict(values)
+        a diverged epoch's 'step'); unknown keys are dropped, and an entry without an epoch
+        number gets its position in the history (1-based)."""
+        values = {"epoch": position + 1, **values}
         for split in ("val", "test"):
             if f"{split}_accuracy" in values:
                 values["eval_split"] = split
@@ -142,7 +156,8 @@ class RunResult:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunResult:
         """The inverse of to_dict (between processes of one version)."""
-        history = [EpochRecord.from_dict(entry) for entry in values.get("history", [])]
+        entries = values.get("history") or []
+        history = [EpochRecord.from_dict(entry, index) for index, entry in enumerate(entries)]
         return cls(**{**values, "history": history})
 
     @classmethod
@@ -153,9 +168,17 @@ class RunResult:
         for old, (new, mapping) in _RENAMED.items():
             if old in values and new not in values:
                 value = values.pop(old)
-                values[new] = mapping.get(value, value)
+                values[new] = mapping.get(value, value) if isinstance(value, str) else value
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = {name: value for name, value in values.items() if name not in known}
         kept = {name: value for name, value in values.items() if name in known}
+        # Containers of the wrong type (null, a string) would break every reader: emptied.
+        for name, kind in (("spec", dict), ("environment", dict), ("protocol", dict)):
+            if not isinstance(kept.get(name, {}), kind):
+                unknown[name] = kept.pop(name)
         kept.setdefault("spec", {})
+        history = kept.get("history")
+        if not isinstance(history, list):
+            history = []
+        kept["history"] = [entry for entry in history if isinstance(entry, dict)]
         return cls.from_dict(kept), unknown

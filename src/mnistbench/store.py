@@ -310,13 +310,18 @@ class Store:
     def _record(row: tuple[Any, ...]) -> RunRecord:
         """A row as RunRecord, read leniently: a run stored by another mnistbench version keeps
         the fields this one does not know in `unknown_fields` instead of failing."""
-        key, spec_json, status, result_json, *rest = row
+        key, spec_json, status, result_json, error, *rest = row
         spec, unknown = RunSpec.from_stored(json.loads(spec_json))
         result = None
         if result_json is not None:
-            result, unknown_in_result = RunResult.from_stored(json.loads(result_json))
-            unknown |= {f"result.{name}": value for name, value in unknown_in_result.items()}
-        return RunRecord(key, spec, status, result, *rest, unknown_fields=unknown)
+            try:
+                result, unknown_in_result = RunResult.from_stored(json.loads(result_json))
+            except Exception as exc:  # a shape no version wrote: keep the row, say why
+                unknown["result"] = result_json
+                error = f"stored result unreadable by this mnistbench: {exc}"
+            else:
+                unknown |= {f"result.{name}": value for name, value in unknown_in_result.items()}
+        return RunRecord(key, spec, status, result, error, *rest, unknown_fields=unknown)
 
     def get(self, key: str) -> RunRecord | None:
         rows = self._query(f"SELECT {self._COLUMNS} FROM runs WHERE key = ?", (key,))

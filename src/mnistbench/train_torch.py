@@ -186,7 +186,7 @@ def train_epochs(
             stopwatch.stop()
             progress.status, progress.message = "diverged", str(exc)
             progress.history.append(diverged_entry(exc))
-            reporter.end_epoch(progress.history[-1].metrics() | {"note": progress.message})
+            reporter.end_epoch(progress.history[-1].progress_line() | {"note": progress.message})
             return
         epoch_seconds = stopwatch.stop()
         progress.train_seconds += epoch_seconds
@@ -194,7 +194,7 @@ def train_epochs(
         if spec.eval_each_epoch or epoch == spec.epochs:
             entry.eval_split, entry.eval_accuracy = setup.data.eval_name, evaluate_held_out(setup)
         progress.history.append(entry)
-        reporter.end_epoch(entry.metrics())
+        reporter.end_epoch(entry.progress_line())
         if ckpt_path is not None:
             save_checkpoint(
                 ckpt_path, spec, training, epoch, progress.history, progress.train_seconds
@@ -334,6 +334,7 @@ def protocol(
         "epochs": spec.epochs,
         "loader": spec.loader,
         "pin_memory": spec.pin_memory and device.type == "cuda" and spec.loader == "dataloader",
+        "amp": spec.amp,  # as asked (True, False or "cuda"); precision is what ran here
         "precision": precision.label,
         "memory_format": "channels_last" if preprocess.channels_last else "contiguous",
         "device": str(device),

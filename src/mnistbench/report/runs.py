@@ -6,6 +6,7 @@ so that the tests can build them from synthetic results and the numbers have one
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterable
@@ -176,9 +177,11 @@ class Run:
         return ", ".join(parts)
 
 
-def config_key(spec: RunSpec) -> str:
-    """The identity of a config across seeds: the key of the spec with seed 0."""
-    return spec.replace(seed=0).key()
+def config_key(spec: RunSpec, without: tuple[str, ...] = ("seed",)) -> str:
+    """The identity of a config across seeds: its canonical fields but `without` (read from
+    the stored spec as it is, so that a spec today's validation rejects still groups)."""
+    canonical = {name: value for name, value in spec.canonical().items() if name not in without}
+    return json.dumps(canonical, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

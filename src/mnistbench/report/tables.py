@@ -330,7 +330,7 @@ def _n_support(run: Run) -> float | None:
 
 def pair_key(run: Run) -> str:
     """Runs that differ only in device (and seed) share this key: a CPU-vs-GPU pair."""
-    return config_key(run.spec.replace(device="cpu"))
+    return config_key(run.spec, without=("seed", "device"))
 
 
 def device_groups(runs: list[Run]) -> dict[str, dict[str, Group]]:
