@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("loops", "train_torch", "train_svm"),
     ("runner",),
     ("store_file", "store"),
-    ("scheduler", "executors", "study"),
+    ("scheduler", "executors", "study", "cleanup"),
     ("report",),
     ("cli", "__main__"),
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import executors
+from mnistbench.cleanup import apply_keep_policy, checkpoint_dir_for
 from mnistbench.config import RunSpec
 from mnistbench.devices import skip_reason, visible_gpus
 from mnistbench.progress import Reporter
@@ -69,11 +70,6 @@ def plan(study: StudySpec, store: Store, only: list[str] | None = None) -> list[
         record = store.get(run.key)
         planned.append(dataclasses.replace(run, status=record.status if record else "pending"))
     return planned
-
-
-def checkpoint_dir_for(store_path: Path) -> Path:
-    """Epoch checkpoints and final models live next to the store they belong to."""
-    return store_path.parent / "checkpoints"
 
 
 class Heartbeat:
@@ -185,7 +181,8 @@ def run_study(
         planned = plan(study, store, only)
         todo = _to_claim(store, planned, retry_failed, outcome)
         reporter.start_study(len(planned), outcome.already_done)
-        context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path)
+        context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
+                             study=study.name, keep_models=study.keep_models)  # fmt: skip
         gpus = visible_gpus()
         shares = {
             run.key: gpu_share(run.spec, study.experiment(run.experiment).resources, gpus)
@@ -210,6 +207,9 @@ class RunContext:
     retry_failed: bool
     root: str | None
     store_path: Path
+    study: str = ""
+    keep_models: str = "all"
+    """The study's policy for final models (studyfile.KEEP_MODELS), applied as runs finish."""
 
     @property
     def checkpoints(self) -> Path:
@@ -243,3 +243,12 @@ class RunContext:
             recorded = _record(self.store, run.key, result, self.outcome)
             summary = result.summary()
         self.reporter.run_finished(run.spec.label(), summary if recorded else LOST_CLAIM)
+        if recorded and result is not None and result.model_path:
+            self._keep_models(run)
+
+    def _keep_models(self, run: PlannedRun) -> None:
+        """Delete the final models that the study's keep_models policy does not keep."""
+        try:
+            apply_keep_policy(self.store, self.study, run.key, self.keep_models, self.checkpoints)
+        except OSError as exc:  # a model left on disk is no reason to stop the study
+            self.reporter.log(f"keep_models = {self.keep_models!r}: {exc}")

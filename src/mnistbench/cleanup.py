@@ -1,0 +1,172 @@
+"""Final models and epoch checkpoints on disk: a study's keep policy, and `study clean`.
+
+A study's runs keep their files in the checkpoint directory next to the store
+(`checkpoint_dir_for`): `<key>.ckpt.pt`, the last finished epoch of a run that has not finished
+(resumed from, removed when the run finishes), and `<key>.model.pt`, the final model, which the
+stored result advertises as `model_path`. The names are checkpoint.py's (a test checks that they
+agree); this module imports no torch, so that `study clean` starts at once.
+
+Two rules hold everywhere here: a run that a live process holds is never touched
+(`Store.unclaimed` keeps the write lock while its files go, so nobody claims it meanwhile), and
+the model of a run that another study also has is never deleted (that study may keep it). A
+deleted model is forgotten in the store (`Store.forget_model`), so no result advertises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnistbench.store import RunRecord, Store
+
+CHECKPOINT_SUFFIX = ".ckpt.pt"
+MODEL_SUFFIX = ".model.pt"
+
+
+def checkpoint_dir_for(store_path: Path) -> Path:
+    """Epoch checkpoints and final models live next to the store they belong to."""
+    return store_path.parent / "checkpoints"
+
+
+@dataclass
+class Cleaned:
+    """What a cleanup removed, and the runs it left alone and why."""
+
+    files: int = 0
+    bytes: int = 0
+    runs: set[str] = field(default_factory=set)
+    """Keys of the runs that lost a file."""
+    claimed: set[str] = field(default_factory=set)
+    """Runs left alone: a live process holds them."""
+    shared: set[str] = field(default_factory=set)
+    """Runs left alone: another study has them too."""
+
+
+def run_files(
+    directory: Path, key: str, *, models: bool = True, checkpoints: bool = True
+) -> list[Path]:
+    """The files a run may have in the checkpoint directory."""
+    return [directory / f"{key}{suffix}"
+            for suffix, wanted in ((CHECKPOINT_SUFFIX, checkpoints), (MODEL_SUFFIX, models))
+            if wanted]  # fmt: skip
+
+
+def remove_run_files(
+    store: Store,
+    directory: Path,
+    key: str,
+    cleaned: Cleaned,
+    *,
+    record: RunRecord | None = None,
+    checkpoints: bool = True,
+) -> None:
+    """Delete a run's checkpoint (when asked) and final model, unless a live process holds it.
+
+    The result's model_path is deleted too when it names this run's model file elsewhere (a
+    store opened from another directory), and is then forgotten in the store.
+    """
+    paths = run_files(directory, key, checkpoints=checkpoints)
+    advertised = record.result.model_path if record and record.result else None
+    if advertised and Path(advertised).name == f"{key}{MODEL_SUFFIX}":
+        paths.append(Path(advertised))
+    with store.unclaimed(key) as free:
+        if not free:
+            cleaned.claimed.add(key)
+            return
+        for path in dict.fromkeys(paths):
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            cleaned.files += 1
+            cleaned.bytes += size
+            cleaned.runs.add(key)
+    if advertised:
+        store.forget_model(key)
+
+
+def _elsewhere(store: Store, key: str, study: str) -> bool:
+    """Whether another study has this run too."""
+    return any(name != study for name, _ in store.memberships(key))
+
+
+def _best_with_model(store: Store, study: str, experiment: str) -> str | None:
+    """The key of the experiment's most accurate done run that still has a model."""
+    candidates = [
+        record
+        for record in store.runs(study, experiment)
+        if record.status == "done"
+        and record.result is not None
+        and record.result.model_path is not None
+        and record.result.test_accuracy is not None
+    ]
+    best = max(candidates, key=lambda r: r.result.test_accuracy, default=None)
+    return best.key if best else None
+
+
+def apply_keep_policy(store: Store, study: str, key: str, policy: str, directory: Path) -> Cleaned:
+    """After run `key` of `study` is recorded: delete the final models the policy does not keep,
+    among the runs of the experiments that `key` belongs to.
+
+    "all" keeps every model; "none" keeps none; "best" keeps, per experiment, the model of the
+    most accurate done run that has one (a run best in any of its experiments is kept).
+    """
+    cleaned = Cleaned()
+    if policy == "all":
+        return cleaned
+    experiments = [name for owner, name in store.memberships(key) if owner == study]
+    runs = {r.key: r for e in experiments for r in store.runs(study, e)}
+    best: dict[str, str | None] = {}
+
+    def is_best(run_key: str) -> bool:
+        for owner, experiment in store.memberships(run_key):
+            if owner == study and experiment not in best:
+                best[experiment] = _best_with_model(store, study, experiment)
+            if owner == study and best[experiment] == run_key:
+                return True
+        return False
+
+    for record in runs.values():
+        if record.result is None or record.result.model_path is None:
+            continue
+        if _elsewhere(store, record.key, study):
+            cleaned.shared.add(record.key)
+        elif policy == "none" or not is_best(record.key):
+            remove_run_files(
+                store, directory, record.key, cleaned, record=record, checkpoints=False
+            )
+    return cleaned
+
+
+def clean_study(store: Store, study: str, directory: Path) -> Cleaned:
+    """Delete the checkpoints and final models of every run of `study` (but claimed runs, and
+    runs another study has too)."""
+    cleaned = Cleaned()
+    for record in store.runs(study):
+        if _elsewhere(store, record.key, study):
+            cleaned.shared.add(record.key)
+        else:
+            remove_run_files(store, directory, record.key, cleaned, record=record)
+    return cleaned
+
+
+def clean_orphans(store: Store, directory: Path, study: str, current: set[str]) -> Cleaned:
+    """Delete the files of runs no longer in any study: runs stored as `study`'s that its file
+    no longer has (`current`: the keys it expands to) and that no other study has, and files in
+    the checkpoint directory of runs the store has in no study at all."""
+    cleaned = Cleaned()
+    for record in store.runs(study):
+        if record.key in current:
+            continue
+        if _elsewhere(store, record.key, study):
+            cleaned.shared.add(record.key)
+        else:
+            remove_run_files(store, directory, record.key, cleaned, record=record)
+    known = {record.key for record in store.runs()}
+    for suffix in (CHECKPOINT_SUFFIX, MODEL_SUFFIX):
+        for path in sorted(directory.glob(f"*{suffix}")):
+            key = path.name.removesuffix(suffix)
+            if key not in known:
+                remove_run_files(store, directory, key, cleaned)
+    return cleaned
