@@ -1,9 +1,17 @@
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from mnistbench.measure import Stopwatch, environment, forward_flops, peak_memory
+from mnistbench import measure
+from mnistbench.measure import (
+    Stopwatch,
+    environment,
+    forward_flops,
+    peak_memory,
+    reset_peak_memory,
+)
 from mnistbench.models import build_resnet
 
 
@@ -44,4 +52,37 @@ def test_environment_and_memory_are_recorded():
         assert env[key], key
     assert env["threads"] == 2
     used, kind = peak_memory(torch.device("cpu"))
-    assert kind == "process_peak_rss" and used > 10 * 2**20
+    assert kind in ("run_peak_rss", "process_peak_rss") and used > 10 * 2**20
+
+
+MIB = 2**20
+resettable_peak = pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="the peak RSS resets on Linux only"
+)
+
+
+def _touch(mib: int) -> None:
+    """Make the process's RSS grow by about `mib` MiB, then free it."""
+    block = torch.ones(mib * MIB // 4)
+    del block
+
+
+@resettable_peak
+def test_a_small_run_after_a_large_one_reports_its_own_peak():
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    _touch(256)
+    large, kind = peak_memory(cpu)
+    reset_peak_memory(cpu)  # the next run starts
+    _touch(4)
+    small, kind = peak_memory(cpu)
+    assert kind == "run_peak_rss"
+    assert small < large - 200 * MIB
+
+
+def test_without_a_resettable_peak_the_kind_says_it_is_the_whole_processs(monkeypatch):
+    monkeypatch.setattr(measure, "_read_vm_hwm", lambda: None)
+    monkeypatch.setattr(measure, "_host_peak_reset", False)
+    reset_peak_memory(torch.device("cpu"))
+    used, kind = peak_memory(torch.device("cpu"))
+    assert kind == "process_peak_rss" and used > 10 * MIB

@@ -2,11 +2,16 @@
 
 Timing is honest: the clock is read only after the device has finished its queued work, and
 callers time training and evaluation apart. FLOPs are counted by torch's FlopCounterMode on a
-real batch at the real input size, never estimated from a formula.
+real batch at the real input size, never estimated from a formula. Peak memory is each run's
+own: reset at the start of the run (CUDA's peak statistics, or Linux's peak RSS), so that a
+small run after a large one in the same process does not report the large one's peak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import platform
 import resource
@@ -62,15 +67,59 @@ def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+# Whether the host's peak RSS was reset since this process started (reset_host_peak), so that
+# VmHWM is the peak of the run that reset it rather than of the whole process.
+_host_peak_reset = False
+
+
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a run's peak-memory measure: CUDA's peak allocation on a GPU, the process's peak
+    RSS elsewhere. Every engine calls it at the start of each run, so that a run after a
+    larger one in the same process reports its own peak (peak_memory)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_host_peak()
+
+
+def reset_host_peak() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux: "5" to /proc/self/clear_refs
+    resets VmHWM), first handing freed heap back to the OS. False where that cannot be done:
+    peak_memory then falls back to the whole process's peak and says so."""
+    global _host_peak_reset
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed blocks otherwise
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    _host_peak_reset = _read_vm_hwm() is not None
+    return _host_peak_reset
+
+
+def _read_vm_hwm() -> int | None:
+    """The process's peak RSS in bytes since it started or since reset_host_peak (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, kind): CUDA max allocated on GPUs; the process's peak RSS elsewhere."""
+    """(bytes, kind) since the run's reset_peak_memory. kind says what was measured:
+    'cuda_max_allocated' (a GPU: torch's peak allocation), 'run_peak_rss' (the process's peak
+    RSS since the reset, Linux's VmHWM), or 'process_peak_rss' (ru_maxrss, the peak of the
+    whole process, where the peak RSS cannot be reset: it may be an earlier run's peak)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    if _host_peak_reset:
+        hwm = _read_vm_hwm()
+        if hwm is not None:
+            return hwm, "run_peak_rss"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is KiB on Linux, bytes on macOS.
     return int(peak if sys.platform == "darwin" else peak * 1024), "process_peak_rss"

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
-from mnistbench.measure import environment, peak_memory
+from mnistbench.measure import environment, peak_memory, reset_peak_memory
 from mnistbench.models import build_svm
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult, per_class_accuracy
@@ -171,6 +171,7 @@ def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunRe
     if not spec.is_svm:
         raise ValueError(f"train_svm.run needs model='svm', got model={spec.model!r}")
     reporter = reporter or Reporter()
+    reset_peak_memory(torch.device("cpu"))  # this run's own host peak, not an earlier run's
     # First, so that an unavailable back-end fails before any data is prepared.
     estimator, backend = build_svm(spec)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
