@@ -18,6 +18,7 @@ from mnistbench.cli import main
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import MNIST
+from mnistbench.measure import peak_memory
 from mnistbench.models import build_svm, svm_backend_problem
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
@@ -57,6 +58,16 @@ def test_each_kernel_learns_the_synthetic_classes(data, kernel):
     assert result.test_accuracy >= 90  # chance is 10 %
     assert 0 < result.n_support <= 400
     assert result.train_seconds > 0 and result.eval_seconds > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS only")
+def test_a_small_fit_after_a_large_one_in_the_same_process_reports_its_own_peak(data):
+    block = torch.ones(512 * 2**20 // 4)  # an earlier, larger run in this process
+    del block
+    large, _ = peak_memory(torch.device("cpu"))
+    result = train_svm.run(_spec(), data)
+    assert result.peak_memory_kind == "run_peak_rss"
+    assert result.peak_memory_bytes < large - 256 * 2**20
 
 
 def test_result_has_the_shared_keys_and_consistent_measurements(data):
