@@ -52,9 +52,9 @@ def _cuda() -> bool:
     ("args", "message"),
     [
         (["train", "--batch-size", "many"], "--batch-size"),  # argparse: not an int
-        (["train", "--epochs", "0"], "mnistbench: error: --epochs: "),  # RunSpec: SpecError
-        (["train", "--optimizer", "rmsprop"], "mnistbench: error: --optimizer: "),
-        (["data", "fetch", "cifar10"], "mnistbench: error: unknown dataset 'cifar10'"),
+        (["train", "--epochs", "0"], "mnistbench train: error: --epochs: "),  # RunSpec: SpecError
+        (["train", "--optimizer", "rmsprop"], "mnistbench train: error: --optimizer: "),
+        (["data", "fetch", "cifar10"], "mnistbench data fetch: error: unknown dataset 'cifar10'"),
         (["data", "pack", "DEST", "cifar10"], "unknown dataset 'cifar10'"),
         (["data", "fetch", "--from", "MISSING"], "no such file or directory"),
         (["study", "run", "BAD_TOML"], "not valid TOML"),
@@ -89,7 +89,7 @@ def test_bad_input_exits_2(tmp_path: Path, capsys, args: list[str], message: str
 def test_cuda_without_cuda_exits_2_before_touching_the_data(tmp_path: Path, capsys) -> None:
     assert _exit_code(["train", "--device", "cuda", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "mnistbench: error: --device: " in err and "CUDA is not available" in err
+    assert "mnistbench train: error: --device: " in err and "CUDA is not available" in err
     assert list(tmp_path.iterdir()) == [], "nothing fetched"
 
 
@@ -100,7 +100,7 @@ def test_unavailable_svm_backend_exits_2(tmp_path: Path, capsys) -> None:
         pytest.skip("cuML runs here")
     args = ["train", "--model", "svm", "--svm-backend", "cuml", "--root", str(tmp_path)]
     assert _exit_code(args) == 2
-    assert "mnistbench: error: --svm-backend: svm_backend='cuml'" in capsys.readouterr().err
+    assert "mnistbench train: error: --svm-backend: svm_backend='cuml'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -108,7 +108,7 @@ def test_corrupt_store_is_a_runtime_failure(tmp_path: Path, capsys) -> None:
     store = tmp_path / "corrupt.db"
     store.write_bytes(b"this is not a SQLite database, " * 200)
     assert _exit_code(["study", "status", "--store", str(store)]) == 1
-    assert f"mnistbench: error: {store}" in capsys.readouterr().err
+    assert f"mnistbench study status: error: {store}" in capsys.readouterr().err
     assert _exit_code(["report", "--store", str(store), "--out", str(tmp_path / "r")]) == 1
 
 
@@ -177,7 +177,7 @@ def _all_parsers() -> list[argparse.ArgumentParser]:
 
 def test_every_parser_shows_each_default_at_most_once() -> None:
     parsers = _all_parsers()
-    assert len(parsers) == 10  # mnistbench, data (fetch, pack, info), train, study (2), report
+    assert len(parsers) == 11  # mnistbench, data (fetch, pack, info), train, study (3), report
     for parser in parsers:
         assert parser.formatter_class is HelpFormatter, parser.prog
         text = parser.format_help()

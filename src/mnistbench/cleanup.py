@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnistbench.store import RunRecord, Store
+from mnistbench.studyfile import StudySpec
 
 CHECKPOINT_SUFFIX = ".ckpt.pt"
 MODEL_SUFFIX = ".model.pt"
@@ -149,6 +150,18 @@ def clean_study(store: Store, study: str, directory: Path) -> Cleaned:
         else:
             remove_run_files(store, directory, record.key, cleaned, record=record)
     return cleaned
+
+
+def study_keys(study: StudySpec) -> set[str]:
+    """The keys of every run the study file has, on any machine: a device 'auto' run counts
+    under its own key and under that of each device kind it resolves to (`study.expand`)."""
+    keys = set()
+    for experiment in study.experiments:
+        for spec in experiment.specs():
+            keys.add(spec.key())
+            if spec.device == "auto" and not spec.is_svm:
+                keys.update(spec.replace(device=kind).key() for kind in ("cpu", "cuda", "mps"))
+    return keys
 
 
 def clean_orphans(store: Store, directory: Path, study: str, current: set[str]) -> Cleaned:

@@ -9,4 +9,5 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
 class UserError(Exception):
-    """Bad input from the user: `mnistbench` prints `mnistbench: error: <message>`, exits 2."""
+    """Bad input from the user: `mnistbench` prints the command's usage and
+    `mnistbench COMMAND: error: <message>`, and exits 2."""

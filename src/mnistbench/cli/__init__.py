@@ -5,7 +5,8 @@ registers its parsers and their handlers, and the handlers, which take the argpa
 and do the work. Handlers import what they need (torch, rich, the report's matplotlib) when
 they run, so that `--help`, `--version` and `study status` start in a fraction of a second.
 
-Errors are turned into exit codes in one place, `main` (see EXIT_CODES_HELP).
+Errors are turned into exit codes in one place, `main` (see EXIT_CODES_HELP); a usage error
+prints the usage of the subcommand it is about (`mnistbench study run ...`), as argparse does.
 """
 
 from __future__ import annotations
@@ -72,9 +73,24 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def active_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the subcommand that `args` came from (e.g. `study run`'s)."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, actions[0].dest, None) if actions else None
+        if name not in (actions[0].choices if actions else {}):
+            return parser
+        parser = actions[0].choices[name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # bad usage: argparse exits 2
+    args, unknown = parser.parse_known_args(argv)  # bad usage: argparse exits 2
+    command = active_parser(parser, args)
+    if unknown:  # said by the subcommand's parser, with its usage, not the top-level one
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -85,4 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if known is None:
             raise
         code, message = known
-        parser.exit(code, f"mnistbench: error: {message}\n")
+        if code == EXIT_USAGE:
+            command.print_usage(sys.stderr)
+        command.exit(code, f"{command.prog}: error: {message}\n")

@@ -1,4 +1,5 @@
-"""`mnistbench study run|status`: run a study from its TOML file (resumable), or show its state.
+"""`mnistbench study run|status|clean`: run a study from its TOML file (resumable), show its
+state, or delete its runs' checkpoints and final models.
 
 `study status` reads the store only: it must not import torch (mnistbench.study does).
 """
@@ -34,6 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_store(status)
     status.set_defaults(handler=show_status)
+    _add_clean_parser(actions)
 
 
 def _add_run_parser(actions: argparse._SubParsersAction) -> None:
@@ -48,6 +50,17 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     run.add_argument("file", type=Path, metavar="FILE", help="study file, e.g. configs/quick.toml")
     run.add_argument(
         "--only", nargs="+", metavar="NAME", default=None, help="run only these experiments"
+    )
+    run.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        dest="overrides",
+        default=None,
+        metavar="KEY=VALUE",
+        help="set a RunSpec field in every run (of the --only experiments), checked like a "
+        "study-file value, e.g. --set device=cuda epochs=1 train_limit=2000; values in TOML "
+        "syntax, else strings. A changed run is a different run in the store",
     )
     add_store(run)
     run.add_argument(
@@ -83,9 +96,10 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
 
 def run_study(args: argparse.Namespace) -> int:
     """Execute what is missing; 1 when a run failed in this invocation."""
-    from mnistbench.studyfile import load_study
+    from mnistbench.studyfile import load_study, parse_overrides
 
     study = load_study(args.file)  # StudyFileError: exit 2
+    study = study.with_overrides(parse_overrides(args.overrides or []), args.only)
     selected = study.select(args.only)
     if args.dry_run:
         return _dry_run(study, args.only, args.store)
@@ -135,7 +149,10 @@ def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
     from mnistbench.study import expand
 
     store = Store(store_path) if store_path.exists() else None
-    table = Table(title=f"study {study.name}: runs")
+    overrides = " ".join(f"{key}={value!r}" for key, value in study.overrides.items())
+    table = Table(
+        title=f"study {study.name}: runs" + (f" with --set {overrides}" if overrides else "")
+    )
     for column in ("experiment", "run", "key", "status"):
         table.add_column(column)
     counts: dict[str, int] = {}
@@ -148,6 +165,55 @@ def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
     console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if store:
         store.close()
+    return EXIT_OK
+
+
+def _add_clean_parser(actions: argparse._SubParsersAction) -> None:
+    clean = add_command(
+        actions,
+        "clean",
+        help="delete the checkpoints and final models of a study's runs; say how much it freed",
+        description="Delete the epoch checkpoints and final models (.model.pt) of every run of "
+        "the study in the store, or with --orphans those of runs no longer in any study. A run "
+        "that a live process holds is never touched, nor the model of a run that another study "
+        "has too. Results stay in the store; a deleted model is no longer advertised there.",
+    )
+    clean.add_argument("file", type=Path, metavar="FILE", help="study file")
+    clean.add_argument(
+        "--orphans",
+        action="store_true",
+        help="instead: runs stored as this study's that FILE no longer has (an edited grid, "
+        "`run --set` variants) and files of runs the store has in no study",
+    )
+    add_store(clean)
+    clean.set_defaults(handler=clean_study)
+
+
+def clean_study(args: argparse.Namespace) -> int:
+    """Delete checkpoints and final models; print the bytes freed and what was left alone."""
+    from mnistbench import cleanup
+    from mnistbench.cli.console import console, human_size
+    from mnistbench.store import Store
+    from mnistbench.studyfile import load_study
+
+    study = load_study(args.file)
+    require_store(args.store)
+    directory = cleanup.checkpoint_dir_for(args.store)
+    with Store(args.store) as store:
+        if args.orphans:
+            current = cleanup.study_keys(study)
+            cleaned = cleanup.clean_orphans(store, directory, study.name, current)
+        else:
+            cleaned = cleanup.clean_study(store, study.name, directory)
+    what = "orphaned runs" if args.orphans else f"study {study.name}"
+    console.print(
+        f"{what}: freed {human_size(cleaned.bytes)} ({cleaned.bytes:,} bytes), "
+        f"{cleaned.files} file(s) of {len(cleaned.runs)} run(s) in {directory}"
+    )
+    if cleaned.claimed:
+        console.print(f"left alone: {len(cleaned.claimed)} run(s) a live process holds")
+    if cleaned.shared:
+        console.print(f"kept: the models of {len(cleaned.shared)} run(s) another study has too")
     return EXIT_OK
 
 
