@@ -3,6 +3,11 @@
 `device_problem` says why a name ('cpu', 'cuda', 'cuda:3', 'mps', 'auto') cannot be used here;
 the engine raises it (`resolve_device`), the study records it as a skip (`skip_reason`), and the
 cuML SVM back-end asks it about 'cuda'. A device that is missing is never replaced by another.
+
+'auto' is decided here too, once: `auto_device()` is this machine's device kind for 'auto'
+('cuda', else 'mps', else 'cpu'). The engine trains an 'auto' spec there (`resolve_device`), and a
+study writes it into the spec before the run's key is computed (`concrete_spec`), so that the run
+a CPU machine does for 'auto' and the one a GPU machine does are two runs, each done where it ran.
 """
 
 from __future__ import annotations
@@ -43,15 +48,29 @@ def device_problem(name: str) -> str | None:
     return None
 
 
+def auto_device() -> str:
+    """The device kind 'auto' means on this machine: 'cuda', else 'mps', else 'cpu'."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def concrete_spec(spec: RunSpec) -> RunSpec:
+    """The spec with device 'auto' replaced by this machine's device kind (`auto_device`): what
+    the run will be here, and so its identity. Other devices, and SVMs (whose device field is not
+    part of their identity: `svm_backend` decides where they fit), come back unchanged."""
+    if spec.is_svm or spec.device != "auto":
+        return spec
+    return spec.replace(device=auto_device())
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, else mps, else cpu; any other name must be usable here (device_problem),
-    else DeviceUnavailableError with device_problem's message."""
+    """'auto' -> `auto_device()`; any other name must be usable here (device_problem), else
+    DeviceUnavailableError with device_problem's message."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(auto_device())
     problem = device_problem(name)
     if problem is not None:
         raise DeviceUnavailableError(problem)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import dataclasses
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import executors
 from mnistbench.cleanup import apply_keep_policy, checkpoint_dir_for
 from mnistbench.config import RunSpec
-from mnistbench.devices import skip_reason, visible_gpus
+from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from mnistbench.scheduler import gpu_share, wants_worker_processes
-from mnistbench.store import Store
+from mnistbench.store import RunRecord, Store
 from mnistbench.studyfile import StudySpec
 
 DEFAULT_STORE = Path("results/mnistbench.db")
@@ -51,25 +52,72 @@ class PlannedRun:
 def expand(study: StudySpec, only: list[str] | None = None) -> list[PlannedRun]:
     """Every run of the selected experiments as this machine will run it, without touching a
     store (each 'pending'). The one expansion that `study run`, its dry run and the estimates
-    share, so that they always agree on which runs a study has."""
-    return [
-        PlannedRun(experiment.name, spec, "pending")
-        for experiment in study.select(only)
-        for spec in experiment.specs()
-    ]
+    share, so that they always agree on which runs a study has.
+
+    device 'auto' becomes this machine's device kind ('cuda' or 'cpu': `devices.concrete_spec`)
+    before keys are computed: a copied store then holds a CPU machine's 'auto' runs and a GPU
+    machine's as different runs, and each machine counts only its own as done. On a CPU machine
+    an 'auto' run and the same run with device 'cpu' are one run."""
+    runs = []
+    for experiment in study.select(only):
+        specs: dict[str, RunSpec] = {}
+        for spec in experiment.specs():
+            resolved = concrete_spec(spec)
+            specs.setdefault(resolved.key(), resolved)
+        runs += [PlannedRun(experiment.name, spec, "pending") for spec in specs.values()]
+    return runs
 
 
-def plan(study: StudySpec, store: Store, only: list[str] | None = None) -> list[PlannedRun]:
-    """Register every run of the selected experiments and return them with their status."""
+def plan(
+    study: StudySpec,
+    store: Store,
+    only: list[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[PlannedRun]:
+    """Register every run of the selected experiments and return them with their status.
+
+    Before that, a run stored under its old 'auto' key (before `expand` resolved 'auto') moves
+    to its key here when it ran on this kind of device (`_adopt_auto_runs`). After it, a skipped
+    run whose reason no longer holds on this machine (a CUDA run, and now there is CUDA) is put
+    back to pending, so that this study run does it. Both are said through `log`."""
+    log = log or (lambda message: None)
     expanded = expand(study, only)
+    _adopt_auto_runs(store, expanded, log)
     for experiment in dict.fromkeys(run.experiment for run in expanded):
         specs = [run.spec for run in expanded if run.experiment == experiment]
         store.register(study.name, experiment, specs)
     planned = []
     for run in expanded:
         record = store.get(run.key)
-        planned.append(dataclasses.replace(run, status=record.status if record else "pending"))
+        status = record.status if record else "pending"
+        if status == "skipped" and skip_reason(run.spec) is None and store.unskip(run.key):
+            log(f"{run.spec.label()}: skipped before ({record.error}), runs here now")
+            status = "pending"
+        planned.append(dataclasses.replace(run, status=status))
     return planned
+
+
+def _adopt_auto_runs(store: Store, expanded: list[PlannedRun], log: Callable[[str], None]) -> None:
+    """Stores written before 'auto' was resolved hold 'auto' runs under the key of the spec with
+    device 'auto'. Such a run moves to the resolved key when it is known to belong there: its
+    result says it ran on this device kind, or it never ran (pending, on the machine that plans
+    it first). Others stay where they are: a run done on the other kind of machine waits for
+    that machine's planner; a failure without a result or a run in flight are left alone."""
+    for run in expanded:
+        if run.spec.is_svm or run.spec.device not in ("cpu", "cuda", "mps"):
+            continue
+        old = store.get(run.spec.replace(device="auto").key())
+        if old is None or store.get(run.key) is not None:
+            continue
+        if _device_kind(old) == run.spec.device and store.adopt(old.key, run.spec, old.status):
+            log(f"{run.spec.label()}: stored as an 'auto' run ({old.status}), now keyed {run.key}")
+
+
+def _device_kind(record: RunRecord) -> str | None:
+    """The device kind a stored run ran on, as its result says; a pending run will run here."""
+    if record.result is not None and record.result.device:
+        return record.result.device.split(":")[0]
+    return auto_device() if record.status == "pending" else None
 
 
 class Heartbeat:
@@ -178,7 +226,7 @@ def run_study(
     reporter = reporter or Reporter()
     outcome = StudyOutcome()
     with Store(store_path) as store, Heartbeat(store) as heartbeat:
-        planned = plan(study, store, only)
+        planned = plan(study, store, only, log=reporter.log)
         todo = _to_claim(store, planned, retry_failed, outcome)
         reporter.start_study(len(planned), outcome.already_done)
         context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
