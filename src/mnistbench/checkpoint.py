@@ -56,7 +56,7 @@ def save_checkpoint(
             "optimizer": training.optimizer.state_dict(),
             "scheduler": training.scheduler.state_dict() if training.scheduler else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(),
+            "rng": _rng_state(_device_of(training)),
             "history": [dataclasses.asdict(entry) for entry in history],  # plain data
             "train_seconds": train_seconds,
         },
@@ -72,7 +72,7 @@ def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
         training.scheduler.load_state_dict(state["scheduler"])
     if training.precision.scaler is not None and state["scaler"] is not None:
         training.precision.scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"])
+    _set_rng_state(state["rng"], _device_of(training))
 
 
 def load_checkpoint(
@@ -100,15 +100,22 @@ def save_final_model(path: Path, spec: RunSpec, model: nn.Module) -> None:
     atomic_torch_save({"spec": spec.to_dict(), "model": weights}, path)
 
 
-def _rng_state() -> dict[str, Any]:
-    """The global torch (and CUDA) RNG states (a DataLoader draws its workers' seeds there)."""
+def _device_of(training: Training) -> torch.device:
+    """The run's device: where its model's weights are."""
+    return next(training.model.parameters()).device
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The global torch RNG state (a DataLoader draws its workers' seeds there), and for a CUDA
+    run the CUDA RNG states. Only for a CUDA run: asking for them initialises CUDA, which would
+    cost a CPU run on a GPU machine memory and a CUDA context it never uses."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
