@@ -3,17 +3,21 @@
 import pytest
 import torch
 
-from mnistbench import models
+from mnistbench import executors, models
 from mnistbench.config import RunSpec
 from mnistbench.devices import (
     DeviceUnavailableError,
+    auto_device,
+    concrete_spec,
     device_problem,
     resolve_device,
     skip_reason,
     visible_gpus,
 )
+from mnistbench.progress import Reporter
+from mnistbench.result import RunResult
 from mnistbench.store import Store
-from mnistbench.study import run_study
+from mnistbench.study import plan, run_study
 from mnistbench.studyfile import load_study
 
 no_cuda_here = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -118,3 +122,127 @@ def test_a_study_records_a_gpu_this_machine_lacks_as_skipped_not_failed(tmp_path
     }
     assert records["cuda:3"].error == device_problem("cuda:3")
     assert "only 1 GPU(s)" in records["cuda:3"].error
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This process sees no CUDA GPU (and no MPS)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_is_this_machines_device_kind(monkeypatch, no_gpu):
+    assert auto_device() == "cpu" and concrete_spec(RunSpec()).device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_device() == "cuda" and concrete_spec(RunSpec()).device == "cuda"
+    assert concrete_spec(RunSpec(device="cpu")).device == "cpu"  # only 'auto' is resolved
+    svm = RunSpec(model="svm")  # no device in an SVM's identity: left as it is
+    assert concrete_spec(svm) is svm
+
+
+MOVING = """
+[study]
+name = "moving"
+
+[defaults]
+dataset = "mnist"
+model = "resnet18"
+epochs = 1
+
+[experiments.auto]
+grid = { optimizer = ["sgd", "adam"] }
+
+[experiments.gpu]
+base = { device = "cuda" }
+"""
+
+
+class Stub:
+    """Stands in for the engines: records which specs ran and returns a result on their device."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.ran: list[RunSpec] = []
+        monkeypatch.setattr(executors, "cached_dataset", lambda name, root: None)
+        monkeypatch.setattr(executors, "run_spec", self.run)
+
+    def run(self, spec, data, checkpoints, reporter) -> RunResult:
+        self.ran.append(spec)
+        return RunResult(spec=spec.to_dict(), test_accuracy=90.0, device=spec.device)
+
+
+class Logs(Reporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def _by_device(store_path) -> dict[str, list[str]]:
+    with Store(store_path) as store:
+        runs = store.runs("moving")
+    devices: dict[str, list[str]] = {}
+    for record in runs:
+        devices.setdefault(record.spec.device, []).append(record.status)
+    return devices
+
+
+def test_a_copied_store_finishes_each_half_where_it_belongs(tmp_path, monkeypatch, no_gpu):
+    """CPU machine, then (the store copied) a GPU machine, then the CPU machine again."""
+    path = tmp_path / "moving.toml"
+    path.write_text(MOVING)
+    study, store_path, stub = load_study(path), tmp_path / "store.db", Stub(monkeypatch)
+
+    on_cpu = run_study(study, store_path)
+    assert (on_cpu.done, on_cpu.skipped) == (2, 1)
+    assert [spec.device for spec in stub.ran] == ["cpu", "cpu"]
+    assert _by_device(store_path) == {"cpu": ["done", "done"], "cuda": ["skipped"]}
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    stub.ran.clear()
+    logs = Logs()
+    on_gpu = run_study(study, store_path, reporter=logs)
+    assert (on_gpu.done, on_gpu.skipped, on_gpu.already_done) == (3, 0, 0)
+    assert [spec.device for spec in stub.ran] == ["cuda"] * 3
+    assert any("skipped before" in line and "CUDA" in line for line in logs.lines)
+    assert _by_device(store_path) == {"cpu": ["done", "done"], "cuda": ["done"] * 3}
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # back on the CPU machine
+    stub.ran.clear()
+    again = run_study(study, store_path)
+    assert (again.done, again.skipped, again.already_done, stub.ran) == (0, 0, 3, [])
+
+
+def test_a_skipped_run_stays_skipped_while_its_reason_holds(tmp_path, monkeypatch, no_gpu):
+    path = tmp_path / "moving.toml"
+    path.write_text(MOVING)
+    study, store_path, stub = load_study(path), tmp_path / "store.db", Stub(monkeypatch)
+    run_study(study, store_path, only=["gpu"])
+    with Store(store_path) as store:
+        planned = plan(study, store, only=["gpu"])
+    assert [run.status for run in planned] == ["skipped"] and stub.ran == []
+
+
+def test_an_old_stores_auto_runs_move_to_the_key_of_the_device_they_ran_on(tmp_path, no_gpu):
+    """Stores from before 'auto' was resolved: a run done on a CPU moves to the 'cpu' key here;
+    one done on a GPU stays for the GPU machine; a pending one is this machine's to run."""
+    path = tmp_path / "moving.toml"
+    path.write_text(MOVING)
+    study, store_path = load_study(path), tmp_path / "store.db"
+    sgd, adam = (RunSpec(epochs=1, optimizer=name) for name in ("sgd", "adam"))
+    with Store(store_path) as store:
+        store.register("moving", "auto", [sgd, adam])  # keyed with device 'auto', as before
+        for spec, ran_on in ((sgd, "cpu"), (adam, "cuda:0")):
+            assert store.claim(spec.key())
+            store.finish(spec.key(), RunResult(spec=spec.to_dict(), device=ran_on))
+        planned = {run.spec.optimizer: run for run in plan(study, store, only=["auto"])}
+        moved, gone = store.get(planned["sgd"].key), store.get(sgd.key())
+        left = store.get(adam.key())
+        members = {record.key for record in store.runs("moving", "auto")}
+    assert planned["sgd"].spec.device == "cpu" and planned["sgd"].status == "done"
+    assert moved.result.device == "cpu" and moved.spec.device == "cpu" and gone is None
+    assert members == {planned["sgd"].key, planned["adam"].key, adam.key()}
+    assert planned["adam"].status == "pending"  # its done run is the GPU machine's
+    assert left.status == "done" and left.result.device == "cuda:0"
