@@ -255,6 +255,38 @@ def test_skip_and_counts_cover_every_status(store: Store) -> None:
     assert store.counts("other") == {}
 
 
+def test_unskip_puts_only_a_skipped_run_back_to_pending_once(store: Store) -> None:
+    skipped, done = spec(1, device="cuda"), spec(2)
+    store.register("s", "e", [skipped, done])
+    store.skip(skipped.key(), "CUDA not available on this machine")
+    assert store.claim(done.key())
+    store.finish(done.key(), result_for(done))
+
+    assert store.unskip(skipped.key())
+    record = store.get(skipped.key())
+    assert (record.status, record.error, record.finished_at) == ("pending", None, None)
+    assert not store.unskip(skipped.key())  # a second planner finds nothing to do
+    assert not store.unskip(done.key()) and store.get(done.key()).status == "done"
+    assert store.claim(skipped.key())
+
+
+def test_adopt_moves_a_run_with_its_result_and_memberships(store: Store) -> None:
+    old, new, taken = spec(1), spec(1, device="cpu"), spec(2)
+    store.register("s", "e", [old, taken])
+    store.register("t", "f", [old])
+    assert store.claim(old.key())
+    store.finish(old.key(), result_for(old))
+
+    assert not store.adopt(old.key(), new, "pending")  # not in that status (any more)
+    assert not store.adopt(old.key(), taken, "done")  # the new key is taken
+    assert store.adopt(old.key(), new, "done")
+    assert store.get(old.key()) is None
+    moved = store.get(new.key())
+    assert moved.status == "done" and moved.spec == new and moved.result.test_accuracy == 97.25
+    assert [r.key for r in store.runs("s", "e")] == [new.key(), taken.key()]
+    assert [r.key for r in store.runs("t", "f")] == [new.key()]
+
+
 def test_release_returns_only_own_claims(store: Store) -> None:
     mine, theirs = spec(0), spec(1)
     store.register("s", "e", [mine, theirs])
