@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from mnistbench.studyfile import StudyFileError, load_study
@@ -116,3 +118,43 @@ def test_budget_study_keeps_the_published_best_configs_budget():
     published = [(s.model, s.epochs, s.batch_size, s.optimizer, s.lr) for s in (mnist, fashion)]
     assert published == [("resnet18", 5, 16, "sgd", 1e-3), ("resnet50", 10, 16, "adam", 1e-4)]
     assert all(s.lr_schedule == "onecycle" and s.augment == "translate" for s in (mnist, fashion))
+
+
+def test_set_overrides_every_run_and_so_its_key(tmp_path):
+    from mnistbench.studyfile import parse_overrides
+
+    study = load_study(_write(tmp_path, GOOD))
+    overrides = parse_overrides(["epochs=3", "lr=1e-3", "device=cuda", 'features="pca:50"'])
+    assert overrides == {"epochs": 3, "lr": 0.001, "device": "cuda", "features": "pca:50"}
+    assert parse_overrides(["features=pca:50", "augment=none"])["features"] == "pca:50"
+    variant = study.with_overrides({"epochs": 3, "batch_size": 8})
+    before, after = study.experiment("grid").specs(), variant.experiment("grid").specs()
+    assert all((s.epochs, s.batch_size) == (3, 8) for s in after)
+    assert len(after) == 3 * 2, "grid points that become one run are one run (x 2 seeds)"
+    assert not {s.key() for s in after} & {s.key() for s in before}, "a variant is another run"
+    only = study.with_overrides({"epochs": 3}, only=["grid"])
+    assert only.experiment("svm") == study.experiment("svm") and only.overrides == {"epochs": 3}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["epochz=3"], "--set epochz=3: unknown key 'epochz'"),
+        (["epochs=0"], "--set, experiment 'grid': epochs=0 is invalid"),
+        (["device=tpu"], "device='tpu' is invalid"),
+        (["epochs"], "--set 'epochs': expected KEY=VALUE"),
+    ],
+)
+def test_set_errors_name_the_key_and_the_value(tmp_path, items, message):
+    from mnistbench.studyfile import parse_overrides
+
+    study = load_study(_write(tmp_path, GOOD))
+    with pytest.raises(StudyFileError, match=re.escape(message)):
+        study.with_overrides(parse_overrides(items))
+
+
+def test_keep_models_must_be_a_known_policy(tmp_path):
+    assert load_study(_write(tmp_path, GOOD)).keep_models == "best"
+    bad = GOOD.replace('name = "s"', 'name = "s"\nkeep_models = "some"')
+    with pytest.raises(StudyFileError, match=r"keep_models='some': choose best, all, none"):
+        load_study(_write(tmp_path, bad))
