@@ -26,6 +26,9 @@ def _train(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["--dataset", "cifar10"], "--dataset"),
         (["--batch-size", "many"], "--batch-size"),
         (["--model", "svm", "--kernel", "sigmoid"], "--kernel"),
+        (["--amp", "cpu"], "--amp: amp='cpu' is invalid"),
+        (["--pin-memory"], "--pin-memory: pin_memory=True is invalid: pin_memory needs loader"),
+        (["--num-workers", "2"], "write loader = 'dataloader' (--loader dataloader)"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(tmp_path, capsys, args, named):
@@ -33,6 +36,24 @@ def test_bad_values_exit_2_naming_the_flag(tmp_path, capsys, args, named):
         main(["train", *args, "--root", str(tmp_path)])
     assert caught.value.code == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "amp"),
+    [
+        ([], False),
+        (["--amp"], True),
+        (["--amp", "cuda"], "cuda"),
+        (["--amp", "--epochs", "3"], True),  # a flag after --amp is not its value
+        (["--no-amp"], False),
+        (["--amp", "false"], False),
+    ],
+)
+def test_amp_flag_reads_on_off_and_cuda_only(args, amp):
+    from mnistbench.cli import build_parser
+    from mnistbench.cli.train import spec_from_args
+
+    assert spec_from_args(build_parser().parse_args(["train", *args])).amp == amp
 
 
 @pytest.mark.slow

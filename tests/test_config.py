@@ -44,6 +44,38 @@ def test_bad_values_name_the_field_and_the_value(changes, field):
     assert repr(changes[field]) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"pin_memory": True}, "pin_memory"),
+        ({"num_workers": 2}, "num_workers"),
+        ({"loader": "memory", "pin_memory": True, "num_workers": 0}, "pin_memory"),
+    ],
+)
+def test_dataloader_settings_with_the_memory_loader_say_what_to_write(changes, field):
+    """They would do nothing there: an error naming both fields and the fix, not a silent no-op."""
+    with pytest.raises(SpecError) as caught:
+        RunSpec(**changes)
+    message = str(caught.value)
+    assert caught.value.field_name == field
+    assert field in message and "loader is 'memory'" in message
+    assert "write loader = 'dataloader'" in message and f"leave {field} out" in message
+    fixed = {**changes, "loader": "dataloader"}
+    assert getattr(RunSpec(**fixed), field) == changes[field]
+
+
+def test_amp_is_on_off_or_cuda_only_and_old_keys_stay() -> None:
+    assert {RunSpec(amp=amp).amp for amp in (True, False, "cuda")} == {True, False, "cuda"}
+    for bad in ("cpu", "yes", 1, None):
+        with pytest.raises(SpecError) as caught:
+            RunSpec(amp=bad)
+        assert caught.value.field_name == "amp" and "'cuda'" in str(caught.value)
+    # amp = true keeps the key it had before "cuda" existed (commit 9e4f06e); "cuda" is new.
+    assert RunSpec(amp=True).key() == "24090f96039a07e2"
+    assert RunSpec(amp="cuda").key() not in (RunSpec(amp=True).key(), RunSpec().key())
+    assert RunSpec(model="svm", amp="cuda").key() == RunSpec(model="svm").key()
+
+
 def test_dataset_alias_is_stored_canonical():
     assert RunSpec(dataset="Fashion").dataset == "fashion-mnist"
 
@@ -140,3 +172,9 @@ def test_from_stored_never_raises() -> None:
     assert unknown == {"dropout": 0.1}
     assert (spec.lr, spec.optimizer, spec.augment) == (0.5, "lion", "none")
     assert RunSpec.from_stored(RunSpec(lr=0.5).to_dict()) == (RunSpec(lr=0.5), {})
+
+
+@pytest.mark.parametrize("name", ["device", "dataset", "features", "optimizer"])
+def test_a_number_where_a_name_belongs_is_a_spec_error(name: str) -> None:
+    with pytest.raises(SpecError, match=f"{name}=3 is invalid: must be a string"):
+        RunSpec(**{name: 3})

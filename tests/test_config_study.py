@@ -59,6 +59,15 @@ def test_grid_times_seeds_plus_extras(tmp_path):
             "experiment 'svm': kernel='cubic'",
         ),
         (GOOD.replace("epochs = 1", "epochz = 1"), "[defaults]: unknown key 'epochz'"),
+        (  # does nothing with the memory loader (the default): an error that says what to write
+            GOOD.replace("epochs = 1", "epochs = 1\npin_memory = true"),
+            "experiment 'grid': pin_memory=True is invalid: pin_memory needs loader = "
+            "'dataloader', and loader is 'memory'",
+        ),
+        (
+            GOOD.replace('model = "resnet18"', 'model = "resnet18", num_workers = 2'),
+            "write loader = 'dataloader' (--loader dataloader) to use it, or leave num_workers out",
+        ),
         (GOOD.replace("num_cpus = 2", "cpus = 2"), "resources: unknown key 'cpus'"),
         (
             GOOD.replace("batch_size = [16, 32]", "batch_size = []"),
@@ -91,8 +100,7 @@ def test_shipped_study_files_load(name):
         resnets = [s for s in specs if not s.is_svm]
         assert all((s.image_size, s.channels, s.split) == (224, 3, "assignment") for s in resnets)
         assert all(s.loader == "dataloader" for s in resnets)
-        # AMP on CUDA only, as published: the Q2 CPU rows are fp32.
-        assert all(s.amp == (s.device != "cpu") for s in resnets)
+        assert all(s.amp == "cuda" for s in resnets)  # precision: the test below
         mnist = study.experiment("q1a_mnist").specs()
         assert len(mnist) == 16 and all(s.epochs == 5 and s.pin_memory for s in mnist)
         fashion = study.experiment("q1a_fashion").specs()
@@ -100,6 +108,34 @@ def test_shipped_study_files_load(name):
         assert all(s.epochs == 2 for s in study.experiment("q2_devices").specs())
         for grid in ("q1a_mnist", "q1a_fashion"):  # small-batch runs share a GPU, four at a time
             assert study.experiment(grid).resources["num_gpus"] == 0.25
+
+
+@pytest.mark.filterwarnings("ignore:.*GradScaler is enabled, but CUDA is not available")
+def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
+    """AMP on CUDA only, as published, whatever device a run names or `auto` finds."""
+    import torch
+
+    from mnistbench.recipe import make_precision
+
+    study = load_study("configs/assignment.toml")
+    resnets = [s for e in study.experiments for s in e.specs() if not s.is_svm]
+    checked = {"cpu": 0, "cuda": 0}
+    for spec in resnets:
+        devices = ("cpu", "cuda") if spec.device == "auto" else (spec.device,)
+        for device in devices:  # torch.device("cuda") needs no GPU: nothing is allocated
+            precision = make_precision(spec.amp, torch.device(device))
+            checked[device] += 1
+            if device == "cpu":
+                assert (precision.label, precision.autocast_dtype, precision.scaler) == (
+                    "fp32",
+                    None,
+                    None,
+                ), spec.label()
+            else:
+                assert precision.label == "fp16" and precision.autocast_dtype == torch.float16
+                assert isinstance(precision.scaler, torch.amp.GradScaler), spec.label()
+    # The 32 Q1(a) runs on either device (device = "auto"), and Q2's two CPU and two GPU rows.
+    assert checked == {"cpu": 34, "cuda": 34}
 
 
 def test_speedrun_presets_are_resnet18_at_native_size_with_three_seeds():

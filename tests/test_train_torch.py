@@ -199,6 +199,46 @@ def test_without_a_grad_scaler_sgd_keeps_the_fused_kernel():
     assert built.defaults["fused"] is True
 
 
+@pytest.mark.filterwarnings("ignore:.*GradScaler is enabled, but CUDA is not available")
+@pytest.mark.parametrize(
+    ("amp", "device", "label", "scaler"),
+    [
+        ("cuda", "cuda", "fp16", True),  # mixed precision on CUDA only, as published
+        ("cuda", "cpu", "fp32", False),
+        ("cuda", "mps", "fp32", False),
+        (True, "cuda", "fp16", True),
+        (True, "cpu", "bf16", False),
+        (False, "cuda", "fp32", False),
+    ],
+)
+def test_precision_per_amp_setting_and_device(amp, device, label, scaler):
+    precision = recipe.make_precision(amp, torch.device(device))
+    assert precision.label == label and (precision.scaler is not None) == scaler
+    dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    assert precision.autocast_dtype == dtypes[label]
+
+
+def test_protocol_records_the_amp_setting_beside_the_precision_that_ran():
+    from mnistbench.data.splits import SplitData
+    from mnistbench.train_torch import protocol
+
+    images, labels = torch.arange(4 * 28 * 28).view(4, 28, 28).to(torch.uint8), torch.arange(4)
+    split = SplitData("official", images, labels, images[:0], labels[:0], images, labels)
+    spec = RunSpec(**TINY, amp="cuda")
+    preprocess = recipe.make_preprocess(spec, split)
+    cpu = torch.device("cpu")
+    stated = protocol(spec, split, preprocess, recipe.make_precision(spec.amp, cpu), cpu)
+    assert (stated["amp"], stated["precision"]) == ("cuda", "fp32")
+
+
+@pytest.mark.slow
+def test_amp_on_cuda_only_trains_fp32_on_a_cpu():
+    spec = RunSpec(**{**TINY, "epochs": 1}, amp="cuda", train_limit=64, test_limit=32)
+    result = run(spec, synthetic_dataset(n_train=64))
+    assert result.status == "ok" and result.precision == "fp32"
+    assert result.protocol["amp"] == "cuda" and result.spec["amp"] == "cuda"
+
+
 def test_memory_batches_cover_every_image_once_and_drop_a_single_leftover():
     images = torch.arange(65).view(65, 1, 1)
     labels = torch.arange(65)

@@ -34,6 +34,7 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 KERNELS = ("poly", "rbf", "linear")
 SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
 GAMMAS = ("scale", "auto")
+AMP_CUDA_ONLY = "cuda"  # amp = "cuda": mixed precision on CUDA only, fp32 elsewhere
 
 # The identity scheme. Bump it only to change every run's key on purpose: each store then runs
 # everything again. Version 1 hashes the canonical fields as JSON (no version in the text).
@@ -73,6 +74,12 @@ def spec_field(
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def _default(spec_field_: dataclasses.Field) -> Any:
+    if spec_field_.default_factory is not dataclasses.MISSING:
+        return spec_field_.default_factory()
+    return spec_field_.default
 
 
 def field_role(spec_field_: dataclasses.Field) -> FieldRole:
@@ -156,8 +163,10 @@ class RunSpec:
     FashionMNIST's clothes, not for digits) or 'translate+flip'; per image, on the device."""
     device: str = spec_field("auto", engine="torch")
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    amp: bool = spec_field(False, engine="torch")
-    """Mixed precision: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU."""
+    amp: bool | str = spec_field(False, engine="torch")
+    """Mixed precision. true (--amp): fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU;
+    'cuda' (--amp cuda): on CUDA only, fp32 on every other device (the published protocol);
+    false: fp32 everywhere. The result records what ran (precision) and this setting."""
     pin_memory: bool = spec_field(False, engine="torch", applies=lambda s: s.loader == "dataloader")
     """Dataloader loader only: page-locked host batches for faster host-to-GPU copies."""
     loader: str = spec_field("memory", engine="torch")
@@ -192,6 +201,10 @@ class RunSpec:
     """'pixels' (scaled to 0..1), 'standardized' or 'pca:N'."""
 
     def __post_init__(self) -> None:
+        for declared in dataclasses.fields(self):  # a number where a name belongs, from TOML
+            value = getattr(self, declared.name)
+            if declared.type == "str" and not isinstance(value, str):
+                raise SpecError(declared.name, value, "must be a string")
         try:
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
         except UnknownDatasetError as exc:
@@ -232,12 +245,11 @@ class RunSpec:
             or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         ):
             raise SpecError("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
+        if not (self.amp is True or self.amp is False or self.amp == AMP_CUDA_ONLY):
+            raise SpecError("amp", self.amp, f"choose true, false or {AMP_CUDA_ONLY!r}")
         _choice("loader", self.loader, LOADERS)
         _positive("num_workers", self.num_workers, integer=True, zero_ok=True)
-        if self.loader == "memory" and self.num_workers:
-            raise SpecError(
-                "num_workers", self.num_workers, "only the dataloader loader has workers"
-            )
+        self._validate_loader_options()
         if (
             isinstance(self.image_size, bool)
             or not isinstance(self.image_size, int)
@@ -248,6 +260,23 @@ class RunSpec:
             raise SpecError("channels", self.channels, "must be 1 or 3")
         _choice("stem", self.stem, STEMS)
         _choice("memory_format", self.memory_format, MEMORY_FORMATS)
+
+    def _validate_loader_options(self) -> None:
+        """pin_memory and num_workers are DataLoader settings. The memory loader slices batches
+        from tensors already on the device, where they would do nothing: asking is an error."""
+        if self.loader != "memory":
+            return
+        does_nothing = {"pin_memory": "no host batches to pin", "num_workers": "no workers"}
+        for name, why in does_nothing.items():
+            value = getattr(self, name)
+            if value:
+                raise SpecError(
+                    name,
+                    value,
+                    f"{name} needs loader = 'dataloader', and loader is 'memory' ({why}: "
+                    f"batches are sliced from tensors already on the device); write "
+                    f"loader = 'dataloader' (--loader dataloader) to use it, or leave {name} out",
+                )
 
     def _validate_svm(self) -> None:
         _choice("kernel", self.kernel, KERNELS)
@@ -282,7 +311,7 @@ class RunSpec:
                 role.identity == "never"
                 or role.engine not in ("run", self.engine())
                 or (role.applies is not None and not role.applies(self))
-                or (role.identity == "non-default" and value == spec_field_.default)
+                or (role.identity == "non-default" and value == _default(spec_field_))
             ):
                 continue
             canonical[spec_field_.name] = value
@@ -317,6 +346,8 @@ class RunSpec:
         Never raises: unknown fields are returned apart, missing ones take their default, and
         values that today's validation rejects (a choice since removed) are kept as stored.
         """
+        if not isinstance(values, dict):
+            return cls._unchecked({}), {"spec": values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = {name: value for name, value in values.items() if name not in known}
         kept = {name: value for name, value in values.items() if name in known}
@@ -330,12 +361,9 @@ class RunSpec:
         """A spec built without validation, for stored runs only."""
         spec = object.__new__(cls)
         for spec_field_ in dataclasses.fields(cls):
-            if spec_field_.name in values:
-                value = values[spec_field_.name]
-            elif spec_field_.default_factory is not dataclasses.MISSING:
-                value = spec_field_.default_factory()
-            else:
-                value = spec_field_.default
+            value = values.get(spec_field_.name, dataclasses.MISSING)
+            if value is dataclasses.MISSING:
+                value = _default(spec_field_)
             object.__setattr__(spec, spec_field_.name, value)
         return spec
 

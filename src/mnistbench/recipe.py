@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistbench.config import RunSpec
+from mnistbench.config import AMP_CUDA_ONLY, RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData
 from mnistbench.models import build_resnet
@@ -41,10 +41,14 @@ class Precision:
             optimizer.step()
 
 
-def make_precision(amp: bool, device: torch.device) -> Precision:
-    """fp16 autocast + GradScaler on CUDA (fp16's range needs loss scaling); bf16 on CPU (same
-    range as fp32, no scaler needed); fp32 elsewhere."""
-    if not amp or device.type not in ("cuda", "cpu"):
+def make_precision(amp: bool | str, device: torch.device) -> Precision:
+    """The spec's `amp` on this device. True: fp16 autocast + GradScaler on CUDA (fp16's range
+    needs loss scaling), bf16 on CPU (same range as fp32, no scaler needed), fp32 elsewhere.
+    "cuda" (mixed precision on CUDA only, as published): fp16 + GradScaler on CUDA, fp32
+    elsewhere. False: fp32."""
+    if amp == AMP_CUDA_ONLY:
+        amp = device.type == "cuda"
+    if amp is not True or device.type not in ("cuda", "cpu"):
         return Precision("fp32", None, None)
     if device.type == "cuda":
         return Precision("fp16", torch.float16, torch.amp.GradScaler("cuda"))

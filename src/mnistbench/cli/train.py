@@ -74,6 +74,12 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "all") else int(text)
 
 
+def _on_off_or_word(text: str) -> bool | str:
+    """`--amp cuda` -> 'cuda'; true/false spelled out -> bool; anything else as written, for
+    RunSpec to reject naming what it allows."""
+    return {"true": True, "on": True, "false": False, "off": False}.get(text.lower(), text)
+
+
 _FLAG_TYPES: dict[str, Callable[[str], object]] = {
     "int": int,
     "float": float,
@@ -107,7 +113,7 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     Defaults stay RunSpec's own: an absent flag is absent from the namespace (SUPPRESS), and
     the help states RunSpec's default (the formatter shows none for SUPPRESS).
     """
-    from mnistbench.config import RunSpec, field_role
+    from mnistbench.config import AMP_CUDA_ONLY, RunSpec, field_role
 
     docs = _field_docs(RunSpec)
     groups = {engine: parser.add_argument_group(title) for engine, title in _GROUP_TITLES.items()}
@@ -124,6 +130,24 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
+            )
+        elif spec_field.type == "bool | str":  # amp: --amp (true), --amp cuda, --no-amp
+            group.add_argument(
+                flag,
+                dest=name,
+                nargs="?",
+                const=True,
+                type=_on_off_or_word,
+                default=argparse.SUPPRESS,
+                metavar=AMP_CUDA_ONLY,
+                help=help_text,
+            )
+            group.add_argument(
+                "--no-" + flag[2:],
+                dest=name,
+                action="store_false",
+                default=argparse.SUPPRESS,
+                help=f"the same as {flag} false",
             )
         else:
             group.add_argument(
