@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.data.load import load_dataset
 from mnistbench.measure import cpu_model
@@ -26,13 +27,6 @@ from mnistbench.models import available_svm_backends
 from mnistbench.progress import PlainReporter
 from mnistbench.train_svm import run
 
-# The published study (assignment split: 49k train / 14k test): test accuracy %, train seconds.
-PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
-    ("mnist", "poly"): (97.61, 286.0),
-    ("mnist", "rbf"): (96.99, 368.0),
-    ("fashion-mnist", "poly"): (89.84, 367.0),
-    ("fashion-mnist", "rbf"): (89.89, 480.0),
-}
 QUICK_LIMITS = {"train_limit": 5_000, "test_limit": 1_000}
 
 
@@ -173,8 +167,9 @@ def table(results: list[dict[str, Any]]) -> str:
         moved = _confusion_distance(base, r) if base else "-"
         load = r.get("load_average")
         load_text = f"{load[0]:.1f}–{load[1]:.1f}" if load else "-"
-        published = PUBLISHED.get((spec["dataset"], spec["kernel"]))
-        published_text = f"{published[0]:.2f} % / {published[1]:.0f} s" if published else "-"
+        # The published study (assignment split: 49k train / 14k test).
+        row = published.SVM.get((spec["dataset"], spec["kernel"]))
+        published_text = f"{row.accuracy:.2f} % / {row.train_seconds:.0f} s" if row else "-"
         lines.append(
             f"| {spec['dataset']} | {spec['kernel']} | {r['backend']} "
             f"| {sizes['train']:,} / {sizes['test']:,} | {r['test_accuracy']:.2f} "

@@ -621,22 +621,24 @@ def test_published_numbers_are_quoted_only_under_the_published_protocol(tmp_path
     svm = RunSpec(
         dataset="mnist", model="svm", kernel="poly", C=10.0, split="assignment", threads=1
     )
+    fashion_svm = svm.replace(dataset="fashion-mnist")  # the row one copy of them lacked
     native = net.replace(split="official", image_size=28, channels=1)
     with Store(tmp_path / "pub.db") as store:
-        store.register("pub", "e", [net, svm])
+        store.register("pub", "e", [net, svm, fashion_svm])
         store.register("native", "e", [native])
         _finish(store, net, torch_result(net, 99.35, 600.0))
-        _finish(
-            store,
-            svm,
-            RunResult(
-                spec=svm.to_dict(),
-                test_accuracy=97.50,
-                train_seconds=250.0,
-                backend="sklearn 1.5.0",
-                environment=_environment(CPU),
-            ),
-        )
+        for spec, accuracy in ((svm, 97.50), (fashion_svm, 90.00)):
+            _finish(
+                store,
+                spec,
+                RunResult(
+                    spec=spec.to_dict(),
+                    test_accuracy=accuracy,
+                    train_seconds=250.0,
+                    backend="sklearn 1.5.0",
+                    environment=_environment(CPU),
+                ),
+            )
         _finish(store, native, torch_result(native, 99.00, 60.0))
         report = build_report(store, "pub", plots=False)
         other = build_report(store, "native", plots=False)
@@ -644,8 +646,12 @@ def test_published_numbers_are_quoted_only_under_the_published_protocol(tmp_path
         "The published study reports 99.20% (B16, SGD, lr 0.001) under this protocol: +0.15 points here."
     )
     assert sentences(report, "svm")[0].endswith(
-        "The published study reports 97.61% in 286,000 ms for the poly kernel under this protocol: "
+        "The published study reports 97.61% in 286,093 ms for the poly kernel under this protocol: "
         "-0.11 points here (train times depend on the hardware)."
+    )
+    assert sentences(report, "svm")[1].endswith(
+        "The published study reports 89.84% in 367,438 ms for the poly kernel under this protocol: "
+        "+0.16 points here (train times depend on the hardware)."
     )
     assert "published study reports" not in sentences(other, "best")[0]
 

@@ -4,6 +4,7 @@ speedup, and the published study's numbers where a run follows its protocol exac
 
 from __future__ import annotations
 
+from mnistbench import published
 from mnistbench.report.runs import (
     Group,
     Run,
@@ -32,17 +33,8 @@ from mnistbench.report.sentences import (
 )
 from mnistbench.report.tables import device_groups, fmt_ms, fmt_percent, speedup
 
-# The published study's results (DESIGN.md), quoted only next to runs of exactly its protocol:
-# (dataset, model) -> (accuracy %, its config, epochs); (dataset, kernel) -> (accuracy %, seconds).
-PUBLISHED_BEST = {
-    ("mnist", "resnet18"): (99.20, "B16, SGD, lr 0.001", 5),
-    ("fashion-mnist", "resnet50"): (92.60, "B16, Adam, lr 0.0001", 10),
-}
-PUBLISHED_SVM = {
-    ("mnist", "poly"): (97.61, 286.0),
-    ("mnist", "rbf"): (96.99, 368.0),
-    ("fashion-mnist", "rbf"): (89.89, 480.0),
-}
+# The published study's results (mnistbench.published, the one copy) are quoted only next to
+# runs of exactly its protocol.
 
 
 def published_protocol(group: Group) -> bool:
@@ -57,26 +49,32 @@ def published_protocol(group: Group) -> bool:
 
 
 def _versus_published_best(group: Group, acc: Stat) -> str:
+    """The published best cell of the same dataset and model, beside our best config."""
     spec = group.spec
-    published = PUBLISHED_BEST.get((spec.dataset, spec.model))
-    if published is None or not published_protocol(group) or spec.epochs != published[2]:
+    if not published_protocol(group) or spec.epochs != published.Q1A_EPOCHS.get(spec.dataset):
         return ""
-    value, config, _ = published
+    try:
+        key, best = published.best(spec.dataset, spec.model)
+    except KeyError:
+        return ""
+    config = (
+        f"B{key.batch_size}, {format_value('optimizer', key.optimizer)}, "
+        f"lr {format_value('lr', key.lr)}"
+    )
     return (
-        f" The published study reports {value:.2f}% ({config}) under this protocol: "
-        f"{acc.mean - value:+.2f} points here."
+        f" The published study reports {best.accuracy:.2f}% ({config}) under this protocol: "
+        f"{acc.mean - best.accuracy:+.2f} points here."
     )
 
 
 def _versus_published_svm(group: Group, acc: Stat) -> str:
     spec = group.spec
-    published = PUBLISHED_SVM.get((spec.dataset, spec.kernel))
-    if published is None or not published_protocol(group) or spec.C != 10:
+    row = published.SVM.get((spec.dataset, spec.kernel))
+    if row is None or not published_protocol(group) or spec.C != published.SVM_C:
         return ""
-    value, seconds = published
     return (
-        f" The published study reports {value:.2f}% in {seconds * 1000:,.0f} ms for the "
-        f"{spec.kernel} kernel under this protocol: {acc.mean - value:+.2f} points here "
+        f" The published study reports {row.accuracy:.2f}% in {row.train_ms:,} ms for the "
+        f"{spec.kernel} kernel under this protocol: {acc.mean - row.accuracy:+.2f} points here "
         "(train times depend on the hardware)."
     )
 
