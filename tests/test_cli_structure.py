@@ -63,6 +63,13 @@ def _cuda() -> bool:
         (["study", "run", "GOOD_TOML", "--only", "nope"], "no experiment 'nope'"),
         (["study", "run", "GOOD_TOML", "--jobs", "0"], "argument --jobs: must be at least 1"),
         (["study", "run", "GOOD_TOML", "--executor", "slurm"], "invalid choice: 'slurm'"),
+        (
+            ["study", "run", "GOOD_TOML", "--dry-run", "--set", "epochz=1"],
+            "--set epochz=1: unknown",
+        ),
+        (["study", "run", "GOOD_TOML", "--set", "C=-1", "--dry-run"], "C=-1 is invalid"),
+        (["study", "run", "GOOD_TOML", "--dry-run", "--set", "kernel"], "expected KEY=VALUE"),
+        (["study", "clean", "GOOD_TOML", "--store", "MISSING.db"], "no results store at"),
         (["study", "status", "--store", "MISSING.db"], "no results store at"),
         (["report", "--store", "MISSING.db"], "no results store at"),
         (["report", "--format", "pdf"], "--format 'pdf': choose from md, html, csv, json"),
@@ -139,6 +146,44 @@ def test_a_bug_is_not_disguised_as_a_user_error(monkeypatch, store_path: Path) -
     monkeypatch.setattr("mnistbench.cli.study.show_status", buggy)
     with pytest.raises(ValueError, match="a bug"):
         main(["study", "status", "--store", str(store_path)])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["GOOD_TOML", "--sett", "epochs=1"],  # argparse's, found after the subcommand's parse
+        ["GOOD_TOML", "--dry-run", "--set", "epochz=1"],  # the handler's StudyFileError
+        ["BAD_TOML"],
+    ],
+)
+def test_study_run_errors_print_the_study_run_usage(tmp_path: Path, capsys, args) -> None:
+    (tmp_path / "bad.toml").write_text("[study\n")
+    (tmp_path / "good.toml").write_text('[experiments.grid]\nbase = { model = "svm" }\n')
+    names = {"BAD_TOML": "bad.toml", "GOOD_TOML": "good.toml"}
+    args = [str(tmp_path / names[a]) if a in names else a for a in args]
+    assert _exit_code(["study", "run", *args]) == 2
+    err = capsys.readouterr().err
+    assert "usage: mnistbench study run [-h]" in err and "mnistbench study run: error: " in err
+    assert "usage: mnistbench [-h]" not in err
+
+
+def test_study_run_dry_run_shows_the_overrides_and_their_runs(tmp_path: Path, capsys) -> None:
+    study = tmp_path / "s.toml"
+    study.write_text(
+        '[experiments.grid]\nbase = { model = "resnet18", epochs = 2, device = "cpu" }\n'
+    )
+    store = ["--store", str(tmp_path / "none.db"), "--dry-run"]
+    assert _exit_code(["study", "run", str(study), *store]) == 0
+    plain = capsys.readouterr().out
+    assert _exit_code(["study", "run", str(study), *store, "--set", "epochs=1", "lr=0.5"]) == 0
+    varied = capsys.readouterr().out
+    assert "--set epochs=1 lr=0.5" in " ".join(varied.split()) and "--set" not in plain
+
+    from mnistbench.studyfile import load_study
+
+    spec = load_study(study).experiments[0].specs()[0]
+    assert spec.key() in plain and spec.key() not in varied
+    assert spec.replace(epochs=1, lr=0.5).key() in varied
 
 
 def test_status_of_a_store(store_path: Path, capsys) -> None:
