@@ -26,9 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("__init__", "files", "errors", "data", "config", "result", "studyfile", "published"),
     ("estimate", "measure", "devices", "models", "progress", "batches", "recipe", "checkpoint"),
     ("loops", "train_torch", "train_svm"),
-    ("runner",),
+    ("runner", "calibrate"),
     ("store_file", "store"),
-    ("scheduler", "executors", "study", "cleanup"),
+    ("scheduler", "executors", "study", "cleanup", "forecast"),
     ("report",),
     ("cli", "__main__"),
 ]

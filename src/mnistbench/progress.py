@@ -2,10 +2,15 @@
 
 Engines and the study runner call these few methods and never print themselves, so the same run
 shows bars in a terminal, log lines under `--quiet` or in a worker process, or nothing in tests.
+
+A study's ETA is the estimated seconds of its runs (forecast.py: calibrated on this machine,
+refined by the store) not finished yet, scaled by how long the finished runs took against their
+own estimates (`EtaClock`).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,16 +20,27 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+from mnistbench.estimate import load_factor
+
+Estimates = list[tuple[str, float | None]]
+"""(run label, estimated seconds here) per run a study is about to claim, in order."""
 
 
 class Reporter:
     """Receives progress; shows nothing. Subclasses show it."""
+
+    shows_eta = False
+    """Whether start_study's estimates are shown (the study runner computes them only then)."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         """An epoch (1-based) of `steps` optimizer steps begins."""
@@ -44,8 +60,11 @@ class Reporter:
         """A one-off message."""
 
     # --- studies ---
-    def start_study(self, total: int, already_done: int) -> None:
-        """A study of `total` runs begins, `already_done` of which the store already holds."""
+    def start_study(
+        self, total: int, already_done: int, estimates: Estimates | None = None
+    ) -> None:
+        """A study of `total` runs begins, `already_done` of which the store already holds;
+        `estimates` for the runs to claim, when the reporter shows an ETA."""
 
     def run_started(self, label: str) -> None:
         """A run was claimed and starts."""
@@ -66,12 +85,71 @@ def format_metrics(metrics: dict[str, object]) -> str:
     return "  ".join(parts)
 
 
+def clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class EtaClock:
+    """A study's time left: the estimated seconds of the runs not finished yet, times how long
+    the finished runs took against their estimates, spread over the runs in flight. Runs are
+    matched by label, first come first served (two runs may share a label)."""
+
+    def __init__(self, estimates: Estimates, clock: Callable[[], float] = time.monotonic) -> None:
+        known = [seconds for _, seconds in estimates if seconds is not None]
+        fallback = statistics.mean(known) if known else None
+        self.waiting = [(label, fallback if s is None else s) for label, s in estimates]
+        self.running: list[tuple[str, float | None, float]] = []
+        self.finished: list[tuple[float, float]] = []  # (estimated, actual) of runs that ran
+        self.clock = clock
+
+    def started(self, label: str) -> None:
+        estimate = self._take(label)
+        self.running.append((label, estimate, self.clock()))
+
+    def ended(self, label: str) -> None:
+        """A run ended: one that ran counts towards the pace; a skipped one just leaves."""
+        for index, (name, estimate, began) in enumerate(self.running):
+            if name == label:
+                del self.running[index]
+                if estimate:
+                    self.finished.append((estimate, self.clock() - began))
+                return
+        self._take(label)
+
+    def _take(self, label: str) -> float | None:
+        for index, (name, estimate) in enumerate(self.waiting):
+            if name == label:
+                del self.waiting[index]
+                return estimate
+        return None
+
+    def pace(self) -> float:
+        """Actual over estimated seconds of the finished runs (1 before the first)."""
+        return load_factor(self.finished, 0.2, 5.0)
+
+    def remaining(self) -> float | None:
+        estimates = [e for _, e in self.waiting] + [e for _, e, _ in self.running]
+        if any(e is None for e in estimates):
+            return None
+        pace, now = self.pace(), self.clock()
+        left = sum(e for _, e in self.waiting) * pace
+        left += sum(max(e * pace - (now - began), 0.0) for _, e, began in self.running)
+        return left / max(1, len(self.running))
+
+
 class PlainReporter(Reporter):
     """Log lines: one per epoch, phase and run. For --quiet, files and worker processes."""
+
+    shows_eta = True
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self.write = write
         self._total = self._finished = 0
+        self._eta: EtaClock | None = None
 
     def end_epoch(self, summary: dict[str, object]) -> None:
         self.write(format_metrics(summary))
@@ -86,26 +164,55 @@ class PlainReporter(Reporter):
     def log(self, message: str) -> None:
         self.write(message)
 
-    def start_study(self, total: int, already_done: int) -> None:
+    def start_study(
+        self, total: int, already_done: int, estimates: Estimates | None = None
+    ) -> None:
         self._total, self._finished = total, already_done
-        self.write(f"{total} runs, {already_done} already in the store")
+        self._eta = EtaClock(estimates) if estimates else None
+        self.write(
+            f"{total} runs, {already_done} already in the store" + self._eta_text("estimated")
+        )
+
+    def _eta_text(self, word: str = "eta") -> str:
+        return f" ({word} {clock_text(self._eta.remaining())})" if self._eta else ""
 
     def run_started(self, label: str) -> None:
+        if self._eta:
+            self._eta.started(label)
         self.write(f"[{self._finished + 1}/{self._total}] {label} ...")
 
     def run_finished(self, label: str, summary: str) -> None:
         self._finished += 1
-        self.write(f"[{self._finished}/{self._total}] {label}: {summary}")
+        if self._eta:
+            self._eta.ended(label)
+        self.write(f"[{self._finished}/{self._total}] {label}: {summary}" + self._eta_text())
+
+
+class EtaColumn(ProgressColumn):
+    """The study bar's ETA from the estimates (EtaClock); rich's own for the other bars."""
+
+    def __init__(self, reporter: RichReporter) -> None:
+        super().__init__()
+        self.reporter, self.fallback = reporter, TimeRemainingColumn()
+
+    def render(self, task: Task) -> Text:
+        eta = self.reporter.eta
+        if task.id == self.reporter.study_task and eta is not None:
+            return Text(clock_text(eta.remaining()), style="progress.remaining")
+        return self.fallback.render(task)
 
 
 class RichReporter(Reporter):
     """Live bars: the study's runs (with ETA), the current epoch (loss, acc, img/s), phases."""
 
+    shows_eta = True
+
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._epoch_task: TaskID | None = None
-        self._study_task: TaskID | None = None
+        self.study_task: TaskID | None = None
+        self.eta: EtaClock | None = None
 
     @property
     def progress(self) -> Progress:
@@ -117,7 +224,7 @@ class RichReporter(Reporter):
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
-                TimeRemainingColumn(),
+                EtaColumn(self),
                 TextColumn("{task.fields[metrics]}"),
                 console=self.console,
             )
@@ -154,19 +261,28 @@ class RichReporter(Reporter):
     def log(self, message: str) -> None:
         self.progress.console.print(message)
 
-    def start_study(self, total: int, already_done: int) -> None:
-        self._study_task = self.progress.add_task(
+    def start_study(
+        self, total: int, already_done: int, estimates: Estimates | None = None
+    ) -> None:
+        self.eta = EtaClock(estimates) if estimates else None
+        self.study_task = self.progress.add_task(
             "runs", total=total, completed=already_done, metrics=""
         )
         if already_done:
             self.log(f"{already_done} of {total} runs already in the store: skipping them")
+        if self.eta is not None:
+            self.log(f"estimated {clock_text(self.eta.remaining())} for the runs left")
 
     def run_started(self, label: str) -> None:
+        if self.eta is not None:
+            self.eta.started(label)
         self.log(f"[bold]{label}[/bold]")
 
     def run_finished(self, label: str, summary: str) -> None:
-        if self._study_task is not None:
-            self.progress.advance(self._study_task)
+        if self.eta is not None:
+            self.eta.ended(label)
+        if self.study_task is not None:
+            self.progress.advance(self.study_task)
         self.log(f"  {label}: {summary}")
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from mnistbench import executors
 from mnistbench.cleanup import apply_keep_policy, checkpoint_dir_for
 from mnistbench.config import RunSpec
 from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
+from mnistbench.forecast import live_estimates
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from mnistbench.scheduler import gpu_share, wants_worker_processes
@@ -228,7 +229,8 @@ def run_study(
     with Store(store_path) as store, Heartbeat(store) as heartbeat:
         planned = plan(study, store, only, log=reporter.log)
         todo = _to_claim(store, planned, retry_failed, outcome)
-        reporter.start_study(len(planned), outcome.already_done)
+        estimates = live_estimates(todo, store, reporter, root)  # None unless it shows an ETA
+        reporter.start_study(len(planned), outcome.already_done, estimates)
         context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
                              study=study.name, keep_models=study.keep_models)  # fmt: skip
         gpus = visible_gpus()

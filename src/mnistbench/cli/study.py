@@ -15,6 +15,7 @@ from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, pos
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
+    from mnistbench.forecast import StudyForecast
     from mnistbench.store import Store
     from mnistbench.studyfile import StudySpec
 
@@ -141,31 +142,97 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
-    """List the runs and their status in the store (if there is one); write nothing."""
+    """List the runs, their status in the store (if there is one) and what each will cost
+    here; then per experiment and for the study: counts, runs skipped here and why, time and
+    disk. Writes nothing but the calibration cache next to the store."""
     from rich.table import Table
 
-    from mnistbench.cli.console import console
+    from mnistbench.cli.console import console, duration
     from mnistbench.store import Store
-    from mnistbench.study import expand
 
     store = Store(store_path) if store_path.exists() else None
+    try:
+        forecast = _forecast(study, only, store, store_path)
+    finally:
+        if store:
+            store.close()
     overrides = " ".join(f"{key}={value!r}" for key, value in study.overrides.items())
     table = Table(
         title=f"study {study.name}: runs" + (f" with --set {overrides}" if overrides else "")
     )
-    for column in ("experiment", "run", "key", "status"):
-        table.add_column(column)
+    for column in ("experiment", "run", "key", "status", "time here"):
+        table.add_column(column, justify="right" if column == "time here" else "left")
     counts: dict[str, int] = {}
-    for run in expand(study, only):
-        record = store.get(run.key) if store else None
-        status = record.status if record else "pending"
-        counts[status] = counts.get(status, 0) + 1
-        table.add_row(run.experiment, run.spec.label(), run.key, status)
+    for run in forecast.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+        if run.skip is not None:
+            here = "skipped here" if run.status != "skipped" else "-"
+        elif run.actual is not None:
+            here = f"took {duration(run.actual)}"
+        else:
+            here = duration(run.seconds) if run.runs_here else "-"
+        table.add_row(run.experiment, run.label, run.key, run.status, here)
     console.print(table)
     console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    if store:
-        store.close()
+    _print_forecast(forecast, f"study {study.name} on this machine")
     return EXIT_OK
+
+
+def _forecast(
+    study: StudySpec, only: list[str] | None, store: Store | None, store_path: Path
+) -> StudyForecast:
+    """The study's runs as this machine sees them, with their estimates (calibrating the
+    shapes not in the cache next to the store first: seconds each, once per machine)."""
+    from mnistbench.calibrate import Calibration, cache_path_for
+    from mnistbench.cli.console import err_console
+    from mnistbench.forecast import forecast_study
+    from mnistbench.study import expand
+
+    calibration = Calibration(cache_path_for(store_path), log=err_console.print)
+    keep = getattr(study, "keep_models", "all")
+    return forecast_study(expand(study, only), store, calibration, keep)
+
+
+def _print_forecast(forecast: StudyForecast, title: str) -> None:
+    """Per experiment and for the whole study: counts, time here, disk; skip reasons."""
+    from rich import box
+    from rich.table import Table
+
+    from mnistbench.cli.console import console, duration, human_size
+    from mnistbench.forecast import COLUMNS
+
+    table = Table(
+        title=f"{title} (keep_models = {forecast.keep_models!r})",
+        box=box.SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("experiment", *COLUMNS, "time here", "disk"):
+        header = column.replace(" ", "\n")  # two-line headers: the table fits 80 columns
+        justify = "left" if column == "experiment" else "right"
+        table.add_column(header, justify=justify, no_wrap=True)
+    for name in [*forecast.experiments(), None]:
+        summary = forecast.summary(name)
+        time_here = duration(summary.seconds) + (
+            f" + {summary.unknown} ?" if summary.unknown else ""
+        )
+        cells = [str(summary.counts.get(c, 0)) for c in COLUMNS]
+        table.add_row(
+            name or "[bold]study[/bold]", *cells, time_here, human_size(summary.disk_bytes)
+        )
+    console.print(table)
+    total = forecast.summary()
+    for reason, count in total.skips.items():
+        where = ", ".join(dict.fromkeys(r.experiment for r in forecast.runs if r.skip == reason))
+        console.print(f"skipped here: {count} run(s) of {where}: {reason}")
+    for run in forecast.runs:
+        if run.runs_here and run.seconds is None:
+            console.print(f"no estimate for {run.label}: {run.basis}")
+    console.print(
+        f"time here: {duration(total.seconds)} for the runs to do, one after another "
+        f"(study run --jobs 1), of which {duration(forecast.overhead_seconds)} start-up and "
+        f"data loading; disk: the final models that keep_models = {forecast.keep_models!r} keeps"
+    )
 
 
 def _add_clean_parser(actions: argparse._SubParsersAction) -> None:
@@ -224,17 +291,28 @@ def require_store(path: Path) -> None:
 
 
 def show_status(args: argparse.Namespace) -> int:
-    """Done / failed / skipped / running / pending counts per experiment, with an ETA."""
+    """Done / failed / skipped / running / pending counts per experiment, with an ETA. With a
+    study file: its runs as this machine sees them (pending when the store has none yet), the
+    runs skipped here and why, the time left here and the disk of the kept models."""
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration
     from mnistbench.store import Store
     from mnistbench.studyfile import load_study
 
-    study = load_study(args.file) if args.file else None
+    if args.file is not None:
+        study = load_study(args.file)
+        store = Store(args.store) if args.store.exists() else None
+        try:  # StoreError (corrupt, not a store): exit 1
+            forecast = _forecast(study, None, store, args.store)
+        finally:
+            if store:
+                store.close()
+        _print_forecast(forecast, f"study {study.name} in {args.store}")
+        return EXIT_OK
     require_store(args.store)
     with Store(args.store) as store:  # StoreError (corrupt, not a store): exit 1
-        rows = status_rows(store, study)
+        rows = status_rows(store, None)
     table = Table(title=f"results store {args.store}")
     for column in ("study", "experiment", *_STATUS_COLUMNS, "eta"):
         table.add_column(column, justify="right" if column in _STATUS_COLUMNS else "left")
@@ -243,16 +321,18 @@ def show_status(args: argparse.Namespace) -> int:
         table.add_row(study_name, experiment, *cells, duration(eta))
     console.print(table)
     if not rows:
-        console.print("the store has no runs" + (f" of study {study.name}" if study else ""))
+        console.print("the store has no runs")
     return EXIT_OK
 
 
 def status_rows(
     store: Store, study: StudySpec | None
 ) -> list[tuple[str, str, dict[str, int], float | None]]:
-    """(study, experiment, counts, ETA seconds) per experiment, for `study status`.
+    """(study, experiment, counts, ETA seconds) per experiment, for `study status` without a
+    study file (which must start at once: no torch, no calibration).
 
-    The ETA is the mean wall time of this experiment's finished runs times the runs left.
+    The ETA is the mean wall time of this experiment's finished runs times the runs left; with a
+    study file, `study status FILE` estimates each run from this machine's calibration instead.
     """
     rows = []
     for (study_name, experiment), counts in store.counts(study.name if study else None).items():
