@@ -440,3 +440,19 @@ def test_ray_cluster_via_cli_retries_a_killed_worker_and_records_the_run_once(
         assert long_run.result.resumed_from_epoch >= 1  # the retry resumed from the checkpoint
     finally:
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_a_study_keeps_the_best_model_and_a_set_variant_is_new_runs(tmp_path, real_data_root):
+    study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
+    assert study.keep_models == "best"
+    store_path = tmp_path / "store.db"
+    assert run_study(study, store_path, only=["grid"], root=str(real_data_root)).done == 2
+    variant = study.with_overrides({"batch_size": 16}, only=["grid"])
+    assert run_study(variant, store_path, only=["grid"], root=str(real_data_root)).done == 2
+    with Store(store_path) as store:
+        runs = store.runs("tiny", "grid")
+    assert sorted(r.spec.batch_size for r in runs) == [16, 16, 32, 32]
+    best = max(runs, key=lambda r: r.result.test_accuracy)
+    models = sorted(checkpoint_dir_for(store_path).glob("*.model.pt"))
+    assert [m.name for m in models] == [f"{best.key}.model.pt"], "one model: the best's"
+    assert [r.key for r in runs if r.result.model_path] == [best.key]
