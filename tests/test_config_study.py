@@ -138,6 +138,30 @@ def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
     assert checked == {"cpu": 34, "cuda": 34}
 
 
+@pytest.mark.parametrize("name", ["assignment", "native"])
+def test_study_files_run_exactly_the_published_cells(name):
+    """Q1(a)'s 32 cells with their epochs, the four SVMs at C=10, Q2's four rows at 2 epochs:
+    the same keys as mnistbench.published (the README's tables)."""
+    from mnistbench import published
+
+    study = load_study(f"configs/{name}.toml")
+    for experiment, dataset in (("q1a_mnist", "mnist"), ("q1a_fashion", "fashion-mnist")):
+        specs = study.experiment(experiment).specs()
+        cells = {(s.dataset, s.model, s.batch_size, s.optimizer, s.lr) for s in specs}
+        assert cells == {key for key in published.GRID if key.dataset == dataset}
+        assert {s.epochs for s in specs} == {published.Q1A_EPOCHS[dataset]}
+        if name == "assignment":  # native's memory loader has no pinning (README protocol table)
+            assert {s.pin_memory for s in specs} == {published.Q1A_PIN_MEMORY[dataset]}
+    svms = study.experiment("q1b_svm").specs()
+    assert {(s.dataset, s.kernel) for s in svms} == set(published.SVM)
+    assert {(s.C, s.gamma, s.degree) for s in svms} == {(published.SVM_C, "scale", 3)}
+    q2 = study.experiment("q2_devices").specs()
+    assert {(s.model, s.device) for s in q2} == set(published.Q2)
+    assert {(s.dataset, s.epochs) for s in q2} == {("fashion-mnist", published.Q2_EPOCHS)}
+    resnets = [s for e in study.experiments for s in e.specs() if not s.is_svm]
+    assert {(s.weight_decay, s.momentum, s.lr_schedule) for s in resnets} == {(5e-4, 0.9, "none")}
+
+
 def test_speedrun_presets_are_resnet18_at_native_size_with_three_seeds():
     study = load_study("configs/speedrun.toml")
     for experiment in study.experiments:
