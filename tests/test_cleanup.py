@@ -16,6 +16,7 @@ from mnistbench.cleanup import (
     checkpoint_dir_for,
     clean_orphans,
     clean_study,
+    keys_beside,
     run_files,
     study_keys,
 )
@@ -198,9 +199,27 @@ def test_clean_orphans(tmp_path: Path, store_path: Path) -> None:
         dropped = _specs()["a"][0]  # the file's grid no longer has batch 16
         current = study_keys(study) - {dropped.key()}
         assert study_keys(study) >= {s.key() for specs in _specs().values() for s in specs}
-        cleaned = clean_orphans(store, directory, "s", current)
+        cleaned = clean_orphans(store, directory, "s", current, keys_beside(store_path))
         assert cleaned.bytes == 1000 + 7 and cleaned.files == 2
         assert len(_models(store_path)) == 3 and dropped.key() not in str(_models(store_path))
+
+
+def test_files_of_a_store_beside_are_not_orphans(tmp_path: Path, store_path: Path) -> None:
+    directory = checkpoint_dir_for(store_path)
+    beside = store_path.parent / "speedrun.db"  # the same checkpoint directory
+    theirs = _specs()["b"][0].replace(seed=7)
+    with Store(beside) as other:
+        other.register("speedrun", "x", [theirs])
+        _finish(other, theirs, 99.0, directory, size=3)
+    with _run_all(store_path, "all") as store:
+        current = {s.key() for specs in _specs().values() for s in specs}
+        assert keys_beside(store_path) == {theirs.key()}
+        assert clean_orphans(store, directory, "s", current, keys_beside(store_path)).files == 0
+        (store_path.parent / "broken.db").write_bytes(b"SQLite format 3\0" + b"\0" * 200)
+        assert keys_beside(store_path) is None
+        (directory / "0123456789abcdef.model.pt").write_bytes(b"x")
+        assert clean_orphans(store, directory, "s", current, None).files == 0
+    assert len(_models(store_path)) == 4 + 1 + 1
 
 
 def test_cli_clean_says_what_it_freed(tmp_path: Path, store_path: Path, capsys) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistbench.store import RunRecord, Store
+from mnistbench.store import RunRecord, Store, StoreError
 from mnistbench.studyfile import StudySpec
 
 CHECKPOINT_SUFFIX = ".ckpt.pt"
@@ -164,10 +164,32 @@ def study_keys(study: StudySpec) -> set[str]:
     return keys
 
 
-def clean_orphans(store: Store, directory: Path, study: str, current: set[str]) -> Cleaned:
+def keys_beside(store_path: Path) -> set[str] | None:
+    """The run keys of the other stores beside this one, which share its checkpoint directory
+    (`results/speedrun.db` and `results/mnistbench.db`); None when a SQLite file there cannot be
+    read as a store, so that no file can be called an orphan for sure."""
+    keys: set[str] = set()
+    for path in sorted(store_path.parent.iterdir()):
+        if path == store_path or not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            if handle.read(16) != b"SQLite format 3\0":
+                continue
+        try:
+            with Store(path) as other:
+                keys.update(record.key for record in other.runs())
+        except StoreError:
+            return None
+    return keys
+
+
+def clean_orphans(
+    store: Store, directory: Path, study: str, current: set[str], beside: set[str] | None
+) -> Cleaned:
     """Delete the files of runs no longer in any study: runs stored as `study`'s that its file
     no longer has (`current`: the keys it expands to) and that no other study has, and files in
-    the checkpoint directory of runs the store has in no study at all."""
+    the checkpoint directory of runs in no study of this store nor of the stores beside it
+    (`beside`: their keys, None when unknown: then no such file is deleted)."""
     cleaned = Cleaned()
     for record in store.runs(study):
         if record.key in current:
@@ -176,7 +198,9 @@ def clean_orphans(store: Store, directory: Path, study: str, current: set[str]) 
             cleaned.shared.add(record.key)
         else:
             remove_run_files(store, directory, record.key, cleaned, record=record)
-    known = {record.key for record in store.runs()}
+    if beside is None:
+        return cleaned
+    known = {record.key for record in store.runs()} | beside
     for suffix in (CHECKPOINT_SUFFIX, MODEL_SUFFIX):
         for path in sorted(directory.glob(f"*{suffix}")):
             key = path.name.removesuffix(suffix)

@@ -266,10 +266,12 @@ def clean_study(args: argparse.Namespace) -> int:
     study = load_study(args.file)
     require_store(args.store)
     directory = cleanup.checkpoint_dir_for(args.store)
+    beside: set[str] | None = set()
     with Store(args.store) as store:
         if args.orphans:
             current = cleanup.study_keys(study)
-            cleaned = cleanup.clean_orphans(store, directory, study.name, current)
+            beside = cleanup.keys_beside(args.store)
+            cleaned = cleanup.clean_orphans(store, directory, study.name, current, beside)
         else:
             cleaned = cleanup.clean_study(store, study.name, directory)
     what = "orphaned runs" if args.orphans else f"study {study.name}"
@@ -281,6 +283,11 @@ def clean_study(args: argparse.Namespace) -> int:
         console.print(f"left alone: {len(cleaned.claimed)} run(s) a live process holds")
     if cleaned.shared:
         console.print(f"kept: the models of {len(cleaned.shared)} run(s) another study has too")
+    if beside is None:
+        console.print(
+            f"kept: files of runs this store does not know ({args.store.parent} holds a SQLite "
+            "file that is not a readable store; they may be its runs)"
+        )
     return EXIT_OK
 
 
