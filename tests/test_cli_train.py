@@ -62,7 +62,11 @@ def test_help_explains_every_field():
     assert result.returncode == 0
     for flag in ("--pin-memory", "--amp", "--lr-schedule", "--train-limit", "--svm-backend"):
         assert flag in result.stdout
-    assert "fp16 autocast + GradScaler on CUDA" in result.stdout
+    text = " ".join(result.stdout.split())  # undo the line wrapping
+    assert "fp16 autocast + GradScaler on CUDA" in text
+    assert (
+        "--amp [cuda]" in text and "'cuda' (--amp cuda): on CUDA only, fp32 on every other" in text
+    )
 
 
 @pytest.mark.network
