@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,fast,ray
 STAMP := $(VENV)/.mnistbench-installed
 
-.PHONY: setup run test test-fast lint bench gpu-pack gpu-check clean
+.PHONY: setup run test test-fast lint bench gpu-pack gpu-check clean clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,5 +66,17 @@ gpu-check:
 	PYTHONPATH=src $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_OUT) \
 		$(if $(wildcard $(GPU_PACK)),--pack $(GPU_PACK)) $(GPU_CHECK_ARGS)
 
+# clean: the venv and tool caches, and the checkpoints and final models of the shipped studies'
+# runs (`study clean`: their results stay in the store, and a run in progress is left alone).
+# clean-results: all of results/: the store, with every run of every study, models and reports.
+STORE ?= results/mnistbench.db
 clean:
+	if [ -x $(BIN)/mnistbench ] && [ -f $(STORE) ]; then \
+		for study in configs/*.toml; do \
+			$(BIN)/mnistbench study clean $$study --store $(STORE) || exit 1; \
+		done; \
+	fi
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+clean-results:
+	rm -rf results
