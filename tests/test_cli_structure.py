@@ -192,6 +192,34 @@ def test_status_of_a_store(store_path: Path, capsys) -> None:
     assert "grid_mnist" in out and "syn" in out
 
 
+def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistbench import calibrate
+    from mnistbench.estimate import TorchRates
+
+    # Timing replaced by constants (the real timing: tests/test_calibrate.py): 25.5 s a run.
+    rates = TorchRates(100.0, 1_000.0, run_overhead_seconds=3.0, epoch_overhead_seconds=0.5)
+    monkeypatch.setattr(calibrate, "time_torch_shape", lambda spec, data, seconds: rates)
+    monkeypatch.setattr(calibrate, "_random_images", lambda name: None)
+    monkeypatch.setattr(calibrate, "time_startup", lambda with_svm: 5.0)
+    study = tmp_path / "s.toml"
+    study.write_text(
+        '[defaults]\nmodel = "resnet18"\nepochs = 2\ntrain_limit = 1000\ntest_limit = 500\n'
+        '[experiments.grid]\nbase = { device = "cpu" }\ngrid = { batch_size = [16, 32] }\n'
+        '[experiments.gpu]\nbase = { device = "cuda:99" }\n'
+    )
+    store = tmp_path / "none.db"
+    assert _exit_code(["study", "status", str(study), "--store", str(store)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # experiment, done, failed, skipped, running, pending, skip here, time here, disk
+    assert "grid 0 0 0 0 2 0 0m51s 44.7 MB" in out  # keep_models 'best': one model
+    assert "gpu 0 0 0 0 1 1 0m00s 0 B" in out
+    assert "study 0 0 0 0 3 1 0m56s" in out  # + 5 s start-up
+    assert "skipped here: 1 run(s) of gpu: device 'cuda:99' needs" in out
+    assert not store.exists(), "status writes no store"
+
+
 def test_top_level_help_documents_the_exit_codes() -> None:
     text = build_parser().format_help()
     for line in ("  0    success", "  1    a failure at run time", "  2    bad input or usage"):
