@@ -53,7 +53,8 @@ def _cuda() -> bool:
     [
         (["train", "--batch-size", "many"], "--batch-size"),  # argparse: not an int
         (["train", "--epochs", "0"], "mnistbench train: error: --epochs: "),  # RunSpec: SpecError
-        (["train", "--optimizer", "rmsprop"], "mnistbench train: error: --optimizer: "),
+        (["train", "--optimizer", "rmsprop"], "--optimizer: invalid choice: 'rmsprop'"),
+        (["train", "--batch-size", "0"], "mnistbench train: error: --batch-size: "),
         (["data", "fetch", "cifar10"], "mnistbench data fetch: error: unknown dataset 'cifar10'"),
         (["data", "pack", "DEST", "cifar10"], "unknown dataset 'cifar10'"),
         (["data", "fetch", "--from", "MISSING"], "no such file or directory"),
@@ -333,3 +334,23 @@ def test_one_small_module_per_command_group() -> None:
     for group in ("data", "train", "study", "report"):
         module = getattr(mnistbench.cli, group)
         assert callable(module.add_parser), group
+
+
+def test_every_library_error_is_a_user_error_or_a_run_failure() -> None:
+    """main catches these two bases once; a library error outside them would be a traceback."""
+    from mnistbench.config import SpecError
+    from mnistbench.data.fetch import FetchError
+    from mnistbench.data.registry import UnknownDatasetError
+    from mnistbench.devices import DeviceUnavailableError
+    from mnistbench.errors import RunFailure, UserError
+    from mnistbench.models import SVMBackendUnavailableError
+    from mnistbench.report import EmptyReportError
+    from mnistbench.store import StoreError
+    from mnistbench.studyfile import StudyFileError
+
+    for error in (SpecError, StudyFileError, UnknownDatasetError, DeviceUnavailableError,
+                  SVMBackendUnavailableError, EmptyReportError):  # fmt: skip
+        assert issubclass(error, UserError), error
+    assert issubclass(StoreError, RunFailure) and issubclass(FetchError, RunFailure)
+    assert DeviceUnavailableError("x").flag == "--device"
+    assert SpecError("batch_size", 0, "must be > 0").flag == "--batch-size"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mnistbench.data.registry import UnknownDatasetError, canonical_name
+from mnistbench.errors import UserError
 
 MODELS = ("resnet18", "resnet50", "svm")
 SPLITS = ("official", "assignment")
@@ -59,6 +60,8 @@ class FieldRole:
     engine: Engine
     identity: Identity = "always"
     applies: Callable[[RunSpec], bool] | None = None
+    choices: tuple[str, ...] | None = None
+    """The values allowed (validated, and offered by the CLI's --help)."""
 
 
 def spec_field(
@@ -67,10 +70,11 @@ def spec_field(
     engine: Engine,
     identity: Identity = "always",
     applies: Callable[[RunSpec], bool] | None = None,
+    choices: tuple[str, ...] | None = None,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A RunSpec field with its role (see FieldRole)."""
-    metadata = {"role": FieldRole(engine, identity, applies)}
+    metadata = {"role": FieldRole(engine, identity, applies, choices)}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -86,12 +90,13 @@ def field_role(spec_field_: dataclasses.Field) -> FieldRole:
     return spec_field_.metadata["role"]
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A bad RunSpec value: names the field, the value and what is allowed."""
 
     def __init__(self, field_name: str, value: object, allowed: str) -> None:
         super().__init__(f"{field_name}={value!r} is invalid: {allowed}")
         self.field_name, self.value, self.allowed = field_name, value, allowed
+        self.flag = "--" + field_name.replace("_", "-")  # what the CLI calls the field
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -125,9 +130,9 @@ class RunSpec:
 
     dataset: str = spec_field("mnist", engine="run")
     """'mnist' or 'fashion-mnist' (aliases accepted, stored canonical)."""
-    model: str = spec_field("resnet18", engine="run")
+    model: str = spec_field("resnet18", engine="run", choices=MODELS)
     """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin)."""
-    split: str = spec_field("official", engine="run")
+    split: str = spec_field("official", engine="run", choices=SPLITS)
     """'official' (60k/10k files) or 'assignment' (published protocol: pooled 70/10/20, seed 42)."""
     val_fraction: float = spec_field(0.0, engine="run", applies=lambda s: s.split != "assignment")
     """Official split only: fraction of train held out (stratified) for validation."""
@@ -141,7 +146,7 @@ class RunSpec:
     """CPU threads for torch / the SVM back-end (default: all cores); recorded with the result."""
 
     # --- deep-learning engine ---
-    optimizer: str = spec_field("adamw", engine="torch")
+    optimizer: str = spec_field("adamw", engine="torch", choices=OPTIMIZERS)
     """'sgd' (with momentum), 'adam' or 'adamw'. The published study used sgd and adam; its
     protocol lives in configs/*.toml, while these defaults are a recipe that trains well fast."""
     lr: float = spec_field(2e-3, engine="torch")
@@ -154,11 +159,11 @@ class RunSpec:
     """Training batch size (images per step)."""
     epochs: int = spec_field(5, engine="torch")
     """Passes over the training split."""
-    lr_schedule: str = spec_field("onecycle", engine="torch")
+    lr_schedule: str = spec_field("onecycle", engine="torch", choices=LR_SCHEDULES)
     """'none' (constant, as published), 'cosine' or 'onecycle' (per-step warm-up then decay)."""
     label_smoothing: float = spec_field(0.0, engine="torch")
     """Cross-entropy label smoothing in [0, 1)."""
-    augment: str = spec_field("none", engine="torch")
+    augment: str = spec_field("none", engine="torch", choices=AUGMENTS)
     """'none', 'translate' (random shift of up to ±2 px), 'flip' (random left-right mirror: for
     FashionMNIST's clothes, not for digits) or 'translate+flip'; per image, on the device."""
     device: str = spec_field("auto", engine="torch")
@@ -169,7 +174,7 @@ class RunSpec:
     false: fp32 everywhere. The result records what ran (precision) and this setting."""
     pin_memory: bool = spec_field(False, engine="torch", applies=lambda s: s.loader == "dataloader")
     """Dataloader loader only: page-locked host batches for faster host-to-GPU copies."""
-    loader: str = spec_field("memory", engine="torch")
+    loader: str = spec_field("memory", engine="torch", choices=LOADERS)
     """'memory' (dataset as device tensors, batches by index) or 'dataloader' (torch DataLoader)."""
     num_workers: int = spec_field(0, engine="torch", applies=lambda s: s.loader == "dataloader")
     """Dataloader loader only: worker processes."""
@@ -177,17 +182,19 @@ class RunSpec:
     """Model input size in pixels, 28 (native) to 224 (published protocol); resized per batch."""
     channels: int = spec_field(1, engine="torch")
     """Model input channels: 1 (native) or 3 (published protocol: gray repeated)."""
-    stem: str = spec_field("imagenet", engine="torch")
+    stem: str = spec_field("imagenet", engine="torch", choices=STEMS)
     """'imagenet' (7x7/2 conv + max-pool) or 'cifar' (3x3/1 conv, no max-pool)."""
     eval_each_epoch: bool = spec_field(True, engine="torch")
     """Evaluate on the validation (or, without one, test) split after every epoch."""
-    memory_format: str = spec_field("auto", engine="torch", identity="never")
+    memory_format: str = spec_field(
+        "auto", engine="torch", identity="never", choices=MEMORY_FORMATS
+    )
     """Activation layout: 'channels_last' (NHWC, what oneDNN and tensor cores run fastest at
     large inputs), 'contiguous' (NCHW) or 'auto' (channels_last from 64 px up, else NCHW).
     Changes speed, not what is computed, so it is not part of the run's identity."""
 
     # --- SVM engine ---
-    kernel: str = spec_field("rbf", engine="svm")
+    kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)
     """SVC kernel: 'poly', 'rbf' or 'linear'."""
     C: float = spec_field(10.0, engine="svm")
     """SVC regularisation (10 in the published study)."""
@@ -195,7 +202,7 @@ class RunSpec:
     """'scale', 'auto' or a positive float."""
     degree: int = spec_field(3, engine="svm", applies=lambda s: s.kernel == "poly")
     """Polynomial degree (poly kernel only)."""
-    svm_backend: str = spec_field("auto", engine="svm")
+    svm_backend: str = spec_field("auto", engine="svm", choices=SVM_BACKENDS)
     """'auto' (fastest available), 'sklearn', 'sklearnex' or 'cuml'."""
     features: str = spec_field("pixels", engine="svm")
     """'pixels' (scaled to 0..1), 'standardized' or 'pca:N'."""
@@ -205,12 +212,14 @@ class RunSpec:
             value = getattr(self, declared.name)
             if declared.type == "str" and not isinstance(value, str):
                 raise SpecError(declared.name, value, "must be a string")
+        for declared in dataclasses.fields(self):  # declared choices, of this run's engine
+            role = field_role(declared)
+            if role.choices and role.engine in ("run", "svm" if self.is_svm else "torch"):
+                _choice(declared.name, getattr(self, declared.name), role.choices)
         try:
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
         except UnknownDatasetError as exc:
             raise SpecError("dataset", self.dataset, str(exc)) from exc
-        _choice("model", self.model, MODELS)
-        _choice("split", self.split, SPLITS)
         if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
             raise SpecError("val_fraction", self.val_fraction, "must be in [0, 1)")
         if self.split == "assignment" and self.val_fraction:
@@ -228,7 +237,6 @@ class RunSpec:
             self._validate_torch()
 
     def _validate_torch(self) -> None:
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
         _positive("lr", self.lr)
         _positive("momentum", self.momentum, zero_ok=True)
         if self.momentum >= 1:
@@ -236,10 +244,8 @@ class RunSpec:
         _positive("weight_decay", self.weight_decay, zero_ok=True)
         _positive("batch_size", self.batch_size, integer=True)
         _positive("epochs", self.epochs, integer=True)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
             raise SpecError("label_smoothing", self.label_smoothing, "must be in [0, 1)")
-        _choice("augment", self.augment, AUGMENTS)
         if not (
             self.device in ("auto", "cpu", "cuda", "mps")
             or (self.device.startswith("cuda:") and self.device[5:].isdigit())
@@ -247,7 +253,6 @@ class RunSpec:
             raise SpecError("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
         if not (self.amp is True or self.amp is False or self.amp == AMP_CUDA_ONLY):
             raise SpecError("amp", self.amp, f"choose true, false or {AMP_CUDA_ONLY!r}")
-        _choice("loader", self.loader, LOADERS)
         _positive("num_workers", self.num_workers, integer=True, zero_ok=True)
         self._validate_loader_options()
         if (
@@ -258,8 +263,6 @@ class RunSpec:
             raise SpecError("image_size", self.image_size, "must be an integer from 28 to 224")
         if self.channels not in (1, 3):
             raise SpecError("channels", self.channels, "must be 1 or 3")
-        _choice("stem", self.stem, STEMS)
-        _choice("memory_format", self.memory_format, MEMORY_FORMATS)
 
     def _validate_loader_options(self) -> None:
         """pin_memory and num_workers are DataLoader settings. The memory loader slices batches
@@ -279,14 +282,12 @@ class RunSpec:
                 )
 
     def _validate_svm(self) -> None:
-        _choice("kernel", self.kernel, KERNELS)
         _positive("C", self.C)
         if isinstance(self.gamma, str):
             _choice("gamma", self.gamma, GAMMAS)
         else:
             _positive("gamma", self.gamma)
         _positive("degree", self.degree, integer=True)
-        _choice("svm_backend", self.svm_backend, SVM_BACKENDS)
         if self.features not in ("pixels", "standardized") and not (
             self.features.startswith("pca:")
             and self.features[4:].isdigit()

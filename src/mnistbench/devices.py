@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mnistbench.errors import UserError
+
 if TYPE_CHECKING:
     from mnistbench.config import RunSpec
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(UserError, RuntimeError):
     """The spec asks for a device this machine does not have. Never fall back silently."""
+
+    flag = "--device"
 
 
 def visible_gpus() -> int:

@@ -1,4 +1,9 @@
-"""The user-error type of the command line. Imports nothing: the CLI loads it at startup."""
+"""The two kinds of error the command line reports without a traceback, and its exit codes.
+
+Library errors subclass one of them: UserError for bad input found before any work starts
+(exit 2), RunFailure for work that failed (exit 1). `mnistbench.cli.main` catches the two, once.
+Imports nothing: the CLI loads it at startup.
+"""
 
 from __future__ import annotations
 
@@ -11,3 +16,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 class UserError(Exception):
     """Bad input from the user: `mnistbench` prints the command's usage and
     `mnistbench COMMAND: error: <message>`, and exits 2."""
+
+    flag: str = ""
+    """The command-line flag the message is about, when there is one ('--device')."""
+
+
+class RunFailure(Exception):
+    """Work that failed at run time (a fetch, a corrupt store): the CLI says why and exits 1."""

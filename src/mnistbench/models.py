@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 from mnistbench.devices import device_problem
+from mnistbench.errors import UserError
 
 if TYPE_CHECKING:
     from mnistbench.config import RunSpec
@@ -60,8 +61,10 @@ _SVM_DISTRIBUTIONS = {
 _SVC_MODULES = {"sklearn": "sklearn.svm", "sklearnex": "sklearnex.svm", "cuml": "cuml.svm"}
 
 
-class SVMBackendUnavailableError(RuntimeError):
+class SVMBackendUnavailableError(UserError, RuntimeError):
     """An SVM back-end was asked for by name but cannot run here; the message says why."""
+
+    flag = "--svm-backend"
 
 
 @functools.cache

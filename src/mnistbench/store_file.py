@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from mnistbench.errors import RunFailure
+
 SCHEMA_VERSION = 2
 
 _APP = "mnistbench"
@@ -51,7 +53,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(RunFailure, RuntimeError):
     """The file cannot be used as a results store (corrupt, foreign, or from a newer schema)."""
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mnistbench.config import RunSpec, SpecError
+from mnistbench.errors import UserError
 
 
-class StudyFileError(ValueError):
+class StudyFileError(UserError, ValueError):
     """A bad study file: names the file, the experiment and the key."""
 
 

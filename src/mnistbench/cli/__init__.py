@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from mnistbench import __version__
 from mnistbench.cli import data, report, study, train
 from mnistbench.cli.args import HelpFormatter
-from mnistbench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
+from mnistbench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, RunFailure, UserError
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -29,21 +29,6 @@ exit codes:
        a study file error, a device or SVM back-end this machine does not have, no results store
   130  interrupted (Ctrl-C)
 """
-
-# The exceptions `main` reports as `mnistbench: error: <message>`, with their exit code and
-# the flag their message is about. A class is looked up only in a module already imported (an
-# exception cannot come from a module never imported), so that classifying never imports torch.
-_KNOWN_ERRORS: tuple[tuple[str, str, int, str], ...] = (
-    ("mnistbench.errors", "UserError", EXIT_USAGE, ""),
-    ("mnistbench.config", "SpecError", EXIT_USAGE, ""),  # its field names the flag
-    ("mnistbench.studyfile", "StudyFileError", EXIT_USAGE, ""),
-    ("mnistbench.data.registry", "UnknownDatasetError", EXIT_USAGE, ""),
-    ("mnistbench.devices", "DeviceUnavailableError", EXIT_USAGE, "--device"),
-    ("mnistbench.models", "SVMBackendUnavailableError", EXIT_USAGE, "--svm-backend"),
-    ("mnistbench.report", "EmptyReportError", EXIT_USAGE, ""),
-    ("mnistbench.store", "StoreError", EXIT_FAILURE, ""),
-    ("mnistbench.data.fetch", "FetchError", EXIT_FAILURE, ""),
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,19 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (data, train, study, report):
         module.add_parser(commands)
     return parser
-
-
-def classify(exc: BaseException) -> tuple[int, str] | None:
-    """(exit code, message) for an error `main` reports; None for a bug (a traceback)."""
-    for module_name, class_name, code, flag in _KNOWN_ERRORS:
-        error_class = getattr(sys.modules.get(module_name), class_name, None)
-        if error_class is None or not isinstance(exc, error_class):
-            continue
-        field_name = getattr(exc, "field_name", None)  # SpecError
-        if field_name:
-            flag = "--" + field_name.replace("_", "-")
-        return code, f"{flag}: {exc}" if flag else str(exc)
-    return None
 
 
 def active_parser(
@@ -96,11 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        known = classify(exc)
-        if known is None:
-            raise
-        code, message = known
-        if code == EXIT_USAGE:
-            command.print_usage(sys.stderr)
-        command.exit(code, f"{command.prog}: error: {message}\n")
+    except UserError as exc:  # bad input, found before any work started
+        message = f"{exc.flag}: {exc}" if exc.flag else str(exc)
+        command.print_usage(sys.stderr)
+        command.exit(EXIT_USAGE, f"{command.prog}: error: {message}\n")
+    except RunFailure as exc:  # anything else is a bug, and keeps its traceback
+        command.exit(EXIT_FAILURE, f"{command.prog}: error: {exc}\n")

@@ -150,12 +150,14 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
                 help=f"the same as {flag} false",
             )
         else:
+            choices = field_role(spec_field).choices
             group.add_argument(
                 flag,
                 dest=name,
                 type=_FLAG_TYPES[str(spec_field.type)],
+                choices=choices,
                 default=argparse.SUPPRESS,
-                metavar=name.upper(),
+                metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
                 help=help_text,
             )
 

@@ -26,6 +26,7 @@ from mnistbench.data.sources import (
     SourceSkipped,
 )
 from mnistbench.data.storage import check_digest, dataset_lock, raw_dir, record_verified
+from mnistbench.errors import RunFailure
 from mnistbench.files import atomic_write_bytes
 
 Log = Callable[[str], None]
@@ -58,7 +59,7 @@ class FetchReport:
         return next((a.source for a in self.attempts if a.outcome == "ok"), None)
 
 
-class FetchError(RuntimeError):
+class FetchError(RunFailure, RuntimeError):
     """Every source failed or was skipped; the message lists each attempt."""
 
     def __init__(self, report: FetchReport) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mnistbench.errors import UserError
+
 # The four files of every MNIST-family dataset, in torchvision's names (uncompressed on disk).
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -95,7 +97,7 @@ _ALIASES: dict[str, str] = {
 }
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(UserError, ValueError):
     """A dataset name that is neither a known name nor an alias."""
 
 

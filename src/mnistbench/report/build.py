@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnistbench.errors import UserError
 from mnistbench.report import plots as _plots
 from mnistbench.report.effects import effects
 from mnistbench.report.headline import headline
@@ -58,7 +59,7 @@ class Report:
         return f"{len(self.runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
-class EmptyReportError(ValueError):
+class EmptyReportError(UserError, ValueError):
     """The store holds no runs of the requested study."""
 
 
