@@ -41,7 +41,14 @@ from mnistbench.devices import auto_device
 from mnistbench.estimate import Sizes, SvmRates, TorchRates, power_law_exponent, split_sizes
 from mnistbench.files import atomic_write_text
 from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
-from mnistbench.measure import Stopwatch, cpu_model, device_name, environment
+from mnistbench.measure import (
+    Stopwatch,
+    cpu_model,
+    device_name,
+    environment,
+    peak_memory,
+    reset_peak_memory,
+)
 from mnistbench.models import build_resnet, resolve_svm_backend, svm_backend_version
 from mnistbench.recipe import make_precision, use_channels_last
 
@@ -282,6 +289,8 @@ def time_torch_shape(spec: RunSpec, data: Dataset, seconds: float = TRAIN_SECOND
         eval_ips = _timed_evaluation(setup)
         checkpoint_seconds, final_seconds = _timed_writes(setup)
         started = time.perf_counter()
+        reset_peak_memory(setup.device)  # a gc pass on a CPU
+        peak_memory(setup.device)
         environment(setup.device, spec.threads)  # what every result records (a git call)
         set_up += time.perf_counter() - started
     finally:
