@@ -240,3 +240,28 @@ def test_keep_models_is_a_study_header_key(tmp_path: Path) -> None:
     assert load_study(path).keep_models == "best"
     path.write_text(STUDY_TEXT.format(header='keep_models = "none"'))
     assert load_study(path).keep_models == "none"
+
+
+def test_a_copied_store_never_deletes_the_originals_models(tmp_path: Path, store_path: Path) -> None:
+    """A store copied to another folder still names the original's model files: cleaning the
+    copy empties only the copy's own checkpoint directory."""
+    import shutil
+
+    _run_all(store_path, "all").close()
+    copy = tmp_path / "elsewhere" / "copy.db"
+    copy.parent.mkdir()
+    shutil.copyfile(store_path, copy)
+    with Store(copy) as store:
+        clean_study(store, "s", checkpoint_dir_for(copy))
+        assert set(_advertised(store).values()) == {None}  # the copy advertises no model
+    assert len(_models(store_path)) == 4
+
+
+def test_runs_of_a_store_beside_keep_their_models(store_path: Path) -> None:
+    """`results/speedrun.db` beside `results/mnistbench.db` shares its checkpoint directory: a
+    run both stores have keeps its model whatever one store's policy says."""
+    shared = _specs()["a"][0]
+    with Store(store_path.with_name("beside.db")) as beside:
+        beside.register("other", "x", [shared])
+    with _run_all(store_path, "none"):
+        assert _models(store_path) == {f"{shared.key()}.model.pt"}

@@ -178,3 +178,8 @@ def test_from_stored_never_raises() -> None:
 def test_a_number_where_a_name_belongs_is_a_spec_error(name: str) -> None:
     with pytest.raises(SpecError, match=f"{name}=3 is invalid: must be a string"):
         RunSpec(**{name: 3})
+
+
+def test_a_whole_number_for_a_float_field_is_the_same_run() -> None:
+    assert RunSpec(lr=1, C=10, momentum=0).key() == RunSpec(lr=1.0, C=10.0, momentum=0.0).key()
+    assert RunSpec(model="svm", gamma=2).gamma == 2.0 and RunSpec(lr=1).lr == 1.0

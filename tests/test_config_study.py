@@ -112,7 +112,8 @@ def test_shipped_study_files_load(name):
 
 @pytest.mark.filterwarnings("ignore:.*GradScaler is enabled, but CUDA is not available")
 def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
-    """AMP on CUDA only, as published, whatever device a run names or `auto` finds."""
+    """AMP on CUDA only, as published, on whichever device a run trains (its own, or another
+    given by `--set device=...`)."""
     import torch
 
     from mnistbench.recipe import make_precision
@@ -121,8 +122,7 @@ def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
     resnets = [s for e in study.experiments for s in e.specs() if not s.is_svm]
     checked = {"cpu": 0, "cuda": 0}
     for spec in resnets:
-        devices = ("cpu", "cuda") if spec.device == "auto" else (spec.device,)
-        for device in devices:  # torch.device("cuda") needs no GPU: nothing is allocated
+        for device in ("cpu", "cuda"):  # torch.device("cuda") needs no GPU: nothing is allocated
             precision = make_precision(spec.amp, torch.device(device))
             checked[device] += 1
             if device == "cpu":
@@ -134,8 +134,9 @@ def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
             else:
                 assert precision.label == "fp16" and precision.autocast_dtype == torch.float16
                 assert isinstance(precision.scaler, torch.amp.GradScaler), spec.label()
-    # The 32 Q1(a) runs on either device (device = "auto"), and Q2's two CPU and two GPU rows.
-    assert checked == {"cpu": 34, "cuda": 34}
+    # The 32 Q1(a) runs and Q2's four rows, each on either device.
+    assert checked == {"cpu": 36, "cuda": 36}
+    assert {s.device for s in resnets} == {"cpu", "cuda"}  # Q1(a) asks for the GPU it ran on
 
 
 @pytest.mark.parametrize("name", ["assignment", "native"])

@@ -1,9 +1,12 @@
 """One device rule (devices.py): what the engine refuses, the study skips, for the same reason."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from mnistbench import executors, models
+from mnistbench.cleanup import checkpoint_dir_for, run_files
 from mnistbench.config import RunSpec
 from mnistbench.devices import (
     DeviceUnavailableError,
@@ -234,15 +237,25 @@ def test_an_old_stores_auto_runs_move_to_the_key_of_the_device_they_ran_on(tmp_p
     sgd, adam = (RunSpec(epochs=1, optimizer=name) for name in ("sgd", "adam"))
     with Store(store_path) as store:
         store.register("moving", "auto", [sgd, adam])  # keyed with device 'auto', as before
+        directory = checkpoint_dir_for(store_path)
+        directory.mkdir(parents=True)
+        old_model = run_files(directory, sgd.key(), checkpoints=False)[0]
+        old_model.write_bytes(b"weights")
         for spec, ran_on in ((sgd, "cpu"), (adam, "cuda:0")):
             assert store.claim(spec.key())
-            store.finish(spec.key(), RunResult(spec=spec.to_dict(), device=ran_on))
+            model = str(old_model) if spec is sgd else None
+            store.finish(
+                spec.key(), RunResult(spec=spec.to_dict(), device=ran_on, model_path=model)
+            )
         planned = {run.spec.optimizer: run for run in plan(study, store, only=["auto"])}
         moved, gone = store.get(planned["sgd"].key), store.get(sgd.key())
         left = store.get(adam.key())
         members = {record.key for record in store.runs("moving", "auto")}
     assert planned["sgd"].spec.device == "cpu" and planned["sgd"].status == "done"
     assert moved.result.device == "cpu" and moved.spec.device == "cpu" and gone is None
+    # Its model moved along, under the new key, and the result points to it.
+    assert Path(moved.result.model_path).read_bytes() == b"weights" and not old_model.exists()
+    assert Path(moved.result.model_path).name == f"{planned['sgd'].key}.model.pt"
     assert members == {planned["sgd"].key, planned["adam"].key, adam.key()}
     assert planned["adam"].status == "pending"  # its done run is the GPU machine's
     assert left.status == "done" and left.result.device == "cuda:0"

@@ -61,15 +61,15 @@ def remove_run_files(
     record: RunRecord | None = None,
     checkpoints: bool = True,
 ) -> None:
-    """Delete a run's checkpoint (when asked) and final model, unless a live process holds it.
+    """Delete a run's checkpoint (when asked) and final model, unless a live process holds it,
+    and forget the model in the store.
 
-    The result's model_path is deleted too when it names this run's model file elsewhere (a
-    store opened from another directory), and is then forgotten in the store.
+    Only files inside `directory`, this store's checkpoint directory, are deleted: a result's
+    model_path elsewhere belongs to another copy of the store (a store copied to another
+    folder still names the original's files), which this one must not empty.
     """
     paths = run_files(directory, key, checkpoints=checkpoints)
     advertised = record.result.model_path if record and record.result else None
-    if advertised and Path(advertised).name == f"{key}{MODEL_SUFFIX}":
-        paths.append(Path(advertised))
     with store.unclaimed(key) as free:
         if not free:
             cleaned.claimed.add(key)
@@ -87,8 +87,12 @@ def remove_run_files(
         store.forget_model(key)
 
 
-def _elsewhere(store: Store, key: str, study: str) -> bool:
-    """Whether another study has this run too."""
+def _elsewhere(store: Store, key: str, study: str, beside: set[str] | None) -> bool:
+    """Whether another study has this run too: in this store, or in a store beside it that
+    shares the checkpoint directory (`beside`: their keys; None when one cannot be read, and
+    then every run counts as shared, since none can be deleted for sure)."""
+    if beside is None or key in beside:
+        return True
     return any(name != study for name, _ in store.memberships(key))
 
 
@@ -128,10 +132,11 @@ def apply_keep_policy(store: Store, study: str, key: str, policy: str, directory
                 return True
         return False
 
+    beside = keys_beside(store.path)
     for record in runs.values():
         if record.result is None or record.result.model_path is None:
             continue
-        if _elsewhere(store, record.key, study):
+        if _elsewhere(store, record.key, study, beside):
             cleaned.shared.add(record.key)
         elif policy == "none" or not is_best(record.key):
             remove_run_files(
@@ -144,8 +149,9 @@ def clean_study(store: Store, study: str, directory: Path) -> Cleaned:
     """Delete the checkpoints and final models of every run of `study` (but claimed runs, and
     runs another study has too)."""
     cleaned = Cleaned()
+    beside = keys_beside(store.path)
     for record in store.runs(study):
-        if _elsewhere(store, record.key, study):
+        if _elsewhere(store, record.key, study, beside):
             cleaned.shared.add(record.key)
         else:
             remove_run_files(store, directory, record.key, cleaned, record=record)
@@ -194,13 +200,19 @@ def clean_orphans(
     for record in store.runs(study):
         if record.key in current:
             continue
-        if _elsewhere(store, record.key, study):
+        if _elsewhere(store, record.key, study, beside):
             cleaned.shared.add(record.key)
         else:
             remove_run_files(store, directory, record.key, cleaned, record=record)
     if beside is None:
         return cleaned
     known = {record.key for record in store.runs()} | beside
+    # A model a result still points to is never an orphan, whatever its name says.
+    known |= {
+        Path(r.result.model_path).name.removesuffix(MODEL_SUFFIX)
+        for r in store.runs()
+        if r.result is not None and r.result.model_path
+    }
     for suffix in (CHECKPOINT_SUFFIX, MODEL_SUFFIX):
         for path in sorted(directory.glob(f"*{suffix}")):
             key = path.name.removesuffix(suffix)

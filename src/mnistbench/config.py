@@ -210,8 +210,11 @@ class RunSpec:
     def __post_init__(self) -> None:
         for declared in dataclasses.fields(self):  # a number where a name belongs, from TOML
             value = getattr(self, declared.name)
-            if declared.type == "str" and not isinstance(value, str):
+            kind = declared.type if isinstance(declared.type, str) else declared.type.__name__
+            if kind == "str" and not isinstance(value, str):
                 raise SpecError(declared.name, value, "must be a string")
+            if "float" in kind and type(value) is int:  # 10 and 10.0: one run, one key
+                object.__setattr__(self, declared.name, float(value))
         for declared in dataclasses.fields(self):  # declared choices, of this run's engine
             role = field_role(declared)
             if role.choices and role.engine in ("run", "svm" if self.is_svm else "torch"):

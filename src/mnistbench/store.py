@@ -281,14 +281,19 @@ class Store:
 
     def forget_model(self, key: str) -> bool:
         """Say that a run's final model is gone: its stored result's model_path becomes None,
-        so that nothing advertises a deleted file. The stored JSON is edited in place, so fields
-        of other mnistbench versions stay. False when there was no model_path to forget."""
+        so that nothing advertises a deleted file. False when there was no model_path."""
+        return self.set_model_path(key, None)
+
+    def set_model_path(self, key: str, path: str | None) -> bool:
+        """Point a run's stored result at its model file (None: it has none any more). The
+        stored JSON is edited in place, so fields of other mnistbench versions stay. False when
+        the result had no model_path to change."""
         with self._transaction() as conn:
             row = conn.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()
             result = json.loads(row[0]) if row and row[0] else None
             if not isinstance(result, dict) or result.get("model_path") is None:
                 return False
-            result["model_path"] = None
+            result["model_path"] = path
             conn.execute("UPDATE runs SET result = ? WHERE key = ?", (json.dumps(result), key))
             return True
 

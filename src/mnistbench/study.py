@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnistbench import executors
-from mnistbench.cleanup import apply_keep_policy, checkpoint_dir_for
+from mnistbench.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.config import RunSpec
 from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
 from mnistbench.forecast import live_estimates
@@ -111,7 +111,21 @@ def _adopt_auto_runs(store: Store, expanded: list[PlannedRun], log: Callable[[st
         if old is None or store.get(run.key) is not None:
             continue
         if _device_kind(old) == run.spec.device and store.adopt(old.key, run.spec, old.status):
+            _rename_run_files(store, old, run.key)
             log(f"{run.spec.label()}: stored as an 'auto' run ({old.status}), now keyed {run.key}")
+
+
+def _rename_run_files(store: Store, old: RunRecord, new_key: str) -> None:
+    """A run that moved to a new key takes its checkpoint and model along, and its result
+    points to the model's new name."""
+    directory = checkpoint_dir_for(store.path)
+    pairs = zip(run_files(directory, old.key), run_files(directory, new_key), strict=True)
+    for before, after in pairs:
+        if before.exists() and not after.exists():
+            before.rename(after)
+    model_path = old.result.model_path if old.result else None
+    if model_path and Path(model_path).name == f"{old.key}{MODEL_SUFFIX}":
+        store.set_model_path(new_key, str(Path(model_path).with_name(f"{new_key}{MODEL_SUFFIX}")))
 
 
 def _device_kind(record: RunRecord) -> str | None:
