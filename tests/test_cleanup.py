@@ -242,7 +242,9 @@ def test_keep_models_is_a_study_header_key(tmp_path: Path) -> None:
     assert load_study(path).keep_models == "none"
 
 
-def test_a_copied_store_never_deletes_the_originals_models(tmp_path: Path, store_path: Path) -> None:
+def test_a_copied_store_never_deletes_the_originals_models(
+    tmp_path: Path, store_path: Path
+) -> None:
     """A store copied to another folder still names the original's model files: cleaning the
     copy empties only the copy's own checkpoint directory."""
     import shutil
