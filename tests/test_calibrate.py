@@ -72,7 +72,7 @@ def test_timing_an_svm_fits_it_and_keeps_the_default_growth_from_one_point() -> 
     spec = RunSpec(model="svm", train_limit=300, test_limit=100, svm_backend="sklearn", threads=1)
     rates = time_svm_shape(spec, data)
     assert isinstance(rates, SvmRates) and rates.n_train == 300 and rates.n_predicted == 100
-    assert rates.fit_seconds > 0 and rates.fit_exponent == 1.7  # one size: nothing to fit
+    assert rates.fit_seconds > 0 and rates.fit_exponent == calibrate.FIT_EXPONENT[2]  # one size
 
 
 def test_model_file_bytes_are_the_parameters_and_buffers() -> None:

@@ -222,7 +222,7 @@ def refine_svm(rates: SvmRates | None, seen: list[SvmObservation]) -> SvmRates |
     best = max(seen, key=lambda o: o.sizes.train)
     predicted = best.sizes.test + best.sizes.val
     predict = best.predict_seconds * predicted / best.sizes.test  # + the validation pass
-    base = rates or SvmRates(1, 0.0, 1.7, 1, 0.0, 0.8, 0.0)
+    base = rates or SvmRates(1, 0.0, 1.5, 1, 0.0, 0.5, 0.0)  # calibrate.py's defaults
     return replace(
         base,
         n_train=best.sizes.train,
