@@ -165,28 +165,35 @@ def observations(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[Obs
             or not result.train_seconds or not result.eval_seconds
         ):  # fmt: skip
             continue
-        env, wall = result.environment, record.finished_at - record.started_at
-        sizes = Sizes(
-            *(int(result.protocol.get("sizes", {}).get(s, 0)) for s in ("train", "val", "test"))
-        )
-        device = (result.device or "cpu").split(":")[0]
-        spec = record.spec.replace(threads=int(env.get("threads", record.spec.threads)))
-        if spec.is_svm:
-            shape = svm_shape_key(spec, result.backend or "")
-            seen: TorchObservation | SvmObservation = SvmObservation(
-                wall, result.train_seconds, result.eval_seconds, sizes
-            )
-        else:
-            spec = spec.replace(device=device)
-            shape = torch_shape_key(spec)
-            seen = TorchObservation(
-                wall, result.train_seconds, result.eval_seconds, len(result.history), sizes,
-                spec.eval_each_epoch,
-            )  # fmt: skip
-        found.setdefault((machine_key(device, spec.threads, env), shape), []).append(
-            Observed(spec, seen)
-        )
+        try:
+            key, observed = _observed(record)
+        except (ValueError, TypeError, KeyError):  # stored by another version: not comparable
+            continue
+        found.setdefault(key, []).append(observed)
     return found
+
+
+def _observed(record: RunRecord) -> tuple[tuple[str, str], Observed]:
+    """A finished run's calibration key, and what it measured."""
+    result = record.result
+    assert result is not None and record.finished_at and record.started_at
+    env, wall = result.environment, record.finished_at - record.started_at
+    sizes = Sizes(*(int(result.protocol["sizes"][s]) for s in ("train", "val", "test")))
+    device = (result.device or "cpu").split(":")[0]
+    spec = record.spec.replace(threads=int(env.get("threads", record.spec.threads)))
+    if spec.is_svm:
+        shape = svm_shape_key(spec, result.backend or "")
+        seen: TorchObservation | SvmObservation = SvmObservation(
+            wall, result.train_seconds, result.eval_seconds, sizes
+        )
+    else:
+        spec = spec.replace(device=device)
+        shape = torch_shape_key(spec)
+        seen = TorchObservation(
+            wall, result.train_seconds, result.eval_seconds, len(result.history), sizes,
+            spec.eval_each_epoch,
+        )  # fmt: skip
+    return (machine_key(device, spec.threads, env), shape), Observed(spec, seen)
 
 
 def _key(spec: RunSpec) -> tuple[str, str]:
@@ -320,4 +327,8 @@ def live_estimates(
     if not reporter.shows_eta or not runs:
         return None
     calibration = Calibration(cache_path_for(store.path), root=root, log=reporter.log)
-    return run_estimates(runs, store, calibration)
+    try:
+        return run_estimates(runs, store, calibration)
+    except Exception as exc:  # the ETA is never a reason to stop a study
+        reporter.log(f"no ETA: {type(exc).__name__}: {exc}")
+        return None
