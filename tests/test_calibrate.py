@@ -57,7 +57,7 @@ def test_an_unreadable_cache_is_measured_again(tmp_path, timings) -> None:
     path = tmp_path / "calibration.json"
     path.write_text("{not json")
     Calibration(path, dataset=lambda name: None).torch_rates(SPEC)
-    assert len(timings) == 1 and json.loads(path.read_text())["version"] == 1
+    assert len(timings) == 1 and json.loads(path.read_text())["version"] == calibrate.CACHE_VERSION
 
 
 def test_timing_a_resnet_shape_runs_its_real_steps() -> None:
@@ -67,12 +67,13 @@ def test_timing_a_resnet_shape_runs_its_real_steps() -> None:
     assert rates.run_overhead_seconds > 0 and rates.epoch_overhead_seconds > 0
 
 
-def test_timing_an_svm_fits_it_and_keeps_the_default_growth_from_one_point() -> None:
+def test_timing_an_svm_fits_it_and_scales_it_by_its_back_ends_growth() -> None:
     data = synthetic_dataset(n_train=400, n_test=100)
     spec = RunSpec(model="svm", train_limit=300, test_limit=100, svm_backend="sklearn", threads=1)
     rates = time_svm_shape(spec, data)
     assert isinstance(rates, SvmRates) and rates.n_train == 300 and rates.n_predicted == 100
-    assert rates.fit_seconds > 0 and rates.fit_exponent == calibrate.FIT_EXPONENT[2]  # one size
+    assert rates.fit_seconds > 0 and rates.overhead_seconds > 0
+    assert (rates.fit_exponent, rates.predict_exponent) == calibrate.SVM_GROWTH["sklearn"]
 
 
 def test_model_file_bytes_are_the_parameters_and_buffers() -> None:

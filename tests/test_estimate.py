@@ -93,14 +93,11 @@ def test_finished_runs_replace_the_calibrated_rates() -> None:
 
 
 def test_svm_seconds_follow_the_power_laws_from_the_reference_fit() -> None:
-    from mnistbench.estimate import Sizes, SvmObservation, SvmRates, power_law_exponent, refine_svm
+    from mnistbench.estimate import Sizes, SvmObservation, SvmRates, refine_svm
 
     rates = SvmRates(2_000, 4.0, 2.0, 500, 1.0, 1.0, 1.0)
     assert rates.seconds(Sizes(2_000, 0, 500)) == pytest.approx(6.0)
     assert rates.seconds(Sizes(4_000, 0, 1_000)) == pytest.approx(16 + 4 + 1)
-    assert power_law_exponent(1_000, 1.0, 2_000, 4.0, 1.0, 2.2, 1.7) == pytest.approx(2.0)
-    assert power_law_exponent(1_000, 1.0, 2_000, 64.0, 1.0, 2.2, 1.7) == 2.2  # clamped
-    assert power_law_exponent(1_000, 0.001, 2_000, 0.004, 1.0, 2.2, 1.7) == 1.7  # too short
     finished = SvmObservation(20.0, 16.0, 2.0, Sizes(4_000, 0, 1_000))
     refined = refine_svm(rates, [finished])
     assert refined.seconds(Sizes(4_000, 0, 1_000)) == pytest.approx(20.0)

@@ -4,10 +4,9 @@ A ResNet shape (model, input, batch, precision, optimizer, device, threads, ...)
 the run's own pieces: `train_torch.prepare` (split, preprocessing, model, optimizer, precision,
 memory format, threads), `measure_flops_and_warm_up` (FLOP count and warm-up, as a run does
 them), then about a second of real training steps, one evaluation batch, and the epoch
-checkpoint and final-model writes. The images are random ones of the real dataset's size: speed
-does not depend on what they show. An SVM shape (dataset, kernel, C, gamma, features, back-end)
-is timed with two small `train_svm.run` fits on the real data, whose ratio gives the fit's growth
-with the training images.
+checkpoint and final-model writes, on random images of the real dataset's size. An SVM shape
+(dataset, kernel, C, gamma, features, back-end) is timed with a `train_svm.run` fit of 2,000
+real images, scaled to the run's size by the back-end's measured growth (SVM_GROWTH).
 
 Each result is cached in a JSON file next to the store (`calibration.json`), keyed by machine
 (CPU model, device, threads, torch version) and shape, so only the first estimate of a shape on
@@ -38,7 +37,7 @@ from mnistbench.config import RunSpec, default_threads
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import get_dataset
 from mnistbench.devices import auto_device
-from mnistbench.estimate import Sizes, SvmRates, TorchRates, power_law_exponent, split_sizes
+from mnistbench.estimate import Sizes, SvmRates, TorchRates, split_sizes
 from mnistbench.files import atomic_write_text
 from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
 from mnistbench.measure import (
@@ -52,20 +51,18 @@ from mnistbench.measure import (
 from mnistbench.models import build_resnet, resolve_svm_backend, svm_backend_version
 from mnistbench.recipe import make_precision, use_channels_last
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # raised when what a cached entry means changes
 CACHE_NAME = "calibration.json"
 TRAIN_SECONDS = 1.0  # timed training steps per ResNet shape (after the warm-up)
 MIN_STEPS, MAX_STEPS = 1, 40  # timed steps: one at least, then until TRAIN_SECONDS
 EVAL_IMAGES_LARGE = 32  # images evaluated to time a shape above 64 px (slow per image)
-SVM_TRAIN_SIZES = (1000, 2000)  # the two calibration fits (fewer when the run itself is smaller)
-SVM_TEST_SIZE = 500
-# (low, high, default) of the growth exponents in the training images. Between 1k and 16k images
-# a fit grows ~n**1.8, flattening beyond (sklearnex, MNIST rbf: 0.29 s at 2k, 54 s at 60k, an
-# overall n**1.54; poly n**1.59), so the two small fits' ratio is capped where the overall growth
-# lies; predicting grows with the support vectors (n**0.3-0.4 from 2k to 60k). benchmarks/
-# README.md section 9 has the measurements.
-FIT_EXPONENT = (1.0, 1.6, 1.5)
-PREDICT_EXPONENT = (0.2, 0.8, 0.5)
+SVM_TRAIN_IMAGES = 2000  # the reference fit (the run's own size when it is smaller)
+SVM_WARM_UP_IMAGES = 200  # a first fit per back-end and process: imports, thread pools
+SVM_TEST_IMAGES = 500
+# (fit, predict) growth exponents in the training images per back-end, measured from 2k images
+# up (benchmarks/README.md, section 9); the ratio of two small fits scattered too much to use.
+SVM_GROWTH = {"sklearnex": (1.5, 0.4), "sklearn": (1.9, 0.8)}
+SVM_DEFAULT_GROWTH = (1.7, 0.6)
 
 
 def cache_path_for(store_path: Path) -> Path:
@@ -210,7 +207,7 @@ class Calibration:
     def svm_rates(self, spec: RunSpec) -> SvmRates:
         """Cached rates, unless they were measured on fewer training images than this run has
         and than a calibration would use."""
-        wanted = min(run_sizes(spec).train, SVM_TRAIN_SIZES[-1])
+        wanted = min(run_sizes(spec).train, SVM_TRAIN_IMAGES)
         cached = self.cached_svm(spec)
         if cached is not None and cached.n_train >= wanted:
             return cached
@@ -357,32 +354,37 @@ def _timed_writes(setup: train_torch.Setup) -> tuple[float, float]:
         return checkpoint, time.perf_counter() - started
 
 
+_warm_svm_backends: set[str] = set()
+
+
 def time_svm_shape(spec: RunSpec, data: Dataset) -> SvmRates:
-    """Two small fits of the spec (fewer training images than its run has, at most
-    SVM_TRAIN_SIZES): their wall time beyond fit and predict is the per-run overhead, their
-    ratio the fit's growth with the training images."""
+    """One fit of the spec at SVM_TRAIN_IMAGES (after a tiny warm-up fit, once per back-end):
+    its wall time beyond fit and predict is the per-run overhead, and the back-end's growth
+    exponents scale it to the run's size."""
     from mnistbench import train_svm  # sklearn: imported when an SVM is calibrated
 
     sizes = run_sizes(spec)
-    points = []
-    for n in dict.fromkeys(min(sizes.train, n) for n in SVM_TRAIN_SIZES):
-        probe = spec.replace(train_limit=n, test_limit=min(sizes.test, SVM_TEST_SIZE))
-        started = time.perf_counter()
-        result = train_svm.run(probe, data)
-        wall = time.perf_counter() - started
-        run = result.protocol["sizes"]
-        predicted = run["test"] + run["val"]
-        predict = result.eval_seconds * predicted / max(run["test"], 1)
-        points.append((n, result.train_seconds, predicted, predict, wall))
-    (n1, fit1, _, predict1, _), (n2, fit2, predicted, predict2, wall) = points[0], points[-1]
+    backend = resolve_svm_backend(spec.svm_backend)
+    test = min(sizes.test, SVM_TEST_IMAGES)
+    if backend not in _warm_svm_backends:
+        train_svm.run(spec.replace(train_limit=SVM_WARM_UP_IMAGES, test_limit=test), data)
+        _warm_svm_backends.add(backend)
+    probe = spec.replace(train_limit=min(sizes.train, SVM_TRAIN_IMAGES), test_limit=test)
+    started = time.perf_counter()
+    result = train_svm.run(probe, data)
+    wall = time.perf_counter() - started
+    run = result.protocol["sizes"]
+    predicted = run["test"] + run["val"]
+    predict = result.eval_seconds * predicted / max(run["test"], 1)
+    fit_exponent, predict_exponent = SVM_GROWTH.get(backend, SVM_DEFAULT_GROWTH)
     return SvmRates(
-        n_train=n2,
-        fit_seconds=fit2,
-        fit_exponent=power_law_exponent(n1, fit1, n2, fit2, *FIT_EXPONENT),
+        n_train=run["train"],
+        fit_seconds=result.train_seconds,
+        fit_exponent=fit_exponent,
         n_predicted=predicted,
-        predict_seconds=predict2,
-        predict_exponent=power_law_exponent(n1, predict1, n2, predict2, *PREDICT_EXPONENT),
-        overhead_seconds=max(0.0, wall - fit2 - predict2),
+        predict_seconds=predict,
+        predict_exponent=predict_exponent,
+        overhead_seconds=max(0.0, wall - result.train_seconds - predict),
     )
 
 

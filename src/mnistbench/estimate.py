@@ -11,7 +11,6 @@ slots, which is what the local executor's slots do. No torch here.
 from __future__ import annotations
 
 import heapq
-import math
 import statistics
 from dataclasses import dataclass, replace
 
@@ -193,16 +192,6 @@ class SvmRates:
         return fit + predict + self.overhead_seconds
 
 
-def power_law_exponent(
-    n1: int, seconds1: float, n2: int, seconds2: float, low: float, high: float, default: float
-) -> float:
-    """The exponent p of seconds ~ n**p through two measurements, clamped to [low, high]; the
-    default when the two cannot tell (equal sizes, or times too short to trust)."""
-    if n1 == n2 or min(seconds1, seconds2) < 0.02:
-        return default
-    return min(high, max(low, math.log(seconds2 / seconds1) / math.log(n2 / n1)))
-
-
 @dataclass(frozen=True)
 class SvmObservation:
     """A finished SVM run as the store has it."""
@@ -222,7 +211,7 @@ def refine_svm(rates: SvmRates | None, seen: list[SvmObservation]) -> SvmRates |
     best = max(seen, key=lambda o: o.sizes.train)
     predicted = best.sizes.test + best.sizes.val
     predict = best.predict_seconds * predicted / best.sizes.test  # + the validation pass
-    base = rates or SvmRates(1, 0.0, 1.5, 1, 0.0, 0.5, 0.0)  # calibrate.py's defaults
+    base = rates or SvmRates(1, 0.0, 1.7, 1, 0.0, 0.6, 0.0)  # calibrate.SVM_DEFAULT_GROWTH
     return replace(
         base,
         n_train=best.sizes.train,
