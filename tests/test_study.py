@@ -17,7 +17,7 @@ from mnistbench.data import load_dataset
 from mnistbench.progress import Reporter
 from mnistbench.runner import run_spec
 from mnistbench.store import Store
-from mnistbench.study import checkpoint_dir_for, run_study
+from mnistbench.study import checkpoint_dir_for, expand, run_study
 from mnistbench.studyfile import load_study
 
 pytestmark = pytest.mark.network  # runs on the real datasets (fetched once per session)
@@ -159,7 +159,8 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path, real_data_root):
         sys.executable, "-m", "mnistbench", "study", "run", str(study_file),
         "--store", str(store_path), "--root", str(real_data_root), "--quiet",
     ]  # fmt: skip
-    long_spec = load_study(study_file).experiment("long").specs()[0]
+    (long_run,) = expand(load_study(study_file), ["long"])  # 'auto' as this machine resolves it
+    long_spec = long_run.spec
     checkpoint = checkpoint_dir_for(store_path) / f"{long_spec.key()}.ckpt.pt"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
