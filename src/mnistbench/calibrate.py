@@ -156,8 +156,6 @@ class Calibration:
         self.entries: dict[str, dict[str, dict[str, Any]]] = self._read()
         self.measured: list[str] = []  # the shapes this object timed (not found in the cache)
 
-    # --- the cache ---
-
     def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
         if self.path is None or not self.path.is_file():
             return {}
@@ -171,7 +169,10 @@ class Calibration:
         return self.entries.get(machine, {}).get(shape)
 
     def _store(self, machine: str, shape: str, values: dict[str, Any]) -> None:
-        self.entries = self._read() | {m: dict(s) for m, s in self.entries.items()}
+        on_disk = self._read()  # another process may have added shapes meanwhile: keep them
+        for name, shapes in self.entries.items():
+            on_disk[name] = on_disk.get(name, {}) | shapes
+        self.entries = on_disk
         self.entries.setdefault(machine, {})[shape] = values | {"measured_at": time.time()}
         self.measured.append(shape)
         if self.path is not None:
@@ -205,8 +206,7 @@ class Calibration:
         return _rates(SvmRates, entry) if entry else None
 
     def svm_rates(self, spec: RunSpec) -> SvmRates:
-        """Cached rates, unless they were measured on fewer training images than this run has
-        and than a calibration would use."""
+        """Cached rates, unless measured on fewer training images than this run's (or 2,000)."""
         wanted = min(run_sizes(spec).train, SVM_TRAIN_IMAGES)
         cached = self.cached_svm(spec)
         if cached is not None and cached.n_train >= wanted:
