@@ -68,7 +68,7 @@ def _cuda() -> bool:
             ["study", "run", "GOOD_TOML", "--dry-run", "--set", "epochz=1"],
             "--set epochz=1: unknown",
         ),
-        (["study", "run", "GOOD_TOML", "--set", "C=-1", "--dry-run"], "C=-1 is invalid"),
+        (["study", "run", "GOOD_TOML", "--set", "C=-1", "--dry-run"], "C=-1.0 is invalid"),
         (["study", "run", "GOOD_TOML", "--dry-run", "--set", "kernel"], "expected KEY=VALUE"),
         (["study", "clean", "GOOD_TOML", "--store", "MISSING.db"], "no results store at"),
         (["study", "status", "--store", "MISSING.db"], "no results store at"),
