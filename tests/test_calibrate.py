@@ -11,12 +11,12 @@ from mnistbench import calibrate
 from mnistbench.calibrate import (
     Calibration,
     cache_path_for,
-    model_file_bytes,
     time_svm_shape,
     time_torch_shape,
 )
 from mnistbench.config import RunSpec
 from mnistbench.estimate import SvmRates, TorchRates
+from mnistbench.forecast import model_file_bytes
 from mnistbench.models import build_resnet
 from tests.conftest import synthetic_dataset
 

@@ -11,15 +11,17 @@ their own calibrated estimates (the machine is busier, or quieter, than when it 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import torch
 
 from mnistbench.calibrate import (
     Calibration,
     cache_path_for,
     machine_key,
-    model_file_bytes,
     run_sizes,
     svm_shape_key,
     this_cpu,
@@ -35,6 +37,7 @@ from mnistbench.estimate import (
     refine_svm,
     refine_torch,
 )
+from mnistbench.models import build_resnet
 from mnistbench.progress import Reporter
 from mnistbench.store import RunRecord, Store
 
@@ -137,6 +140,22 @@ def _study_disk(runs: list[RunForecast], keep_models: str, experiments: list[str
     if keep_models == "all":
         return sum(_kept(runs).values())
     return sum(_disk([r for r in runs if r.experiment == e], keep_models) for e in experiments)
+
+
+# --- Disk ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _model_bytes(model: str, channels: int, stem: str) -> int:
+    with torch.device("meta"):  # counted, not allocated
+        net = build_resnet(model, channels=channels, stem=stem)
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
+
+
+def model_file_bytes(spec: RunSpec) -> int:
+    """The final model a run keeps: its parameters and buffers (fp32 whatever the precision it
+    trained in). An SVM keeps none."""
+    return 0 if spec.is_svm else _model_bytes(spec.model, spec.channels, spec.stem)
 
 
 # --- The store's finished runs ----------------------------------------------------------------
