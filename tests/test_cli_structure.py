@@ -63,6 +63,7 @@ def _cuda() -> bool:
         (["study", "status", "BAD_TOML"], "not valid TOML"),
         (["study", "run", "GOOD_TOML", "--only", "nope"], "no experiment 'nope'"),
         (["study", "run", "GOOD_TOML", "--jobs", "0"], "argument --jobs: must be at least 1"),
+        (["study", "run", "GOOD_TOML", "--jobs", "all"], "not an integer: 'all'; or write 'auto'"),
         (["study", "run", "GOOD_TOML", "--executor", "slurm"], "invalid choice: 'slurm'"),
         (
             ["study", "run", "GOOD_TOML", "--dry-run", "--set", "epochz=1"],

@@ -17,11 +17,11 @@ from mnistbench.devices import (
     skip_reason,
     visible_gpus,
 )
-from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from mnistbench.store import Store
 from mnistbench.study import plan, run_study
 from mnistbench.studyfile import load_study
+from tests.conftest import Logs
 
 no_cuda_here = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
@@ -172,14 +172,6 @@ class Stub:
     def run(self, spec, data, checkpoints, reporter) -> RunResult:
         self.ran.append(spec)
         return RunResult(spec=spec.to_dict(), test_accuracy=90.0, device=spec.device)
-
-
-class Logs(Reporter):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, message: str) -> None:
-        self.lines.append(message)
 
 
 def _by_device(store_path) -> dict[str, list[str]]:

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from mnistbench import calibrate
-from mnistbench.calibrate import Calibration, this_cpu
+from mnistbench.calibrate import Calibration
 from mnistbench.config import RunSpec
 from mnistbench.estimate import SvmRates, TorchRates
 from mnistbench.forecast import Estimator, forecast_study, live_estimates, model_file_bytes
+from mnistbench.measure import this_cpu
 from mnistbench.progress import PlainReporter, Reporter
 from mnistbench.result import EpochRecord, RunResult
 from mnistbench.store import Store

@@ -7,6 +7,7 @@ import pytest
 from mnistbench.config import RunSpec
 from mnistbench.scheduler import (
     Slots,
+    auto_jobs,
     gpu_fraction,
     needs_gpu,
     runs_per_gpu,
@@ -138,3 +139,21 @@ def test_experiment_resources_become_ray_options_fractional_gpus_included():
     shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})
     assert _ray_options(shared) == {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5}
     assert _ray_options(Experiment("svm")) == {"num_cpus": 1, "num_gpus": 0, "max_retries": 2}
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("cpu_runs", "cores", "memory", "jobs"),
+    [
+        (10, 2, 24 * GIB, 2),  # one worker per core
+        (1, 2, 24 * GIB, 1),  # one run: no second worker to start
+        (0, 8, None, 1),  # only GPU runs: the CPU slot count does not matter, at least one
+        (10, 16, 5 * GIB, 2),  # memory for two runs only
+        (10, 16, GIB, 1),  # not even for one: still one
+        (10, 16, None, 10),  # memory unknown: no cap
+    ],
+)
+def test_jobs_auto_takes_a_core_per_run_within_runs_and_memory(cpu_runs, cores, memory, jobs):
+    assert auto_jobs(cpu_runs, cores, memory) == jobs

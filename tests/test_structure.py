@@ -25,7 +25,7 @@ LONG_FUNCTIONS: dict[str, str] = {}
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "files", "errors", "data", "config", "result", "studyfile", "published"),
     ("estimate", "measure", "devices", "models", "progress", "batches", "recipe", "checkpoint"),
-    ("loops", "train_torch", "train_svm"),
+    ("loops", "layout", "train_torch", "train_svm"),
     ("runner", "calibrate"),
     ("store_file", "store"),
     ("scheduler", "executors", "study", "cleanup", "forecast"),

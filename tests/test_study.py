@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from mnistbench import executors
+from mnistbench import study as study_module
 from mnistbench.data import load_dataset
 from mnistbench.progress import Reporter
 from mnistbench.runner import run_spec
 from mnistbench.store import Store
 from mnistbench.study import checkpoint_dir_for, expand, run_study
 from mnistbench.studyfile import load_study
+from tests.conftest import Logs
 
 pytestmark = pytest.mark.network  # runs on the real datasets (fetched once per session)
 
@@ -105,6 +107,28 @@ def test_jobs_split_threads_between_worker_processes(tmp_path, real_data_root, m
     assert all(r.status == "ok" for r in results)
     assert {r.environment["worker_pid"] for r in results} != {os.getpid()}
     assert [r.environment["threads"] for r in results] == [4, 4]
+
+
+def test_jobs_auto_runs_one_worker_per_core_up_to_the_runs_to_do(
+    tmp_path, real_data_root, monkeypatch
+):
+    # 4 cores and plenty of memory, 2 CPU runs: 2 workers (not 4), the cores split between them.
+    monkeypatch.setattr(study_module, "default_threads", lambda: 4)
+    monkeypatch.setattr(executors, "default_threads", lambda: 4)
+    monkeypatch.setattr(study_module, "available_memory", lambda: 64 * 2**30)
+    study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
+    store_path = tmp_path / "store.db"
+    reporter = Logs()
+    outcome = run_study(
+        study, store_path, only=["grid"], jobs="auto", root=str(real_data_root), reporter=reporter
+    )
+    assert outcome.done == 2
+    with Store(store_path) as store:
+        results = [r.result for r in store.runs("tiny", "grid")]
+    assert {r.environment["worker_pid"] for r in results} != {os.getpid()}
+    assert [r.environment["threads"] for r in results] == [2, 2]
+    assert [r.environment["concurrency"]["runs_at_once"] for r in results] == [2, 2]
+    assert any(line.startswith("--jobs auto: 2 run(s) at once") for line in reporter.lines)
 
 
 @pytest.mark.slow

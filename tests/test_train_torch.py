@@ -228,7 +228,7 @@ def test_protocol_records_the_amp_setting_beside_the_precision_that_ran():
     images, labels = torch.arange(4 * 28 * 28).view(4, 28, 28).to(torch.uint8), torch.arange(4)
     split = SplitData("official", images, labels, images[:0], labels[:0], images, labels)
     spec = RunSpec(**TINY, amp="cuda")
-    preprocess = recipe.make_preprocess(spec, split)
+    preprocess = recipe.make_preprocess(spec, split, channels_last=False)
     cpu = torch.device("cpu")
     stated = protocol(spec, split, preprocess, recipe.make_precision(spec.amp, cpu), cpu)
     assert (stated["amp"], stated["precision"]) == ("cuda", "fp32")

@@ -44,14 +44,13 @@ from mnistbench.files import atomic_write_text
 from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
 from mnistbench.measure import (
     Stopwatch,
-    cpu_model,
-    device_name,
     environment,
+    machine_key,
     peak_memory,
     reset_peak_memory,
 )
 from mnistbench.models import resolve_svm_backend, svm_backend_version
-from mnistbench.recipe import make_precision, use_channels_last
+from mnistbench.recipe import make_precision
 
 CACHE_VERSION = 2  # raised when what a cached entry means changes
 CACHE_NAME = "calibration.json"
@@ -78,27 +77,10 @@ def run_sizes(spec: RunSpec) -> Sizes:
     return split_sizes(spec.split, spec.val_fraction, spec.train_limit, spec.test_limit, info.sizes)
 
 
-def machine_key(device: str, threads: int, env: dict[str, Any] | None = None) -> str:
-    """What identifies a machine for a calibration: CPU, device, threads, torch. With `env` (a
-    stored result's environment), the machine that result ran on."""
-    if env is not None:
-        cpu, version = env.get("cpu"), env.get("torch")
-        name = env.get("device_name") if device != "cpu" else "cpu"
-    else:
-        cpu, version = this_cpu(), torch.__version__
-        name = device_name(torch.device(device)) if device != "cpu" else "cpu"
-    return f"{cpu} | {name} | {threads} threads | torch {version}"
-
-
-@functools.lru_cache(maxsize=1)
-def this_cpu() -> str:
-    return cpu_model()
-
-
 def torch_shape_key(spec: RunSpec) -> str:
     """The spec's fields that change a ResNet run's speed per image (not its length)."""
     precision = make_precision(spec.amp, torch.device(_device_kind(spec.device))).label
-    layout = "nhwc" if use_channels_last(spec) else "nchw"
+    layout = spec.memory_format  # "auto" resolves the same way for every run on one machine
     optimizer = "sgd" if spec.optimizer == "sgd" else "adam"  # adam and adamw: one update cost
     return (
         f"{spec.model} {spec.image_size}px x{spec.channels} {spec.stem} B{spec.batch_size} "

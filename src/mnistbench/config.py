@@ -189,9 +189,10 @@ class RunSpec:
     memory_format: str = spec_field(
         "auto", engine="torch", identity="never", choices=MEMORY_FORMATS
     )
-    """Activation layout: 'channels_last' (NHWC, what oneDNN and tensor cores run fastest at
-    large inputs), 'contiguous' (NCHW) or 'auto' (channels_last from 64 px up, else NCHW).
-    Changes speed, not what is computed, so it is not part of the run's identity."""
+    """Activation layout: 'channels_last' (NHWC), 'contiguous' (NCHW) or 'auto' (whichever
+    trains this shape faster on this machine, timed once and cached; the result's protocol says
+    which ran and the rates it was chosen by). Changes speed, not what is computed, so it is not
+    part of the run's identity."""
 
     # --- SVM engine ---
     kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)

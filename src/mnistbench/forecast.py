@@ -21,10 +21,8 @@ import torch
 from mnistbench.calibrate import (
     Calibration,
     cache_path_for,
-    machine_key,
     run_sizes,
     svm_shape_key,
-    this_cpu,
     torch_shape_key,
 )
 from mnistbench.config import RunSpec
@@ -37,6 +35,7 @@ from mnistbench.estimate import (
     refine_svm,
     refine_torch,
 )
+from mnistbench.measure import machine_key, this_cpu
 from mnistbench.models import build_resnet
 from mnistbench.progress import Reporter
 from mnistbench.store import RunRecord, Store

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import platform
@@ -123,6 +124,35 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is KiB on Linux, bytes on macOS.
     return int(peak if sys.platform == "darwin" else peak * 1024), "process_peak_rss"
+
+
+def machine_key(device: str, threads: int, env: dict[str, Any] | None = None) -> str:
+    """What identifies a machine for a calibration: CPU, device, threads, torch. With `env` (a
+    stored result's environment), the machine that result ran on."""
+    if env is not None:
+        cpu, version = env.get("cpu"), env.get("torch")
+        name = env.get("device_name") if device != "cpu" else "cpu"
+    else:
+        cpu, version = this_cpu(), torch.__version__
+        name = device_name(torch.device(device)) if device != "cpu" else "cpu"
+    return f"{cpu} | {name} | {threads} threads | torch {version}"
+
+
+@functools.lru_cache(maxsize=1)
+def this_cpu() -> str:
+    return cpu_model()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory that new work can use without swapping (Linux's MemAvailable); None
+    where that is not known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # stated in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def cpu_model() -> str:

@@ -96,16 +96,9 @@ def make_scheduler(
     return None
 
 
-def use_channels_last(spec: RunSpec) -> bool:
-    """'auto': NHWC from 64 px up, where oneDNN's NHWC convolutions are faster; at 28 px they
-    are not (benchmarks/README.md, section 2)."""
-    if spec.memory_format == "auto":
-        return spec.image_size >= 64
-    return spec.memory_format == "channels_last"
-
-
-def make_preprocess(spec: RunSpec, split: SplitData) -> Preprocess:
-    """The published protocol normalises with 0.5/0.5; the native one with train statistics."""
+def make_preprocess(spec: RunSpec, split: SplitData, channels_last: bool) -> Preprocess:
+    """The published protocol normalises with 0.5/0.5; the native one with train statistics.
+    channels_last: the layout chosen for the run (layout.choose_layout)."""
     if spec.split == "assignment":
         mean, std = ASSIGNMENT_MEAN_STD
     else:
@@ -115,7 +108,7 @@ def make_preprocess(spec: RunSpec, split: SplitData) -> Preprocess:
         std=std,
         image_size=spec.image_size,
         channels=spec.channels,
-        channels_last=use_channels_last(spec),
+        channels_last=channels_last,
     )
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 
+# --jobs auto leaves this much memory per worker: a ResNet run at 28 px peaks at about 1.4 GiB
+# RSS (the quick study's runs), with its dataset as tensors and the model's activations.
+MEMORY_PER_WORKER = 2 * 2**30
 HOST_THREADS_PER_GPU_RUN = 2  # a GPU run's Python loop and copies; its compute is on the GPU
 EPSILON = 1e-9  # 4 x 0.25 must fit in 1.0 despite float rounding
 
@@ -139,6 +142,20 @@ def gpu_slots(gpu_shares: list[float], gpus: int) -> int:
     """How many GPU runs the machine takes at once: the smallest fraction asked for decides how
     many fit on each GPU (Slots places the actual runs)."""
     return gpus * runs_per_gpu(min(gpu_shares)) if gpu_shares else 0
+
+
+def auto_jobs(cpu_runs: int, cores: int, available_memory: int | None) -> int:
+    """--jobs auto: one single-threaded worker per core, for no more workers than CPU runs to do
+    and memory holds (`available_memory` in bytes, None: unknown, no cap).
+
+    Separate processes beat one process's threads at these small shapes: a 28 px batch-16 step
+    has too little work per convolution to split between threads, while two runs side by side
+    each keep a core busy (benchmarks/README.md, section 11: 2 x 1 against 1 x 2 on 2 cores).
+    """
+    jobs = min(cores, max(cpu_runs, 1))
+    if available_memory is not None:
+        jobs = min(jobs, max(1, available_memory // MEMORY_PER_WORKER))
+    return max(1, jobs)
 
 
 def wants_worker_processes(shares: list[float | None], jobs: int, gpus: int) -> bool:

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from mnistbench import executors
 from mnistbench.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
-from mnistbench.config import RunSpec
+from mnistbench.config import RunSpec, default_threads
 from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
 from mnistbench.forecast import live_estimates
+from mnistbench.measure import available_memory
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.scheduler import gpu_share, wants_worker_processes
+from mnistbench.scheduler import auto_jobs, gpu_share, wants_worker_processes
 from mnistbench.store import RunRecord, Store
 from mnistbench.studyfile import StudySpec
 
@@ -231,7 +232,7 @@ def run_study(
     *,
     only: list[str] | None = None,
     executor: str = "local",
-    jobs: int = 1,
+    jobs: int | str = 1,
     retry_failed: bool = False,
     root: str | None = None,
     ray_address: str | None = None,
@@ -252,6 +253,8 @@ def run_study(
             run.key: gpu_share(run.spec, study.experiment(run.experiment).resources, gpus)
             for run in todo
         }
+        if jobs == "auto":
+            jobs = _auto_jobs(list(shares.values()), reporter)
         if executor == "ray":
             executors.run_ray(todo, context, study, ray_address)
         elif wants_worker_processes(list(shares.values()), jobs, gpus):
@@ -260,6 +263,18 @@ def run_study(
             executors.run_sequential(todo, context)
         reporter.close()
     return outcome
+
+
+def _auto_jobs(shares: list[float | None], reporter: Reporter) -> int:
+    """--jobs auto for these runs (a share of None: a CPU run), said in the log."""
+    cores, memory = default_threads(), available_memory()
+    jobs = auto_jobs(sum(share is None for share in shares), cores, memory)
+    room = f", {memory / 2**30:.0f} GiB free" if memory is not None else ""
+    reporter.log(
+        f"--jobs auto: {jobs} run(s) at once, {max(1, cores // jobs)} thread(s) each "
+        f"({cores} cores, {sum(share is None for share in shares)} CPU runs to do{room})"
+    )
+    return jobs
 
 
 @dataclass

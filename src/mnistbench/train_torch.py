@@ -36,6 +36,7 @@ from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
 from mnistbench.devices import resolve_device
+from mnistbench.layout import choose_layout
 from mnistbench.loops import (
     Diverged,
     EpochStats,
@@ -98,7 +99,7 @@ class Setup:
 
     spec: RunSpec
     device: torch.device
-    backends: dict[str, Any]  # the backend settings, for the protocol
+    backends: dict[str, Any]  # the backend settings and the layout chosen, for the protocol
     split: SplitData
     preprocess: Preprocess
     data: DeviceData
@@ -111,10 +112,11 @@ def prepare(spec: RunSpec, data: Dataset) -> Setup:
     optimizer and schedule over the whole run."""
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
-    backends = configure_backends(device)
+    layout = choose_layout(spec, device)  # after the threads are set: it times steps
+    backends = configure_backends(device) | layout.protocol()
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
     split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
-    preprocess = make_preprocess(spec, split)
+    preprocess = make_preprocess(spec, split, layout.channels_last)
     on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
     training = make_training(spec, device, preprocess.channels_last, steps_per_epoch * spec.epochs)
@@ -336,6 +338,5 @@ def protocol(
         "pin_memory": spec.pin_memory and device.type == "cuda" and spec.loader == "dataloader",
         "amp": spec.amp,  # as asked (True, False or "cuda"); precision is what ran here
         "precision": precision.label,
-        "memory_format": "channels_last" if preprocess.channels_last else "contiguous",
         "device": str(device),
     }

@@ -78,6 +78,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def jobs_count(text: str) -> int | str:
+    """An argparse type: an integer >= 1, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or write 'auto'") from None
+
+
 def existing_path(text: str) -> Path:
     """An argparse type: a file or directory that exists."""
     path = Path(text)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, positive_int
+from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, jobs_count
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -78,11 +78,14 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--jobs",
-        type=positive_int,
+        type=jobs_count,
         default=1,
-        metavar="N",
+        metavar="N|auto",
         help="local executor: N runs at once in worker processes, CPU threads split between "
-        "them [default: 1, in this process]",
+        "them; 'auto': one single-threaded worker per core, as many as there are CPU runs and "
+        "memory for (the fastest on small shapes, benchmarks/README.md section 11). Runs side "
+        "by side slow each other a little, and each result records how many ran at once "
+        "[default: 1, in this process, with live epoch progress and uncontended timings]",
     )
     run.add_argument(
         "--retry-failed", action="store_true", help="run again the runs that failed before"

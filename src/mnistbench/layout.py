@@ -1,0 +1,173 @@
+"""memory_format = "auto": NCHW or NHWC (channels_last), whichever trains faster on this machine.
+
+Which layout oneDNN (CPU) or cuDNN (GPU) runs faster depends on the machine, not only on the
+shape: at 28 px channels_last was a wash on one Xeon and 10 % faster on an AMD EPYC Zen 5
+(benchmarks/README.md, section 10). So "auto" is decided by a short measurement: a few training
+steps in each layout, alternated so that a burst of other work on the machine slows both alike,
+and the median step of each compared. The answer is cached per machine and shape in
+`layouts.json` under the user's cache folder (MNISTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/
+mnistbench, else ~/.cache/mnistbench), so only the first run of a shape on a machine pays for
+it (about a second at 28 px). The choice and its measured rates go into the run's protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from mnistbench.config import RunSpec
+from mnistbench.files import atomic_write_text
+from mnistbench.measure import machine_key, synchronize
+from mnistbench.models import build_resnet
+from mnistbench.recipe import Precision, make_optimizer, make_precision
+
+CACHE_NAME = "layouts.json"
+CACHE_VERSION = 1  # raised when what a cached entry means changes
+TIMED_SECONDS = 0.6  # per layout, after one warm-up step each
+MIN_STEPS, MAX_STEPS = 3, 30  # timed steps per layout
+# channels_last must win by this much to be chosen: within it the two are a wash, and NCHW is
+# what every other tool uses (no conversion of the inputs at each step).
+MARGIN = 1.03
+
+StepTimer = Callable[[RunSpec, torch.device], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    """The layout a run trains in, and why."""
+
+    channels_last: bool
+    reason: str  # "set in the spec", "measured now" or "measured earlier (cached)"
+    images_per_second: dict[str, float] | None = None  # per layout, when measured
+
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+    def protocol(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"memory_format": self.memory_format}
+        if self.images_per_second is not None:
+            entry["memory_format_choice"] = {"reason": self.reason, **self.images_per_second}
+        return entry
+
+
+def cache_dir() -> Path:
+    """Where per-machine measurements are kept between runs and processes."""
+    if os.environ.get("MNISTBENCH_CACHE_DIR"):
+        return Path(os.environ["MNISTBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnistbench"
+
+
+def shape_key(spec: RunSpec, device: torch.device, precision: Precision) -> str:
+    """What the layout's speed depends on: the machine and the step's shape."""
+    machine = machine_key(str(device), spec.threads)
+    return (
+        f"{machine} | {spec.model} {spec.image_size}px x{spec.channels} {spec.stem} "
+        f"B{spec.batch_size} {precision.label}"
+    )
+
+
+def choose_layout(
+    spec: RunSpec,
+    device: torch.device,
+    *,
+    cache: Path | None = None,
+    timer: StepTimer | None = None,
+) -> LayoutChoice:
+    """The spec's layout: as set, or for "auto" the faster one here (cached, else measured)."""
+    if spec.memory_format != "auto":
+        return LayoutChoice(spec.memory_format == "channels_last", "set in the spec")
+    path = cache or cache_dir() / CACHE_NAME
+    key = shape_key(spec, device, make_precision(spec.amp, device))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One process measures a shape while the others wait for its answer: worker processes of a
+    # study starting the same shape together would otherwise time each other.
+    with FileLock(str(path) + ".lock"):
+        cached = _read_cache(path).get(key)
+        if cached is not None:
+            return _decide(cached, "measured earlier (cached)")
+        rates = (timer or time_layouts)(spec, device)
+        entries = _read_cache(path)
+        entries[key] = rates
+        atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}))
+    return _decide(rates, "measured now")
+
+
+def _decide(rates: dict[str, float], reason: str) -> LayoutChoice:
+    faster = rates["channels_last"] > MARGIN * rates["contiguous"]
+    return LayoutChoice(faster, reason, dict(rates))
+
+
+def _read_cache(path: Path) -> dict[str, dict[str, float]]:
+    """The cached entries; an unreadable or older cache counts as empty (it is measured again)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(content, dict) or content.get("version") != CACHE_VERSION:
+        return {}
+    return dict(content.get("entries", {}))
+
+
+def time_layouts(spec: RunSpec, device: torch.device) -> dict[str, float]:
+    """Training images per second of the spec's step in each layout, on random data, measured
+    alternately. torch's RNG is left as it was: the run's seeded draws must not depend on
+    whether this measurement ran."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        steps = {name: _make_step(spec, device, name == "channels_last") for name in LAYOUTS}
+        for step in steps.values():
+            step()  # warm-up: allocations, kernel selection
+        times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+        started = time.perf_counter()
+        while len(times["contiguous"]) < MAX_STEPS and (
+            len(times["contiguous"]) < MIN_STEPS
+            or time.perf_counter() - started < 2 * TIMED_SECONDS
+        ):
+            for name, step in steps.items():
+                times[name].append(_timed(step, device))
+    return {name: round(spec.batch_size / statistics.median(t), 1) for name, t in times.items()}
+
+
+LAYOUTS = ("contiguous", "channels_last")
+
+
+def _make_step(spec: RunSpec, device: torch.device, channels_last: bool) -> Callable[[], None]:
+    """One training step of the spec's model, optimizer and precision on a fixed random batch."""
+    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    images = torch.randn(spec.batch_size, spec.channels, spec.image_size, spec.image_size)
+    images = images.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (spec.batch_size,), device=device)
+    precision = make_precision(spec.amp, device)
+    optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)
+    criterion = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast(device):
+            loss = criterion(model(images), labels)
+        precision.backward_and_step(loss, optimizer)
+
+    return step
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - started

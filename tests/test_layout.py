@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistbench import layout
+from mnistbench.config import RunSpec
+from mnistbench.layout import choose_layout, time_layouts
+from mnistbench.train_torch import prepare
+from tests.conftest import synthetic_dataset
+
+CPU = torch.device("cpu")
+SPEC = RunSpec(model="resnet18", batch_size=8, threads=1, device="cpu")
+
+
+class FakeTimer:
+    """Stands in for the step timing: returns the given rates and counts its calls."""
+
+    def __init__(self, contiguous: float, channels_last: float) -> None:
+        self.rates = {"contiguous": contiguous, "channels_last": channels_last}
+        self.calls = 0
+
+    def __call__(self, spec: RunSpec, device: torch.device) -> dict[str, float]:
+        self.calls += 1
+        return dict(self.rates)
+
+
+def test_a_layout_set_in_the_spec_is_used_without_measuring(tmp_path: Path) -> None:
+    never = FakeTimer(1, 1)
+    for setting, channels_last in (("channels_last", True), ("contiguous", False)):
+        spec = RunSpec(**{**SPEC.to_dict(), "memory_format": setting})
+        choice = choose_layout(spec, CPU, cache=tmp_path / "l.json", timer=never)
+        assert choice.channels_last is channels_last and choice.images_per_second is None
+    assert never.calls == 0 and not (tmp_path / "l.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("contiguous", "channels_last", "chosen"),
+    [(100.0, 120.0, True), (120.0, 100.0, False), (100.0, 102.0, False)],  # last: a wash
+)
+def test_auto_picks_the_layout_measured_faster(
+    tmp_path: Path, contiguous: float, channels_last: float, chosen: bool
+) -> None:
+    choice = choose_layout(
+        SPEC, CPU, cache=tmp_path / "l.json", timer=FakeTimer(contiguous, channels_last)
+    )
+    assert choice.channels_last is chosen
+    assert choice.protocol()["memory_format"] == ("channels_last" if chosen else "contiguous")
+    assert choice.protocol()["memory_format_choice"]["channels_last"] == channels_last
+
+
+def test_auto_measures_a_shape_once_per_machine_and_keeps_it(tmp_path: Path) -> None:
+    cache, timer = tmp_path / "l.json", FakeTimer(100, 150)
+    first = choose_layout(SPEC, CPU, cache=cache, timer=timer)
+    again = choose_layout(SPEC, CPU, cache=cache, timer=FakeTimer(150, 100))  # not asked
+    assert (first.channels_last, again.channels_last) == (True, True)
+    assert (first.reason, again.reason) == ("measured now", "measured earlier (cached)")
+    assert timer.calls == 1
+    other_batch = RunSpec(**{**SPEC.to_dict(), "batch_size": 16})
+    assert not choose_layout(other_batch, CPU, cache=cache, timer=FakeTimer(150, 100)).channels_last
+    two_threads = RunSpec(**{**SPEC.to_dict(), "threads": 2})  # another machine shape
+    other = FakeTimer(150, 100)
+    assert not choose_layout(two_threads, CPU, cache=cache, timer=other).channels_last
+    assert other.calls == 1
+    assert len(json.loads(cache.read_text())["entries"]) == 3
+
+
+def test_an_unreadable_or_older_cache_is_measured_again(tmp_path: Path) -> None:
+    cache = tmp_path / "l.json"
+    for content in ("{not json", json.dumps({"version": 0, "entries": {}})):
+        cache.write_text(content)
+        timer = FakeTimer(100, 150)
+        assert choose_layout(SPEC, CPU, cache=cache, timer=timer).channels_last
+        assert timer.calls == 1
+
+
+def test_the_measurement_times_both_layouts_and_leaves_the_rng_as_it_was(monkeypatch) -> None:
+    monkeypatch.setattr(layout, "TIMED_SECONDS", 0.0)  # the minimum of steps
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    rates = time_layouts(SPEC, CPU)
+    assert set(rates) == {"contiguous", "channels_last"} and min(rates.values()) > 0
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_run_states_the_layout_it_trains_in_and_why(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MNISTBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(layout, "time_layouts", FakeTimer(100, 150))
+    setup = prepare(SPEC, synthetic_dataset(n_train=32, n_test=16))
+    assert setup.preprocess.channels_last
+    conv = setup.training.model.layer1[0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert setup.backends["memory_format"] == "channels_last"
+    assert setup.backends["memory_format_choice"] == {
+        "reason": "measured now",
+        "contiguous": 100,
+        "channels_last": 150,
+    }
