@@ -62,7 +62,7 @@ def store_path(tmp_path: Path) -> Path:
 def _finish(store: Store, spec: RunSpec, accuracy: float, directory: Path, size: int = 1000):
     """Record a done run whose final model (`size` bytes) is on disk, as the engine leaves it."""
     directory.mkdir(parents=True, exist_ok=True)
-    (model,) = run_files(directory, spec.key(), checkpoints=False)
+    model = run_files(directory, spec.key(), checkpoints=False)[0]  # a ResNet's
     model.write_bytes(b"m" * size)
     assert store.claim(spec.key())
     result = RunResult(spec=spec.to_dict(), test_accuracy=accuracy, model_path=str(model))
@@ -92,11 +92,13 @@ def _advertised(store: Store) -> dict[str, str | None]:
 
 def test_file_names_are_checkpoint_modules() -> None:
     from mnistbench.checkpoint import checkpoint_path, final_model_path
+    from mnistbench.modelfile import SVM_SUFFIX
 
     spec, directory = RunSpec(), Path("somewhere")
     assert run_files(directory, spec.key()) == [
         checkpoint_path(directory, spec),
         final_model_path(directory, spec),
+        directory / f"{spec.key()}{SVM_SUFFIX}",
     ]
 
 
@@ -141,7 +143,7 @@ def test_the_study_driver_applies_the_policy_as_a_run_is_recorded(store_path: Pa
         for spec, accuracy in ((first, 99.0), (second, 50.0)):
             run = PlannedRun("a", spec, "pending")
             assert context.claim(run)
-            (model,) = run_files(directory, spec.key(), checkpoints=False)
+            model = run_files(directory, spec.key(), checkpoints=False)[0]  # a ResNet's
             model.parent.mkdir(parents=True, exist_ok=True)
             model.write_bytes(b"m")
             result = RunResult(spec=spec.to_dict(), test_accuracy=accuracy, model_path=str(model))

@@ -24,12 +24,24 @@ LONG_FUNCTIONS: dict[str, str] = {}
 # Lower layers never import higher ones. A module not listed is a failure: place it.
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "files", "errors", "data", "config", "result", "studyfile", "published"),
-    ("estimate", "measure", "devices", "models", "progress", "batches", "recipe", "checkpoint"),
+    (
+        "estimate",
+        "measure",
+        "devices",
+        "models",
+        "progress",
+        "batches",
+        "recipe",
+        "checkpoint",
+        "modelfile",
+    ),
     ("loops", "layout", "train_torch", "train_svm"),
     ("runner", "calibrate"),
     ("store_file", "store"),
     ("scheduler", "executors", "study", "cleanup", "forecast"),
     ("report",),
+    # Using saved models: load, predict, evaluate, export, track in MLflow.
+    ("saved", "inputs", "selection", "predict", "evaluate", "onnx_export", "tracking"),
     ("cli", "__main__"),
 ]
 

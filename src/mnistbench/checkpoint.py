@@ -8,6 +8,7 @@ other (and a change to what they hold raises CHECKPOINT_VERSION).
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 
 from mnistbench.config import RunSpec
+from mnistbench.data.preprocess import Preprocess
 from mnistbench.files import atomic_replace
+from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record
 from mnistbench.recipe import Training
 from mnistbench.result import EpochRecord
 
@@ -28,7 +31,7 @@ def checkpoint_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
 
 
 def final_model_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
-    return checkpoint_dir / f"{spec.key()}.model.pt"
+    return checkpoint_dir / f"{spec.key()}{TORCH_SUFFIX}"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -82,22 +85,36 @@ def load_checkpoint(
     when a file is there but was written for another spec or checkpoint version)."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("version") != CHECKPOINT_VERSION:
+    state, reason = _read_weights_only(path)
+    if reason is None and state.get("version") != CHECKPOINT_VERSION:
         reason = f"checkpoint version {state.get('version')!r}, this mnistbench writes {CHECKPOINT_VERSION}"
-    elif state.get("spec") != spec.canonical():
+    elif reason is None and state.get("spec") != spec.canonical():
         reason = "it was written for another spec"
-    else:
+    if reason is None:
         return state
     if log is not None:
         log(f"ignoring {path}: {reason}; training from the start")
     return None
 
 
-def save_final_model(path: Path, spec: RunSpec, model: nn.Module) -> None:
-    """Weights as CPU tensors, so that the file loads on a machine without the training GPU."""
+def _read_weights_only(path: Path) -> tuple[dict[str, Any], str | None]:
+    """(the checkpoint, None), or ({}, why not): read with weights_only=True, so a file that
+    holds anything but tensors and plain data is refused, never run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        return {}, f"it holds more than weights and plain data ({str(exc).splitlines()[0]})"
+
+
+def save_final_model(path: Path, spec: RunSpec, model: nn.Module, preprocess: Preprocess) -> None:
+    """The model file (modelfile.py): weights as CPU tensors, so that it loads on a machine
+    without the training GPU, with the spec, preprocessing and class names beside them."""
     weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    atomic_torch_save({"spec": spec.to_dict(), "model": weights}, path)
+    steps = preprocess_record(
+        preprocess.mean, preprocess.std, preprocess.image_size, preprocess.channels,
+        preprocess.channels_last,
+    )  # fmt: skip
+    atomic_torch_save(header(spec, "torch") | {"preprocess": steps, "model": weights}, path)
 
 
 def _device_of(training: Training) -> torch.device:

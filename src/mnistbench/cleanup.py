@@ -2,8 +2,9 @@
 
 A study's runs keep their files in the checkpoint directory next to the store
 (`checkpoint_dir_for`): `<key>.ckpt.pt`, the last finished epoch of a run that has not finished
-(resumed from, removed when the run finishes), and `<key>.model.pt`, the final model, which the
-stored result advertises as `model_path`. The names are checkpoint.py's (a test checks that they
+(resumed from, removed when the run finishes), and `<key>.model.pt` (a ResNet) or
+`<key>.model.skops` (an SVM), the final model, which the stored result advertises as
+`model_path`. The names are checkpoint.py's (a test checks that they
 agree); this module imports no torch, so that `study clean` starts at once.
 
 Two rules hold everywhere here: a run that a live process holds is never touched
@@ -21,7 +22,8 @@ from mnistbench.store import RunRecord, Store, StoreError
 from mnistbench.studyfile import StudySpec
 
 CHECKPOINT_SUFFIX = ".ckpt.pt"
-MODEL_SUFFIX = ".model.pt"
+MODEL_SUFFIX = ".model.pt"  # a ResNet's final model
+MODEL_SUFFIXES = (MODEL_SUFFIX, ".model.skops")  # and an SVM's (modelfile.py)
 
 
 def checkpoint_dir_for(store_path: Path) -> Path:
@@ -47,9 +49,8 @@ def run_files(
     directory: Path, key: str, *, models: bool = True, checkpoints: bool = True
 ) -> list[Path]:
     """The files a run may have in the checkpoint directory."""
-    return [directory / f"{key}{suffix}"
-            for suffix, wanted in ((CHECKPOINT_SUFFIX, checkpoints), (MODEL_SUFFIX, models))
-            if wanted]  # fmt: skip
+    suffixes = ((CHECKPOINT_SUFFIX,) if checkpoints else ()) + (MODEL_SUFFIXES if models else ())
+    return [directory / f"{key}{suffix}" for suffix in suffixes]
 
 
 def remove_run_files(
@@ -209,13 +210,20 @@ def clean_orphans(
     known = {record.key for record in store.runs()} | beside
     # A model a result still points to is never an orphan, whatever its name says.
     known |= {
-        Path(r.result.model_path).name.removesuffix(MODEL_SUFFIX)
+        _key_of(Path(r.result.model_path).name)
         for r in store.runs()
         if r.result is not None and r.result.model_path
     }
-    for suffix in (CHECKPOINT_SUFFIX, MODEL_SUFFIX):
+    for suffix in (CHECKPOINT_SUFFIX, *MODEL_SUFFIXES):
         for path in sorted(directory.glob(f"*{suffix}")):
             key = path.name.removesuffix(suffix)
             if key not in known:
                 remove_run_files(store, directory, key, cleaned)
     return cleaned
+
+
+def _key_of(name: str) -> str:
+    """The run key a model file's name starts with."""
+    for suffix in MODEL_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name

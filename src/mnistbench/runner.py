@@ -27,7 +27,7 @@ def run_spec(
     if spec.is_svm:
         from mnistbench import train_svm
 
-        return train_svm.run(spec, data, reporter=reporter)
+        return train_svm.run(spec, data, reporter=reporter, checkpoint_dir=checkpoint_dir)
     from mnistbench import train_torch
 
     return train_torch.run(spec, data, checkpoint_dir=checkpoint_dir, reporter=reporter)

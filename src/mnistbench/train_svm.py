@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +23,9 @@ from threadpoolctl import threadpool_limits
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.errors import UserError
 from mnistbench.measure import environment, peak_memory, reset_peak_memory
+from mnistbench.modelfile import SVM_SUFFIX, save_svm_file
 from mnistbench.models import build_svm
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult, per_class_accuracy
@@ -40,16 +43,17 @@ def _timed(call: Callable[[], T]) -> tuple[T, float]:
     return value, time.perf_counter() - started
 
 
-def _pixels(images: torch.Tensor) -> np.ndarray:
+def pixels(images: torch.Tensor) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]; N may be 0 (no validation split)."""
     flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
     return flat.numpy().astype(np.float32) / np.float32(255)
 
 
-def make_features(
+def fit_features(
     kind: str, train: torch.Tensor, others: list[torch.Tensor], seed: int = 0
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Feature vectors for the train images and each of `others` (val, test).
+) -> tuple[np.ndarray, list[np.ndarray], Any | None]:
+    """Feature vectors for the train images and each of `others` (val, test), and the fitted
+    transform (None for pixels), which a saved model keeps to apply to new images.
 
     'pixels': scaled to 0..1. 'standardized': zero mean, unit variance per pixel. 'pca:N': the
     first N principal components. Scaler and PCA are fitted on the training images only, so no
@@ -57,9 +61,9 @@ def make_features(
     fit in the input's precision, and float32 fits faster with the same model
     (benchmarks/README.md, section 5).
     """
-    x_train, x_others = _pixels(train), [_pixels(images) for images in others]
+    x_train = pixels(train)
     if kind == "pixels":
-        return x_train, x_others
+        return x_train, [pixels(images) for images in others], None
     if kind == "standardized":
         transform: Any = StandardScaler()
     elif kind.startswith("pca:"):
@@ -74,11 +78,25 @@ def make_features(
     else:
         raise ValueError(f"features={kind!r}: choose pixels, standardized or pca:N")
     x_train = transform.fit_transform(x_train).astype(np.float32)
-    # transform() rejects 0 rows, which an absent validation split has.
-    return x_train, [
-        transform.transform(x).astype(np.float32) if len(x) else x[:, : x_train.shape[1]]
-        for x in x_others
-    ]
+    return x_train, [features(images, transform) for images in others], transform
+
+
+def features(images: torch.Tensor, transform: Any | None) -> np.ndarray:
+    """Feature vectors of images under a fitted transform (None: the pixels)."""
+    x = pixels(images)
+    if transform is None:
+        return x
+    if not len(x):  # transform() rejects 0 rows, which an absent validation split has
+        return np.zeros((0, getattr(transform, "n_components_", x.shape[1])), np.float32)
+    return transform.transform(x).astype(np.float32)
+
+
+def make_features(
+    kind: str, train: torch.Tensor, others: list[torch.Tensor], seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """fit_features without the transform."""
+    x_train, x_others, _ = fit_features(kind, train, others, seed)
+    return x_train, x_others
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -166,8 +184,14 @@ def _environment(spec: RunSpec, backend: str) -> dict[str, Any]:
     return env
 
 
-def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunResult:
-    """Fit the spec's SVM on its training split and evaluate it on the test (and val) split."""
+def run(
+    spec: RunSpec,
+    data: Dataset,
+    reporter: Reporter | None = None,
+    checkpoint_dir: Path | None = None,
+) -> RunResult:
+    """Fit the spec's SVM on its training split and evaluate it on the test (and val) split;
+    with checkpoint_dir, keep the fitted model there as `<key>.model.skops`."""
     if not spec.is_svm:
         raise ValueError(f"train_svm.run needs model='svm', got model={spec.model!r}")
     reporter = reporter or Reporter()
@@ -180,8 +204,8 @@ def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunRe
 
     # Caps BLAS/OpenMP pools (PCA, the scaler, oneDAL's heuristics) at the spec's thread count.
     with threadpool_limits(limits=spec.threads):
-        (x_train, (x_val, x_test)), feature_seconds = _timed(
-            lambda: make_features(
+        (x_train, (x_val, x_test), transform), feature_seconds = _timed(
+            lambda: fit_features(
                 spec.features, split.train_images, [split.val_images, split.test_images], spec.seed
             )
         )
@@ -198,27 +222,39 @@ def run(spec: RunSpec, data: Dataset, reporter: Reporter | None = None) -> RunRe
 
     matrix = confusion_matrix(y_test, test_predictions, labels=range(data.info.num_classes))
     memory, memory_kind = peak_memory(torch.device("cpu"))
-    env = _environment(spec, backend)
-    return RunResult(
+    result = RunResult(
         spec=spec.to_dict(),
         status="ok",
         test_accuracy=_accuracy(test_predictions, y_test),
         val_accuracy=val_accuracy,
         train_seconds=fit_seconds,
         eval_seconds=predict_seconds,
-        # Not images/s: an SVM's fit cost is not per image, and the torch engine's images/s is
-        # a training throughput; a number here would compare unlike things.
-        images_per_second=None,
-        flops_per_image=None,
-        macs_per_image=None,
-        train_flops=None,
+        # images_per_second and the FLOPs stay None: an SVM's fit cost is not per image, and the
+        # torch engine's images/s is a training throughput; a number would compare unlike things.
         peak_memory_bytes=memory,
         peak_memory_kind=memory_kind,
         device=str(_device(backend)),
         per_class_accuracy=per_class_accuracy(matrix.tolist()),
         confusion_matrix=matrix.tolist(),
-        environment=env,
+        environment=_environment(spec, backend),
         protocol=_protocol(spec, split, x_train.shape[1], feature_seconds, estimator),
         backend=backend,
         n_support=int(np.sum(estimator.n_support_)),
     )
+    if checkpoint_dir is not None:
+        result.model_path = keep_model(checkpoint_dir, spec, estimator, transform, reporter)
+    return result
+
+
+def keep_model(
+    checkpoint_dir: Path, spec: RunSpec, estimator: Any, transform: Any | None, reporter: Reporter
+) -> str | None:
+    """Save the fitted SVM for later prediction (modelfile.py); its path, or None, said through
+    the reporter, when it cannot be saved here (skops not installed, a cuML model)."""
+    path = checkpoint_dir / f"{spec.key()}{SVM_SUFFIX}"
+    try:
+        save_svm_file(path, spec, estimator, transform)
+    except UserError as exc:
+        reporter.log(f"the SVM's model is not saved: {exc}")
+        return None
+    return str(path)

@@ -238,7 +238,7 @@ def keep_final_model(
 ) -> None:
     """Save the trained model for later prediction; it supersedes the epoch checkpoint."""
     final = final_model_path(checkpoint_dir, setup.spec)
-    save_final_model(final, setup.spec, setup.training.model)
+    save_final_model(final, setup.spec, setup.training.model, setup.preprocess)
     result.model_path = str(final)
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Command-line interface: `mnistbench COMMAND ...`.
 
-One module per subcommand group (data, train, study, report): each has `add_parser`, which
+One module per subcommand group (data, train, study, report, models): each has `add_parser`, which
 registers its parsers and their handlers, and the handlers, which take the argparse Namespace
 and do the work. Handlers import what they need (torch, rich, the report's matplotlib) when
 they run, so that `--help`, `--version` and `study status` start in a fraction of a second.
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from mnistbench import __version__
-from mnistbench.cli import data, report, study, train
+from mnistbench.cli import data, models, report, study, train
 from mnistbench.cli.args import HelpFormatter
 from mnistbench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, RunFailure, UserError
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mnistbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, study, report):
+    for module in (data, train, study, report, models):
         module.add_parser(commands)
     return parser
 

@@ -1,0 +1,273 @@
+"""`mnistbench predict | evaluate | export`: use a saved model.
+
+Each picks its model the same way (`--run KEY`, `--best`, `--model PATH`: selection.py), loads it
+once (saved.py) and then predicts images (inputs.py, predict.py), re-evaluates it on a dataset
+(evaluate.py) or writes it as ONNX (onnx_export.py). torch, PIL and onnx are imported by the
+handlers, not at startup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnistbench.cli.args import add_command, add_root, add_store
+from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from mnistbench.saved import SavedModel
+    from mnistbench.selection import Choice
+
+INVERT = ("auto", "yes", "no")
+PARTS = ("test", "val", "train")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    predict = add_command(
+        commands,
+        "predict",
+        help="predict the classes of images (PNG/JPEG, IDX, .npy) with a saved model",
+        description="Predict with a saved model: pictures of any size and mode are converted to "
+        "28x28 grayscale, white on black like MNIST (--invert for dark-on-light photos); IDX "
+        "and .npy files are read as arrays of images; folders are read whole. One batched pass: "
+        "the model is loaded once. A file that cannot be read is named with the reason, and the "
+        "others are predicted (exit 1 then).",
+    )
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
+    _add_model_choice(predict)
+    predict.add_argument(
+        "--invert",
+        choices=INVERT,
+        default="auto",
+        help="auto: invert pictures whose border is light (dark ink on paper); yes/no: always/never",
+    )
+    _add_json(predict, "the predictions")
+    predict.set_defaults(handler=predict_command)
+
+    evaluate = add_command(
+        commands,
+        "evaluate",
+        help="re-evaluate a saved model on a dataset: accuracy, per class, confusion matrix",
+        description="Evaluate a saved ResNet or SVM on its own dataset and split (its test part "
+        "gives back the stored test accuracy exactly), or with --dataset on another one, split "
+        "the same way.",
+    )
+    _add_model_choice(evaluate)
+    evaluate.add_argument(
+        "--dataset", default=None, help="another dataset [default: the model's own]"
+    )
+    evaluate.add_argument("--part", choices=PARTS, default="test", help="which part of the split")
+    _add_json(evaluate, "the evaluation")
+    evaluate.set_defaults(handler=evaluate_command)
+
+    export = add_command(
+        commands,
+        "export",
+        help="write a saved model as ONNX: uint8 (N, 28, 28) in, preprocessing inside",
+        description="Export a saved model to ONNX. The graph takes raw uint8 images (N, 28, 28) "
+        "with any batch size and does the run's preprocessing itself; onnxruntime runs it with "
+        "nothing of mnistbench. After writing, it is run once with onnxruntime and compared "
+        "with the saved model.",
+    )
+    _add_model_choice(export)
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the format")
+    export.add_argument(
+        "--out", type=Path, default=None, metavar="PATH",
+        help="output file [default: results/export/<run key>.onnx]",
+    )  # fmt: skip
+    export.set_defaults(handler=export_command)
+
+
+def _add_model_choice(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("which model (one of)")
+    choice = group.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--run", metavar="KEY", help="a run in the store (a unique key prefix)")
+    choice.add_argument(
+        "--best", action="store_true",
+        help="the most accurate run with a kept model (of --study, --experiment, --for-dataset)",
+    )  # fmt: skip
+    choice.add_argument("--model", type=Path, metavar="PATH", help="a model file")
+    group.add_argument("--study", metavar="NAME|FILE", help="with --best: a study name or file")
+    group.add_argument("--experiment", metavar="NAME", help="with --best: one experiment")
+    group.add_argument(
+        "--for-dataset", metavar="NAME", help="with --best: models trained on this dataset"
+    )
+    add_store(parser)
+    add_root(parser)
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--json", default=None, metavar="OUT", help=f"write {what} as JSON to OUT ('-': stdout)"
+    )
+
+
+def choose(args: argparse.Namespace) -> Choice:
+    """The model file the flags name (selection.py), checked before anything is loaded."""
+    from mnistbench import selection
+    from mnistbench.cli.study import require_store
+    from mnistbench.data.registry import canonical_name
+    from mnistbench.store import Store
+
+    narrowing = [flag for flag, value in (("--study", args.study), ("--experiment", args.experiment),
+                 ("--for-dataset", args.for_dataset)) if value is not None]  # fmt: skip
+    if narrowing and not args.best:
+        raise UserError(
+            f"{', '.join(narrowing)} narrow(s) --best only; with --run or --model, leave it out"
+        )
+    if args.model is not None:
+        return selection.model_path(args.model)
+    require_store(args.store)
+    with Store(args.store) as store:
+        if args.run is not None:
+            return selection.by_key(store, args.run)
+        dataset = canonical_name(args.for_dataset) if args.for_dataset else None
+        return selection.best(store, study_name(args.study), args.experiment, dataset)
+
+
+def study_name(text: str | None) -> str | None:
+    """A study given as its name or its TOML file (whose [study] name is read)."""
+    if text is None or not (text.endswith(".toml") or Path(text).is_file()):
+        return text
+    from mnistbench.studyfile import load_study
+
+    return load_study(Path(text)).name
+
+
+def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:
+    from mnistbench.cli.console import err_console, load_or_fetch
+    from mnistbench.saved import load_model
+
+    chosen = choose(args)
+    err_console.print(f"model: {chosen.describe()}")
+    model = load_model(chosen.path, lambda name: load_or_fetch(name, args.root))
+    if model.legacy:
+        err_console.print(
+            "  (a model file of the first format: its normalisation was recomputed from its "
+            "run's training split)"
+        )
+    return model, chosen
+
+
+def write_json(target: str | None, payload: Any) -> None:
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2)
+    if target == "-":
+        print(text)
+        return
+    from mnistbench.files import atomic_write_text
+
+    atomic_write_text(target, text + "\n")
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Predict every readable input in one batched pass; exit 1 when a file was unreadable."""
+    from mnistbench.cli.console import console, err_console
+    from mnistbench.inputs import read_inputs
+    from mnistbench.predict import predict_images
+
+    model, _ = load_chosen(args)
+    inputs = read_inputs(args.inputs, args.invert)
+    for file, why in inputs.problems:
+        err_console.print(f"[red]cannot read[/red] {file}: {why}")
+    if not inputs.names:
+        raise UserError("no input could be read: " + "; ".join(f for f, _ in inputs.problems))
+    predictions = predict_images(model, inputs.names, inputs.array())
+    if args.json != "-":
+        console.print(_predictions_table(predictions, model.has_probabilities))
+    write_json(args.json, {
+        "model": str(model.path), "run": model.key, "classes": list(model.classes),
+        "predictions": [p.to_dict() for p in predictions],
+        "unreadable": [{"input": f, "error": why} for f, why in inputs.problems],
+    })  # fmt: skip
+    return EXIT_FAILURE if inputs.problems else EXIT_OK
+
+
+def _predictions_table(predictions: list[Any], probabilities: bool) -> Any:
+    from rich.table import Table
+
+    score = "probability" if probabilities else "score"
+    table = Table(title=f"{len(predictions)} prediction(s)")
+    table.add_column("input", overflow="fold")  # a path is never cut short
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    table.add_column(f"top 3 ({score})")
+    for p in predictions:
+        top = ", ".join(f"{name} {value:.3f}" for name, value in p.top)
+        shown = f"{p.probability:.3f}" if p.probability is not None else "-"
+        table.add_row(p.input, p.name, shown, top)
+    return table
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Evaluate, print accuracy, per-class accuracy and the confusion matrix; compare with the
+    stored test accuracy when the model is evaluated on its own test part."""
+    from mnistbench.cli.console import console, load_or_fetch
+    from mnistbench.data.registry import canonical_name
+    from mnistbench.evaluate import evaluate_model
+
+    model, chosen = load_chosen(args)
+    dataset = canonical_name(args.dataset) if args.dataset else model.spec.dataset
+    evaluation = evaluate_model(model, load_or_fetch(dataset, args.root), args.part)
+    console.print(
+        f"{evaluation.dataset}, {evaluation.part} part ({evaluation.images:,} images, split "
+        f"{model.spec.split!r}): accuracy [bold]{evaluation.accuracy:.2f} %[/bold]"
+    )
+    stored = chosen.record.result.test_accuracy if chosen.record and chosen.record.result else None
+    if stored is not None and dataset == model.spec.dataset and args.part == "test":
+        same = "the same" if stored == evaluation.accuracy else "[red]DIFFERENT[/red]"
+        console.print(f"stored test accuracy {stored:.2f} %: {same}")
+    console.print(_confusion_table(evaluation))
+    write_json(args.json, {"model": str(model.path), "run": model.key, **vars(evaluation)})
+    return EXIT_OK
+
+
+def _confusion_table(evaluation: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("class")
+    table.add_column("accuracy %", justify="right")
+    for index in range(len(evaluation.classes)):
+        table.add_column(str(index), justify="right")
+    for name, accuracy, row in zip(
+        evaluation.classes, evaluation.per_class_accuracy, evaluation.confusion_matrix, strict=True
+    ):
+        shown = f"{accuracy:.1f}" if accuracy is not None else "-"
+        table.add_row(name, shown, *(str(count) for count in row))
+    return table
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Write the ONNX file, then run it with onnxruntime and compare it with the model."""
+    from mnistbench.cli.console import console
+    from mnistbench.onnx_export import compare, export_onnx
+
+    model, _ = load_chosen(args)
+    out = args.out or Path("results/export") / f"{model.key}.onnx"
+    export_onnx(model, out)
+    images, what = _probe_images(model, args.root)
+    agree, diff = compare(model, out, images)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    console.print(
+        f"onnxruntime vs the saved model on {len(images)} {what}: same class on {agree:.1f} %, "
+        f"max |score difference| {diff:.2e}"
+    )
+    return EXIT_OK
+
+
+def _probe_images(model: SavedModel, root: Path | None) -> tuple[Any, str]:
+    """Test images of the model's dataset when they are here, else seeded random images."""
+    import numpy as np
+
+    from mnistbench.data.load import DatasetNotFoundError, load_dataset
+
+    try:
+        data = load_dataset(model.spec.dataset, root)
+    except (DatasetNotFoundError, OSError, ValueError):
+        random = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+        return random, "random images (the dataset is not here)"
+    return data.test_images[:256].numpy(), f"{model.spec.dataset} test images"

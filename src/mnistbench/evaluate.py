@@ -1,0 +1,80 @@
+"""Re-evaluate a saved model on a dataset and split: accuracy, per-class accuracy, confusion.
+
+By default the model's own dataset, split protocol and subset (its spec's split, val_fraction,
+seed and test_limit), so that its test part gives back the stored test accuracy exactly: a ResNet
+goes through the training engine's own `loops.evaluate` (same preprocessing, batch size and
+precision), an SVM through the engine's features and float64 predict. Another dataset (an MNIST
+model on FashionMNIST) is split by the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mnistbench.data.load import Dataset
+from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.errors import UserError
+from mnistbench.loops import eval_batch_size, evaluate
+from mnistbench.recipe import make_precision
+from mnistbench.result import per_class_accuracy
+from mnistbench.saved import SavedModel
+
+PARTS = ("test", "val", "train")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a model scored on one part of one dataset."""
+
+    dataset: str
+    part: str
+    images: int
+    accuracy: float
+    per_class_accuracy: list[float | None]
+    confusion_matrix: list[list[int]]
+    classes: tuple[str, ...]
+    """The dataset's class names (rows of the matrix: true class; columns: predicted)."""
+
+
+def split_part(model: SavedModel, data: Dataset, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of `part` of the data, split and subset as the model's run did."""
+    spec = model.spec
+    split: SplitData = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
+    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    images, labels = getattr(split, f"{part}_images"), getattr(split, f"{part}_labels")
+    if not len(labels):
+        raise UserError(f"the {part} part of {data.name} is empty under this model's split")
+    return images, labels
+
+
+def evaluate_model(
+    model: SavedModel, data: Dataset, part: str = "test", device: torch.device | None = None
+) -> Evaluation:
+    """Accuracy, per-class accuracy and confusion matrix of the model on `part` of `data`."""
+    if len(data.info.classes) != len(model.classes):
+        raise UserError(
+            f"{data.name} has {len(data.info.classes)} classes, the model {len(model.classes)}"
+        )
+    images, labels = split_part(model, data, part)
+    device = device or torch.device("cpu")
+    if model.engine == "svm":
+        predicted = model.predict(images)
+        flat = labels.numpy() * len(model.classes) + predicted
+        counts = np.bincount(flat, minlength=len(model.classes) ** 2)
+        confusion = counts.reshape(len(model.classes), len(model.classes)).tolist()
+        accuracy = 100.0 * float(np.mean(predicted == labels.numpy()))
+    else:
+        assert model.module is not None and model.preprocess is not None
+        accuracy, matrix = evaluate(
+            model.module.to(device), images.to(device), labels.to(device), model.preprocess,
+            device, make_precision(model.spec.amp, device),
+            eval_batch_size(model.spec.image_size), len(model.classes),
+        )  # fmt: skip
+        confusion = matrix.tolist()
+    return Evaluation(
+        data.name, part, len(labels), accuracy, per_class_accuracy(confusion), confusion,
+        data.info.classes,
+    )  # fmt: skip
