@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# dev: pytest + ruff; fast: scikit-learn-intelex (x86-64 only; empty elsewhere); ray: Ray executor
-EXTRAS ?= dev,fast,ray
+# dev: pytest + ruff; fast: scikit-learn-intelex (x86-64 only; empty elsewhere); ray: Ray executor;
+# models: skops, onnx, onnxruntime, skl2onnx (saved SVMs, export); mlflow: tracking export
+EXTRAS ?= dev,fast,ray,models,mlflow
 STAMP := $(VENV)/.mnistbench-installed
 
 .PHONY: setup run test test-fast lint bench gpu-pack gpu-check clean clean-results

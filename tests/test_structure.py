@@ -41,7 +41,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "executors", "study", "cleanup", "forecast"),
     ("report",),
     # Using saved models: load, predict, evaluate, export, track in MLflow.
-    ("saved", "inputs", "selection", "predict", "evaluate", "onnx_export", "tracking"),
+    (
+        "saved",
+        "inputs",
+        "selection",
+        "predict",
+        "evaluate",
+        "onnx_export",
+        "tracking",
+        "tracking_content",
+    ),
     ("cli", "__main__"),
 ]
 

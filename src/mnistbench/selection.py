@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnistbench.cleanup import checkpoint_dir_for
 from mnistbench.errors import UserError
 from mnistbench.store import RunRecord, Store
 
@@ -55,7 +56,7 @@ def by_key(store: Store, prefix: str) -> Choice:
         raise SelectionError(
             f"run key prefix {prefix!r} is ambiguous: {len(matches)} runs match: {listed}"
         )
-    return Choice(model_file(matches[0]), matches[0])
+    return Choice(model_file(matches[0], store.path), matches[0])
 
 
 def best(
@@ -77,7 +78,7 @@ def best(
     )  # fmt: skip
     if not records:
         raise SelectionError(f"{where} has no finished run in {store.path}")
-    with_model = [r for r in records if _existing_model(r) is not None]
+    with_model = [r for r in records if existing_model(r, store.path) is not None]
     if not with_model:
         raise SelectionError(
             f"none of the {len(records)} finished runs of {where} has a model file left (a "
@@ -85,12 +86,12 @@ def best(
             "deleted by `study clean` is gone): train one again with `study run`"
         )
     chosen = max(with_model, key=lambda r: r.result.test_accuracy)
-    return Choice(model_file(chosen), chosen)
+    return Choice(model_file(chosen, store.path), chosen)
 
 
-def model_file(record: RunRecord) -> Path:
+def model_file(record: RunRecord, store_path: Path | None = None) -> Path:
     """A run's model file, or why it has none."""
-    path = _existing_model(record)
+    path = existing_model(record, store_path)
     if path is not None:
         return path
     if record.status != "done" or record.result is None:
@@ -107,9 +108,16 @@ def model_file(record: RunRecord) -> Path:
     )
 
 
-def _existing_model(record: RunRecord) -> Path | None:
-    path = record.result.model_path if record.result else None
-    return Path(path) if path and Path(path).is_file() else None
+def existing_model(record: RunRecord, store_path: Path | None = None) -> Path | None:
+    """The run's model file when it is there: at its stored model_path, or, for a path stored
+    relative to the folder the study ran in, under the store's checkpoint folder."""
+    stored = record.result.model_path if record.result else None
+    if not stored:
+        return None
+    candidates = [Path(stored)]
+    if store_path is not None and not Path(stored).is_absolute():
+        candidates.append(checkpoint_dir_for(store_path) / Path(stored).name)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def model_path(path: Path) -> Choice:

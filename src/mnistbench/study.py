@@ -237,8 +237,11 @@ def run_study(
     root: str | None = None,
     ray_address: str | None = None,
     reporter: Reporter | None = None,
+    on_recorded: Callable[[Store, str], None] | None = None,
 ) -> StudyOutcome:
-    """Execute every run of the study that the store does not have yet."""
+    """Execute every run of the study that the store does not have yet. `on_recorded(store,
+    key)` is called in this (driver) process after each run's result or failure is stored
+    (`study run --mlflow` logs the run there)."""
     reporter = reporter or Reporter()
     outcome = StudyOutcome()
     with Store(store_path) as store, Heartbeat(store) as heartbeat:
@@ -247,7 +250,8 @@ def run_study(
         estimates = live_estimates(todo, store, reporter, root)  # None unless it shows an ETA
         reporter.start_study(len(planned), outcome.already_done, estimates)
         context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
-                             study=study.name, keep_models=study.keep_models)  # fmt: skip
+                             study=study.name, keep_models=study.keep_models,
+                             on_recorded=on_recorded)  # fmt: skip
         gpus = visible_gpus()
         shares = {
             run.key: gpu_share(run.spec, study.experiment(run.experiment).resources, gpus)
@@ -289,6 +293,9 @@ class RunContext:
     study: str = ""
     keep_models: str = "all"
     """The study's policy for final models (studyfile.KEEP_MODELS), applied as runs finish."""
+    on_recorded: Callable[[Store, str], None] | None = None
+    """Called with the store and the run's key once its result (or failure) is stored and the
+    keep policy applied."""
 
     @property
     def checkpoints(self) -> Path:
@@ -324,6 +331,8 @@ class RunContext:
         self.reporter.run_finished(run.spec.label(), summary if recorded else LOST_CLAIM)
         if recorded and result is not None and result.model_path:
             self._keep_models(run)
+        if recorded and self.on_recorded is not None:
+            self.on_recorded(self.store, run.key)
 
     def _keep_models(self, run: PlannedRun) -> None:
         """Delete the final models that the study's keep_models policy does not keep."""

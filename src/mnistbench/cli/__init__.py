@@ -1,8 +1,8 @@
 """Command-line interface: `mnistbench COMMAND ...`.
 
-One module per subcommand group (data, train, study, report, models): each has `add_parser`, which
-registers its parsers and their handlers, and the handlers, which take the argparse Namespace
-and do the work. Handlers import what they need (torch, rich, the report's matplotlib) when
+One module per subcommand group (data, train, study, report, models, track): each has
+`add_parser`, which registers its parsers and their handlers, and the handlers, which take the
+argparse Namespace and do the work. Handlers import what they need (torch, rich, the report's matplotlib) when
 they run, so that `--help`, `--version` and `study status` start in a fraction of a second.
 
 Errors are turned into exit codes in one place, `main` (see EXIT_CODES_HELP); a usage error
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from mnistbench import __version__
-from mnistbench.cli import data, models, report, study, train
+from mnistbench.cli import data, models, report, study, track, train
 from mnistbench.cli.args import HelpFormatter
 from mnistbench.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, RunFailure, UserError
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mnistbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, study, report, models):
+    for module in (data, train, study, report, models, track):
         module.add_parser(commands)
     return parser
 

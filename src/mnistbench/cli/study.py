@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, jobs_count
+from mnistbench.cli.track import add_live_mlflow
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--dry-run", action="store_true", help="list the runs and which are done; run nothing"
     )
+    add_live_mlflow(run)
     add_root(run)
     add_quiet(run)
     run.set_defaults(handler=run_study)
@@ -115,6 +117,11 @@ def run_study(args: argparse.Namespace) -> int:
     for dataset in sorted({spec.dataset for e in selected for spec in e.specs()}):
         ui.load_or_fetch(dataset, args.root)
     reporter = ui.make_reporter(args.quiet)
+    on_recorded = None
+    if args.mlflow:  # checked now: an unreachable URI stops the study before any run
+        from mnistbench.cli.track import live_logger
+
+        on_recorded = live_logger(args.mlflow, study.name, reporter.log)
     started = time.perf_counter()
     try:
         outcome = study_module.run_study(
@@ -127,6 +134,7 @@ def run_study(args: argparse.Namespace) -> int:
             root=str(args.root) if args.root else None,
             ray_address=args.ray_address,
             reporter=reporter,
+            on_recorded=on_recorded,
         )
     finally:
         reporter.close()

@@ -1,0 +1,120 @@
+"""`mnistbench track mlflow`: export the store's runs to an MLflow tracking store (tracking.py).
+
+`study run --mlflow URI` logs each run as it finishes, through `live_logger` here. mlflow is
+imported by the handlers only (an optional extra, seconds to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from mnistbench.cli.args import add_command, add_store
+from mnistbench.errors import EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mnistbench.store import Store
+
+DEFAULT_URI = "sqlite:///results/mlflow.db"  # tracking.DEFAULT_URI, without importing it here
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    track = add_command(commands, "track", help="export runs to an experiment tracker (MLflow)")
+    trackers = track.add_subparsers(dest="tracker", required=True, metavar="TRACKER")
+    mlflow = add_command(
+        trackers,
+        "mlflow",
+        help="export the store's runs to MLflow: one MLflow experiment per study",
+        description="Export runs from the results store to an MLflow tracking store: one MLflow "
+        "experiment per study, one MLflow run per mnistbench run with a result (params: the "
+        "spec; metrics: the results and the per-epoch history; tags: study, experiment, run key, "
+        "status, device, back-end, git commit; artifacts: result JSON, confusion matrix, the "
+        "model as ONNX). Run it again: unchanged runs are left as they are, changed ones are "
+        f"replaced. Then: mlflow ui --backend-store-uri {DEFAULT_URI}",
+    )
+    mlflow.add_argument(
+        "--study", default=None, metavar="NAME|FILE", help="one study [default: every study]"
+    )
+    add_tracking_uri(mlflow)
+    add_store(mlflow)
+    mlflow.set_defaults(handler=export_to_mlflow)
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_URI,
+        metavar="URI",
+        help="MLflow tracking URI: sqlite:///PATH, http://HOST:PORT or a folder "
+        "[default: a SQLite store under results/]",
+    )
+
+
+def add_live_mlflow(parser: argparse.ArgumentParser) -> None:
+    """`study run --mlflow URI`."""
+    parser.add_argument(
+        "--mlflow",
+        default=None,
+        metavar="URI",
+        help="also log each run to this MLflow tracking URI as it finishes (from this process "
+        f"only), e.g. {DEFAULT_URI}; `mnistbench track mlflow` exports afterwards",
+    )
+
+
+def export_to_mlflow(args: argparse.Namespace) -> int:
+    """Export every study (or one), then say what changed and how to look at it."""
+    from mnistbench.cli.console import console, err_console
+    from mnistbench.cli.models import study_name
+    from mnistbench.cli.study import require_store
+    from mnistbench.store import Store
+    from mnistbench.tracking import Exported, Tracker
+
+    require_store(args.store)
+    study = study_name(args.study)
+    tracker = Tracker(args.tracking_uri)  # an unreachable URI: exit 2 before anything is written
+    done = Exported()
+    with Store(args.store) as store:
+        studies = [study] if study else list(dict.fromkeys(s for s, _ in store.experiments()))
+        if study and study not in {s for s, _ in store.experiments()}:
+            raise UserError(f"study {study!r} has no runs in {args.store}")
+        for name in studies:
+            tracker.export(store, name, done)
+    for note in done.notes:
+        err_console.print(f"note: {note}")
+    console.print(
+        f"MLflow {args.tracking_uri}: {len(done.created)} run(s) created, {len(done.updated)} "
+        f"updated, {len(done.unchanged)} unchanged, {len(done.left_out)} left out (no result)"
+    )
+    for name, experiment_id in done.experiments.items():
+        console.print(f"  study {name}: MLflow experiment {experiment_id}")
+    if args.tracking_uri.startswith("sqlite:///"):
+        console.print(f"look at them: mlflow ui --backend-store-uri {args.tracking_uri}")
+    return EXIT_OK
+
+
+def live_logger(uri: str, study: str, log: Callable[[str], None]) -> Callable[[Store, str], None]:
+    """For `study run --mlflow URI`: a callback the study driver calls after it records a run,
+    which logs that run to MLflow. Checked here, before the study starts; a failure to log a run
+    later is said through `log` and does not stop the study."""
+    from mnistbench.errors import RunFailure
+    from mnistbench.selection import existing_model
+    from mnistbench.tracking import EXPORTED, Exported, Tracker
+
+    tracker = Tracker(uri)
+    tracker.experiment_id(study)  # created now: a store that refuses it fails before any run
+
+    def log_run(store: Store, key: str) -> None:
+        record = store.get(key)
+        if record is None or record.status not in EXPORTED:
+            return
+        experiment = next((e for s, e in store.memberships(key) if s == study), "")
+        try:
+            old = tracker.runs_by_key(tracker.experiment_id(study)).get(key)
+            model = existing_model(record, store.path)
+            tracker.export_run(record, study, experiment, model, old, Exported())
+        except (UserError, RunFailure) as exc:
+            log(f"MLflow: run {key} not logged: {exc}")
+
+    return log_run
