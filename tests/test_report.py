@@ -1,5 +1,6 @@
-"""Reports from a synthetic store: the tables' cells, the headline and insight sentences, the
-plots and the exports, each checked against numbers worked out by hand in this file.
+"""Reports from a synthetic store: the tables' cells and the numbers behind them, the headline,
+the plots and the exports, each checked against numbers worked out by hand in this file (the
+published study's numbers come from mnistbench.published, never copied here).
 
 The store is built with Store + RunSpec + RunResult directly (no training). It holds:
 - grid_mnist: ResNet-18/50 × batch {16, 32} × {SGD, Adam}, seeds 0 and 1, with one config not
@@ -19,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
-from mnistbench.report.plots import device_bars
-from mnistbench.report.runs import load_runs
+from mnistbench.report.frame import load_runs
 from mnistbench.result import EpochRecord, RunResult
 from mnistbench.store import Store
 
@@ -222,345 +223,232 @@ def report(store_path: Path):
         return build_report(store, STUDY)
 
 
-def section(report, name: str):
-    return next(s for s in report.sections if s.experiment == name)
+def table(report, name: str):
+    return next(s.table for s in report.sections if s.exp.slug == name)
 
 
-def texts(row) -> list[str]:
-    return [cell.text for cell in row]
+def row(table, index: int) -> list[str]:
+    return table.cells.iloc[index].tolist()
+
+
+def insights(report, topic: str) -> list:
+    return [i for i in report.headline + report.insights if i.topic == topic]
 
 
 # --- tables -------------------------------------------------------------------------------------
 
 
-def test_grid_table_has_the_published_shape_and_mean_std_cells(report) -> None:
-    table = section(report, "grid_mnist").table
-    assert table.kind == "grid"
-    assert table.header == [
-        "batch size",
-        "optimizer",
-        "lr",
-        "ResNet-18 %",
-        "ResNet-50 %",
-        "ResNet-18 train (s)",
-        "ResNet-50 train (s)",
-    ]
-    r18_b16_sgd = statistics.mean([98.0, 98.4]), statistics.stdev([98.0, 98.4])
-    r50_b16_sgd = statistics.mean([98.8, 99.0]), statistics.stdev([98.8, 99.0])
-    assert texts(table.rows[0]) == [
+def test_grid_table_has_the_published_shape_with_published_values_beside_ours(report) -> None:
+    grid = table(report, "grid_mnist")
+    assert grid.kind == "grid"
+    assert list(grid.cells.columns) == [
+        "batch size", "optimizer", "lr",
+        "ResNet-18 %", "ResNet-18 published %", "ResNet-18 Δ",
+        "ResNet-50 %", "ResNet-50 published %", "ResNet-50 Δ",
+        "ResNet-18 train (s)", "ResNet-50 train (s)",
+    ]  # fmt: skip
+    mean, std = statistics.mean([98.0, 98.4]), statistics.stdev([98.0, 98.4])
+    theirs = published.GRID[("mnist", "resnet18", 16, "sgd", 1e-3)].accuracy
+    assert row(grid, 0)[:6] == [
         "16",
         "SGD",
         "0.001",
-        f"{r18_b16_sgd[0]:.2f} ± {r18_b16_sgd[1]:.2f}",
-        f"{r50_b16_sgd[0]:.2f} ± {r50_b16_sgd[1]:.2f}",
-        "105.0 ± 7.1",
-        "305.0 ± 7.1",
+        f"{mean:.2f} ± {std:.2f}",
+        f"{theirs:.2f}",
+        f"{mean - theirs:+.2f}†",
     ]
-    assert texts(table.rows[0])[3:5] == ["98.20 ± 0.28", "98.90 ± 0.14"]
-    assert table.rows[0][3].value == pytest.approx(98.2)
-    assert [texts(row)[:3] for row in table.rows] == [
-        ["16", "SGD", "0.001"],
-        ["16", "Adam", "0.001"],
-        ["32", "SGD", "0.001"],
-        ["32", "Adam", "0.001"],
+    assert row(grid, 0)[3] == "98.20 ± 0.28" and row(grid, 0)[9:] == [
+        "105.00 ± 7.07",
+        "305.00 ± 7.07",
+    ]
+    assert grid.values.loc[0, "ResNet-18 %"] == pytest.approx(98.2)
+    assert grid.values.loc[0, "ResNet-18 Δ"] == pytest.approx(98.2 - theirs)
+    assert grid.values.loc[0, "ResNet-18 train (s)"] == pytest.approx(105.0)
+    assert [r[:3] for r in grid.cells.values.tolist()] == [
+        ["16", "SGD", "0.001"], ["16", "Adam", "0.001"], ["32", "SGD", "0.001"], ["32", "Adam", "0.001"]
+    ]  # fmt: skip
+
+
+def test_missing_grid_cells_say_why_and_have_no_number(report) -> None:
+    grid = table(report, "grid_mnist")
+    assert (
+        grid.cells.loc[1, "ResNet-50 %"] == "not run"
+        and grid.cells.loc[1, "ResNet-50 train (s)"] == "not run"
+    )
+    assert grid.cells.loc[2, "ResNet-50 %"] == "failed" and grid.cells.loc[2, "ResNet-50 Δ"] == "—"
+    assert grid.cells.loc[3, "ResNet-50 %"] == "95.00 (1/2 seeds; 1 diverged)"
+    assert grid.values.loc[3, "ResNet-50 %"] == 95.0
+    assert grid.values.loc[[1, 2], "ResNet-50 %"].isna().all()
+    assert not grid.cells.isin(["", "0", "0.00", "nan"]).any(axis=None)
+    assert grid.notes[-3:] == [
+        "not run: pending in the store — ResNet-50, MNIST, B16, Adam (seeds 0, 1)",
+        "failed: RuntimeError: out of memory — ResNet-50, MNIST, B32, SGD (seeds 0, 1)",
+        "diverged: loss is nan at step 345 — ResNet-50, MNIST, B32, Adam (seed 1)",
     ]
 
 
-def test_missing_grid_cells_say_why(report) -> None:
-    table = section(report, "grid_mnist").table
-    b16_adam, b32_sgd, b32_adam = table.rows[1], table.rows[2], table.rows[3]
-    assert b16_adam[4].text == "not run" and b16_adam[6].text == "not run"
-    assert b32_sgd[4].text == "failed" and b32_sgd[4].note == "RuntimeError: out of memory"
-    assert b32_adam[4].text == "95.00 (1/2 seeds; 1 diverged)"
-    assert b32_adam[4].state == "partial"
-    assert b32_adam[6].text == "150.0 (1/2 seeds; 1 diverged)"
-    for row in table.rows:
-        for cell in row:
-            assert cell.text.strip() and cell.text not in ("0", "0.00", "nan")
-    assert table.notes == [
-        "not run: pending in the store — ResNet-50, MNIST, B16, Adam, lr 0.001 (seeds 0, 1)",
-        "failed: RuntimeError: out of memory — ResNet-50, MNIST, B32, SGD, lr 0.001 (seeds 0, 1)",
-        "diverged: loss is nan at step 345 — ResNet-50, MNIST, B32, Adam, lr 0.001 (seed 1)",
-    ]
+def test_footnotes_state_the_protocol_how_it_differs_from_the_published_one_and_the_machine(
+    report,
+) -> None:
+    notes = table(report, "grid_mnist").notes
+    gaps, protocol, machine = notes[0], notes[1], notes[2]
+    for part in ("split official here, assignment published", "input 28×28×1 here, 224×224×3 published",
+                 f"epochs 2 here, {published.Q1A_EPOCHS['mnist']} published", "device CPU here, GPU published"):  # fmt: skip
+        assert part in gaps
+    for part in ("split: official (1,000 train / 0 val / 100 test images)", "train_limit 1,000, test_limit 100",
+                 "input: 28×28×1", "epochs: 2", "pin_memory: off", "precision: fp32", "seeds: 0, 1 (cells are mean ± sample std over seeds)"):  # fmt: skip
+        assert part in protocol
+    assert machine == f"Machine: {CPU} (2 threads); PyTorch 2.5.1, scikit-learn 1.5.0."
 
 
-def test_grid_footnote_states_the_protocol(report) -> None:
-    footnote = section(report, "grid_mnist").table.footnote
-    for part in (
-        "split: official (1,000 train / 0 val / 100 test images)",
-        "train_limit 1,000, test_limit 100",
-        "image size: 28×28×1",
-        "epochs: 2",
-        "pin_memory: off",
-        "precision: fp32",
-        f"devices: {CPU} (cpu, 2 threads)",
-        "seeds: 0, 1 (cells are mean ± sample std over seeds)",
-    ):
-        assert part in footnote
+def test_svm_table_in_seconds_with_the_published_rows(report) -> None:
+    svm = table(report, "svm")
+    assert svm.kind == "svm"
+    assert list(svm.cells.columns) == ["dataset", "kernel", "C", "accuracy %", "train (s)", "support vectors",
+                                       "back-end", "published %", "Δ", "published train (s)"]  # fmt: skip
+    assert row(svm, 0)[:7] == ["MNIST", "poly", "10", "97.61", "286.00", "9,000", "sklearn 1.5.0"]
+    theirs = [published.SVM[(d, k)] for d in ("mnist", "fashion-mnist") for k in ("poly", "rbf")]
+    assert svm.values["published %"].tolist() == [p.accuracy for p in theirs]
+    assert svm.values["published train (s)"].tolist() == [p.train_seconds for p in theirs]
+    assert svm.values["Δ"].tolist() == pytest.approx(
+        [a - p.accuracy for a, p in zip([97.61, 96.99, 87.0, 89.89], theirs, strict=True)]
+    )
+    assert "epochs" not in svm.notes[1] and "features: pixels" in svm.notes[1]
 
 
-def test_svm_table(report) -> None:
-    table = section(report, "svm").table
-    assert table.kind == "svm"
-    assert table.header == [
-        "dataset",
-        "kernel",
-        "C",
-        "accuracy %",
-        "train time (ms)",
-        "support vectors",
-        "back-end",
-    ]
-    assert [texts(row) for row in table.rows] == [
-        ["MNIST", "poly", "10", "97.61", "286,000", "9,000", "sklearn 1.5.0"],
-        ["MNIST", "rbf", "10", "96.99", "368,000", "11,000", "sklearn 1.5.0"],
-        ["FashionMNIST", "poly", "10", "87.00", "400,000", "20,000", "sklearn 1.5.0"],
-        ["FashionMNIST", "rbf", "10", "89.89", "480,000", "21,000", "sklearn 1.5.0"],
-    ]
-    assert "epochs, pin_memory, precision: n/a (SVM)" in table.footnote
+def test_one_unit_per_quantity(report) -> None:
+    headers = [h for s in report.sections for h in s.table.cells.columns]
+    assert not [h for h in headers if "ms" in h.split()] and "train (s)" in headers
 
 
 def test_devices_table_without_gpu(report) -> None:
-    table = section(report, "devices").table
-    assert table.kind == "devices"
-    assert table.header == [
-        "compute",
-        "model",
-        "accuracy %",
-        "train time (ms)",
-        "GFLOPs/img (fwd)",
-        "GMACs/img",
-        "images/s",
-        "speedup vs CPU",
-    ]
-    assert texts(table.rows[0]) == [
+    devices = table(report, "devices")
+    assert devices.kind == "devices"
+    assert row(devices, 0)[:9] == [
         f"CPU: {CPU}",
         "ResNet-18",
         "90.00",
-        "1,149,000",
+        "1,149.00",
         "3.640",
         "1.820",
         "20",
         "1.00× (baseline)",
+        "87.40",
     ]
-    gpu_row = texts(table.rows[1])
-    assert gpu_row[:6] == [
-        "GPU (cuda, skipped)",
-        "ResNet-18",
-        "skipped",
-        "skipped",
-        "skipped",
-        "skipped",
+    assert row(devices, 1)[:4] == ["GPU (cuda, skipped)", "ResNet-18", "skipped", "skipped"]
+    assert devices.cells.loc[1, "speedup vs CPU"] == "n/a (skipped)"
+    assert devices.values["published %"].tolist() == [
+        published.Q2[(m, d)].accuracy for m in ("resnet18", "resnet50") for d in ("cpu", "cuda")
     ]
-    assert gpu_row[-1] == "n/a (skipped)"
-    assert table.notes == [
-        f"skipped: {SKIP_REASON} — ResNet-18, FashionMNIST, B32, Adam, lr 0.0001, device cuda "
-        "(seed 0); ResNet-50, FashionMNIST, B32, Adam, lr 0.0001, device cuda (seed 0)"
-    ]
-    assert "cuda (skipped)" in table.footnote
-    assert section(report, "devices").plots[0].slug == "devices-curves"
-    assert "No CPU-vs-GPU bar chart" in section(report, "devices").notes[0]
-
-
-# --- headline and insights ----------------------------------------------------------------------
-
-
-def sentences(report, topic: str) -> list[str]:
-    return [i.text for i in report.headline + report.insights if i.topic == topic]
-
-
-def test_best_config_per_dataset_and_model(report) -> None:
-    from scipy import stats
-
-    best = sentences(report, "best")
-    p = stats.ttest_ind([98.0, 98.4], [97.0, 97.2], equal_var=False).pvalue
-    assert best[0] == (
-        "Best ResNet-18 on MNIST: 98.20 ± 0.28% (2 seeds) test accuracy with B16, SGD, lr 0.001 "
-        "(grid_mnist; best of 4 finished configs; train 105.0 s). Runner-up: B16, Adam, lr 0.001 "
-        f"at 97.10 ± 0.14% (2 seeds), 1.10 points lower; Welch's t-test p = {p:.3f}: "
-        f"{'significant' if p < 0.05 else 'not significant'} at the 5% level."
+    assert devices.notes[-1] == (
+        f"skipped: {SKIP_REASON} — ResNet-18, FashionMNIST, GPU (seed 0); ResNet-50, FashionMNIST, GPU (seed 0)"
     )
-    assert best[1] == (
-        "Best ResNet-50 on MNIST: 98.90 ± 0.14% (2 seeds) test accuracy with B16, SGD, lr 0.001 "
-        "(grid_mnist; best of 2 finished configs out of 4; train 305.0 s). Runner-up: B32, Adam, "
-        "lr 0.001 at 95.00%, 3.90 points lower; with one seed per config the gap is not tested "
-        "for significance."
-    )
-    # Devices: ResNet-50 on FashionMNIST at 91.00% on CPU beats nothing else (GPU skipped).
-    assert best[3].startswith("Best ResNet-50 on FashionMNIST: 91.00% test accuracy with B32, Adam")
-
-
-def test_best_svm_and_resnet_vs_svm(report) -> None:
-    svm = sentences(report, "svm")
-    assert svm[0] == (
-        "Best SVM on MNIST: poly kernel, C=10, 97.61% in 286,000 ms train time (sklearn 1.5.0; "
-        "best of 2 finished SVM configs). Others: rbf kernel, C=10 96.99% in 368,000 ms."
-    )
-    assert svm[1].startswith("Best SVM on FashionMNIST: rbf kernel, C=10, 89.89% in 480,000 ms")
-    versus = sentences(report, "versus")
-    assert versus[0] == (
-        "On MNIST the best ResNet is 1.29 points more accurate than the best SVM: ResNet-50 "
-        "98.90% (train 305.0 s) vs SVM poly 97.61% (train 286.0 s)."
-    )
-    # FashionMNIST: ResNet-50 on CPU 91.00 vs rbf 89.89.
-    assert versus[1].startswith("On FashionMNIST the best ResNet is 1.11 points more accurate")
-
-
-def test_no_gpu_rows_says_speedup_cannot_be_computed(report) -> None:
-    assert sentences(report, "speedup") == [
-        f"The GPU speedup for {model} on FashionMNIST (B32, Adam, lr 0.0001) cannot be computed: "
-        f"the GPU run was skipped ({SKIP_REASON})."
-        for model in ("ResNet-18", "ResNet-50")
+    assert [p.slug for p in next(s for s in report.sections if s.exp.slug == "devices").plots] == [
+        "devices-curves"
     ]
 
 
-def test_effects_of_optimizer_and_batch_size(report) -> None:
-    sgd = [98.0, 98.4, 60.0, 61.0, 98.8, 99.0]
-    adam = [97.0, 97.2, 96.4, 96.6, 95.0]
-    sgd_s = [100, 110, 50, 52, 300, 310]
-    adam_s = [120, 120, 60, 60, 150]
-    effect = sentences(report, "effect")
-    assert effect[0] == (
-        "grid_mnist (MNIST), optimizer × lr (mean over batch size and model): best Adam, lr 0.001 → "
-        f"{statistics.mean(adam):.2f}% in {statistics.mean(adam_s):.1f} s (n=5), worst SGD, lr 0.001 → "
-        f"{statistics.mean(sgd):.2f}% in {statistics.mean(sgd_s):.1f} s (n=6); a spread of "
-        f"{statistics.mean(adam) - statistics.mean(sgd):.2f} points."
-    )
-    b16 = [98.0, 98.4, 97.0, 97.2, 98.8, 99.0]
-    b32 = [60.0, 61.0, 96.4, 96.6, 95.0]
-    b16_s, b32_s = [100, 110, 120, 120, 300, 310], [50, 52, 60, 60, 150]
-    speed = statistics.mean(b16_s) / statistics.mean(b32_s)
-    assert effect[1] == (
-        "grid_mnist (MNIST), batch size (mean over optimizer and model): batch size 16 → "
-        f"{statistics.mean(b16):.2f}% in {statistics.mean(b16_s):.1f} s (n=6); batch size 32 → "
-        f"{statistics.mean(b32):.2f}% in {statistics.mean(b32_s):.1f} s (n=5). Batch 32 trains "
-        f"{speed:.2f}× faster than batch 16 and is "
-        f"{statistics.mean(b16) - statistics.mean(b32):.2f} points less accurate."
-    )
-    assert "2.37× faster" in effect[1] and "16.27 points less accurate" in effect[1]
-    table = report.effect_tables[1]
-    assert texts(table.rows[0]) == [
-        "16",
-        "6",
-        f"{statistics.mean(b16):.2f}",
-        f"{statistics.mean(b16_s):.1f}",
-        "2",
-    ]
-    assert table.rows[1][4].text == "3"  # B32: 2 failed + 1 diverged
-
-
-def test_outliers_name_diverged_failed_and_far_below_runs(report) -> None:
-    outliers = sentences(report, "outlier")
-    assert (
-        "Diverged: ResNet-50, MNIST, B32, Adam, lr 0.001, seed 1 (grid_mnist) in epoch 2 at step "
-        "345: loss is nan at step 345." in outliers
-    )
-    assert (
-        "Failed: ResNet-50, MNIST, B32, SGD, lr 0.001, seed 0 (grid_mnist): RuntimeError: out of memory."
-        in outliers
-    )
-    median = statistics.median([98.2, 96.5])  # B16 SGD and B32 Adam: one setting away
-    far = [s for s in outliers if s.startswith("Outlier:")]
-    assert far == [
-        f"Outlier: ResNet-18, MNIST, B32, SGD, lr 0.001 (grid_mnist) reached 60.50 ± 0.71% (2 seeds), "
-        f"{median - 60.5:.2f} points below the median ({median:.2f}%) of its 2 neighbours (configs "
-        "that differ in one setting; threshold 10 points)."
-    ]
-
-
-def test_caveats_say_what_the_data_cannot_support(report) -> None:
-    caveats = sentences(report, "caveat")
-    # Finished configs: grid 6 (one of them with one finished seed), SVM 4, devices 2.
-    assert caveats[0] == (
-        "7 of 12 finished configs have one finished seed: their differences are not tested for "
-        "significance."
-    )
-    assert caveats[1].startswith(
-        "Runs use subsets (1,000 train / 100 test images for ResNet-18, ResNet-50, SVM)"
-    )
-    assert caveats[2].startswith("2 of 24 runs have no result yet (2 not run)")
-    assert caveats[3].startswith("2 runs were skipped on this machine:")
-
-
-def test_throughput_spread_warns_that_train_times_are_not_comparable(tmp_path: Path) -> None:
-    spec = RunSpec(dataset="mnist", model="resnet18", epochs=2, threads=1, device="cpu")
-    other = spec.replace(lr=1e-4)
-    with Store(tmp_path / "busy.db") as store:
-        store.register("busy", "e", [spec, other])
-        _finish(store, spec, torch_result(spec, 97.0, 10.0, images_per_second=400.0))
-        _finish(store, other, torch_result(other, 96.0, 200.0, images_per_second=10.0))
-        report = build_report(store, "busy", plots=False)
-    assert sentences(report, "caveat")[0] == (
-        "Training throughput of ResNet-18 at 28×28×1 on CPU ranges from 10.0 to 400.0 images/s "
-        "(40.0×) over 2 runs with the same model, input, device and precision: a spread this wide "
-        "usually means other work shared the machine, so compare their train times with care."
-    )
-
-
-def test_one_seed_only_is_said(tmp_path: Path) -> None:
-    with Store(tmp_path / "one.db") as store:
-        spec = RunSpec(dataset="mnist", model="resnet18", epochs=2, threads=1, device="cpu")
-        store.register("one", "e", [spec, spec.replace(lr=1e-4)])
-        _finish(store, spec, torch_result(spec, 97.0, 10.0))
-        _finish(store, spec.replace(lr=1e-4), torch_result(spec.replace(lr=1e-4), 96.0, 10.0))
-        report = build_report(store, "one", plots=False)
-    caveat = sentences(report, "caveat")[0]
-    assert caveat.startswith(
-        "Every finished config has one seed (seed 0): differences between "
-        "configs are not tested for significance"
-    )
-    assert "with one seed per config the gap is not tested" in sentences(report, "best")[0]
-    assert sentences(report, "speedup") == [
-        "The GPU speedup cannot be computed: the study has no GPU runs (every ResNet run used the CPU)."
-    ]
-
-
-def test_gpu_rows_give_a_speedup(tmp_path: Path) -> None:
+def test_gpu_rows_give_a_speedup_per_model_with_its_flops(tmp_path: Path) -> None:
     with Store(build_synthetic_store(tmp_path / "gpu.db", gpu=True)) as store:
         report = build_report(store, STUDY, plots=False)
-    speedup = 1149.0 / 62.0
-    assert sentences(report, "speedup")[0] == (
-        f"GPU speedup for ResNet-18 on FashionMNIST (B32, Adam, lr 0.0001, 2 epochs): {speedup:.2f}× — "
-        f"{GPU} trains in 62.0 s, the CPU ({CPU}) in 1,149.0 s; accuracy 90.00% (GPU) vs 90.00% (CPU). "
-        "Precision differs: fp16 on the GPU, fp32 on the CPU."
+    devices = table(report, "devices")
+    assert devices.cells.loc[1, "compute"] == f"GPU: {GPU}"
+    assert devices.cells.loc[1, "speedup vs CPU"] == "18.53×" and devices.values.loc[
+        1, "speedup vs CPU"
+    ] == pytest.approx(1149 / 62)
+    assert devices.values.loc[3, "speedup vs CPU"] == pytest.approx(2500 / 100)
+    (speedup,) = insights(report, "speedup")
+    assert speedup.data["speedups"] == pytest.approx({"resnet18": 1149 / 62, "resnet50": 25.0})
+    assert (
+        devices.notes[2]
+        == f"Machine: {CPU} (2 threads), GPU {GPU}; PyTorch 2.5.1, scikit-learn 1.5.0."
     )
-    table = section(report, "devices").table
-    assert texts(table.rows[1])[:2] == [f"GPU: {GPU}", "ResNet-18"]
-    assert table.rows[1][-1].text == f"{speedup:.2f}×" == "18.53×"
-    assert table.rows[3][-1].text == f"{2500 / 100:.2f}×"
-    bars = device_bars("devices", section(report, "devices").runs)
-    assert bars is not None and bars.png.startswith(b"\x89PNG")
-    assert not section(report, "devices").notes
     assert ("GPU", GPU) in report.environment
+
+
+# --- headline -----------------------------------------------------------------------------------
+
+
+def test_best_per_dataset_comes_from_q1a_with_the_published_best_beside_it(report) -> None:
+    from scipy import stats
+
+    (best,) = insights(report, "best")  # the devices (Q2) experiment has no say here
+    assert best.data["dataset"] == "mnist" and best.data["experiment"] == "grid_mnist"
+    assert best.data["accuracy"] == pytest.approx(98.9)
+    assert best.data["configs"] == 6  # 8 configs, 1 not run and 1 failed: never counted
+    assert best.data["published"] == published.best("mnist")[1].accuracy
+    assert set(best.runs) == {
+        r.key
+        for r in _runs(report)
+        if r.model == "resnet50" and r.batch_size == 16 and r.optimizer == "sgd"
+    }
+    p = stats.ttest_ind([98.8, 99.0], [98.0, 98.4], equal_var=False).pvalue
+    assert f"p = {p:.3f}" in best.text
+
+
+def _runs(report):
+    return list(report.runs.itertuples())
+
+
+def test_best_svm_per_dataset_with_the_published_best(report) -> None:
+    svms = insights(report, "svm")
+    assert [(i.data["dataset"], i.data["accuracy"], i.data["configs"]) for i in svms] == [
+        ("mnist", 97.61, 2),
+        ("fashion-mnist", 89.89, 2),
+    ]
+    assert [i.data["published"] for i in svms] == [
+        max(p.accuracy for k, p in published.SVM.items() if k.dataset == d)
+        for d in ("mnist", "fashion-mnist")
+    ]
+
+
+def test_no_gpu_run_says_the_speedup_is_not_measured_and_why(report) -> None:
+    (speedup,) = insights(report, "speedup")
+    assert speedup.data["speedups"] == {} and SKIP_REASON in speedup.text
+    assert set(speedup.runs) == {r.key for r in _runs(report) if r.state == "skipped"}
+
+
+def test_same_section_titles_with_or_without_a_study_file(store_path: Path) -> None:
+    with Store(store_path) as store:
+        described = build_report(
+            store, STUDY, descriptions={"grid_mnist": "Q1(a) MNIST grid"}, plots=False
+        )
+        plain = build_report(store, plots=False)
+    assert [s.table.title for s in described.sections] == [s.table.title for s in plain.sections]
+    assert described.sections[0].exp.description == "Q1(a) MNIST grid"
 
 
 # --- plots and files ----------------------------------------------------------------------------
 
 
 def test_plots_are_pngs(report) -> None:
-    slugs = [plot.slug for plot in report.plots]
-    assert slugs == [
-        "grid_mnist-heatmap",
-        "grid_mnist-curves",
-        "svm-svm",
-        "devices-curves",
-        "confusion-mnist",
-        "confusion-fashion-mnist",
-    ]
+    assert [plot.slug for plot in report.plots] == [
+        "grid_mnist-heatmap", "grid_mnist-curves", "svm-heatmap", "svm-svm", "devices-curves",
+        "confusion-mnist", "confusion-fashion-mnist",
+    ]  # fmt: skip
     for plot in report.plots:
         assert plot.png.startswith(b"\x89PNG\r\n\x1a\n") and len(plot.png) > 5000
 
 
+def test_no_training_curves_when_every_run_has_one_epoch(tmp_path: Path) -> None:
+    spec = RunSpec(dataset="mnist", model="resnet18", epochs=1, threads=1, device="cpu")
+    with Store(tmp_path / "one.db") as store:
+        store.register("one", "e", [spec, spec.replace(lr=1e-4)])
+        for s, accuracy in ((spec, 97.0), (spec.replace(lr=1e-4), 96.0)):
+            result = torch_result(s, accuracy, 10.0)
+            result.history = result.history[:1]
+            _finish(store, s, result)
+        report = build_report(store, "one")
+    assert not [p for p in report.plots if p.slug.endswith("-curves")]
+
+
 def test_written_files(report, tmp_path: Path) -> None:
     written = write_report(report, tmp_path / "out")
-    names = sorted(path.name for path in written)
-    assert {"report.md", "report.html", "runs.csv", "runs.json", "grid_mnist-heatmap.png"} <= set(
-        names
-    )
+    assert {"report.md", "report.html", "runs.csv", "runs.json", "grid_mnist-heatmap.png"} <= {
+        p.name for p in written
+    }
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert (
-        "| 16 | SGD | 0.001 | 98.20 ± 0.28 | 98.90 ± 0.14 | 105.0 ± 7.1 | 305.0 ± 7.1 |" in markdown
-    )
+    assert "| 16 | SGD | 0.001 | 98.20 ± 0.28 | 99.20 | -1.00† |" in markdown
     assert "![grid_mnist: accuracy heatmap](grid_mnist-heatmap.png)" in markdown
     for plot in report.plots:
         assert (tmp_path / "out" / f"{plot.slug}.png").read_bytes() == plot.png
@@ -572,42 +460,59 @@ def test_written_files(report, tmp_path: Path) -> None:
 def test_csv_and_json_exports_are_flat_one_row_per_run(
     report, tmp_path: Path, store_path: Path
 ) -> None:
+    import pandas
+
     write_report(report, tmp_path, ["csv", "json"])
     with open(tmp_path / "runs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     records = json.loads((tmp_path / "runs.json").read_text())
     with Store(store_path) as store:
-        keys = [run.key for runs in load_runs(store, STUDY).values() for run in runs]
+        keys = load_runs(store, STUDY)["key"].tolist()
     assert len(rows) == len(records) == len(set(keys)) == 24
     assert all(not isinstance(v, (dict, list)) for record in records for v in record.values())
     first = records[0]
-    assert first["experiment"] == "grid_mnist" and first["status"] == "ok"
-    assert (
-        first["model"] == "resnet18"
-        and first["batch_size"] == 16
-        and first["test_accuracy"] == 98.0
+    assert (first["experiment"], first["status"] if "status" in first else first["state"]) == (
+        "grid_mnist",
+        "ok",
     )
-    assert first["train_ms"] == 100000.0 and first["kernel"] is None  # SVM fields left empty
-    assert rows[0]["test_accuracy"] == "98.0" and rows[0]["kernel"] == ""
-    failed = [r for r in records if r["status"] == "failed"]
-    assert len(failed) == 2 and failed[0]["error"] == "RuntimeError: out of memory"
-    skipped = [r for r in records if r["status"] == "skipped"]
-    assert [r["error"] for r in skipped] == [SKIP_REASON] * 2
+    assert (
+        first["model"],
+        first["batch_size"],
+        first["test_accuracy"],
+        first["train_seconds"],
+    ) == ("resnet18", 16, 98.0, 100.0)
+    assert first["kernel"] is None and rows[0]["kernel"] == ""  # SVM fields left empty
+    assert "model_path" in first and "model_path" in rows[0]
+    failed = [r for r in records if r["state"] == "failed"]
+    assert len(failed) == 2 and failed[0]["reason"] == "RuntimeError: out of memory"
+    assert [r["reason"] for r in records if r["state"] == "skipped"] == [SKIP_REASON] * 2
     svm = next(r for r in records if r["model"] == "svm")
     assert svm["lr"] is None and svm["kernel"] == "poly" and svm["backend"] == "sklearn 1.5.0"
+    assert (
+        pandas.read_csv(tmp_path / "runs.csv").shape[0]
+        == pandas.read_json(tmp_path / "runs.json").shape[0]
+        == 24
+    )
 
 
-def test_csv_reads_in_pandas(report, tmp_path: Path) -> None:
-    import pandas  # a dev dependency: never skipped
+def test_the_html_links_the_best_models(tmp_path: Path) -> None:
+    spec = RunSpec(dataset="mnist", model="resnet18", epochs=2, threads=1, device="cpu")
+    model = tmp_path / "models" / f"{spec.key()}.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    with Store(tmp_path / "m.db") as store:
+        store.register("m", "e", [spec, spec.replace(lr=1e-4)])
+        _finish(store, spec, torch_result(spec, 97.0, 10.0, model_path=str(model)))
+        _finish(store, spec.replace(lr=1e-4), torch_result(spec.replace(lr=1e-4), 96.0, 10.0))
+        report = build_report(store, "m", plots=False)
+    assert [path for _, path in report.best_models] == [str(model)]
+    write_report(report, tmp_path / "out", ["html", "csv"])
+    assert 'href="../models/' in (tmp_path / "out" / "report.html").read_text()
+    assert str(model) in (tmp_path / "out" / "runs.csv").read_text()
 
-    write_report(report, tmp_path, ["csv", "json"])
-    frame = pandas.read_csv(tmp_path / "runs.csv")
-    assert frame.shape[0] == 24 and frame["test_accuracy"].max() == 99.0
-    assert pandas.read_json(tmp_path / "runs.json").shape[0] == 24
 
-
-def test_published_numbers_are_quoted_only_under_the_published_protocol(tmp_path: Path) -> None:
-    published = {"split": "assignment", "image_size": 224, "channels": 3, "threads": 1}
+def test_published_protocol_runs_are_compared_without_a_dagger(tmp_path: Path) -> None:
+    exact = {"split": "assignment", "image_size": 224, "channels": 3, "threads": 1}
     net = RunSpec(
         dataset="mnist",
         model="resnet18",
@@ -615,45 +520,41 @@ def test_published_numbers_are_quoted_only_under_the_published_protocol(tmp_path
         optimizer="sgd",
         lr=1e-3,
         epochs=5,
-        device="cpu",
-        **published,
+        device="cuda",
+        **exact,
     )
     svm = RunSpec(
         dataset="mnist", model="svm", kernel="poly", C=10.0, split="assignment", threads=1
     )
-    fashion_svm = svm.replace(dataset="fashion-mnist")  # the row one copy of them lacked
-    native = net.replace(split="official", image_size=28, channels=1)
     with Store(tmp_path / "pub.db") as store:
-        store.register("pub", "e", [net, svm, fashion_svm])
-        store.register("native", "e", [native])
-        _finish(store, net, torch_result(net, 99.35, 600.0))
-        for spec, accuracy in ((svm, 97.50), (fashion_svm, 90.00)):
-            _finish(
-                store,
-                spec,
-                RunResult(
-                    spec=spec.to_dict(),
-                    test_accuracy=accuracy,
-                    train_seconds=250.0,
-                    backend="sklearn 1.5.0",
-                    environment=_environment(CPU),
-                ),
-            )
-        _finish(store, native, torch_result(native, 99.00, 60.0))
+        store.register("pub", "grid", [net])
+        store.register("pub", "svm", [svm])
+        result = torch_result(net, 99.35, 600.0)
+        result.protocol, result.precision = (
+            {"split": "assignment", "sizes": {"train": 49000, "val": 7000, "test": 14000}},
+            "fp16",
+        )
+        _finish(store, net, result)
+        _finish(
+            store,
+            svm,
+            RunResult(
+                spec=svm.to_dict(),
+                test_accuracy=97.50,
+                train_seconds=250.0,
+                environment=_environment(CPU),
+            ),
+        )
         report = build_report(store, "pub", plots=False)
-        other = build_report(store, "native", plots=False)
-    assert sentences(report, "best")[0].endswith(
-        "The published study reports 99.20% (B16, SGD, lr 0.001) under this protocol: +0.15 points here."
-    )
-    assert sentences(report, "svm")[0].endswith(
-        "The published study reports 97.61% in 286,093 ms for the poly kernel under this protocol: "
-        "-0.11 points here (train times depend on the hardware)."
-    )
-    assert sentences(report, "svm")[1].endswith(
-        "The published study reports 89.84% in 367,438 ms for the poly kernel under this protocol: "
-        "+0.16 points here (train times depend on the hardware)."
-    )
-    assert "published study reports" not in sentences(other, "best")[0]
+    grid = table(report, "grid")
+    theirs = published.GRID[("mnist", "resnet18", 16, "sgd", 1e-3)].accuracy
+    assert grid.cells.loc[
+        0, "ResNet-18 Δ"
+    ] == f"{99.35 - theirs:+.2f}" and "Not like for like" not in " ".join(grid.notes)
+    assert (
+        table(report, "svm").cells.loc[0, "Δ"]
+        == f"{97.50 - published.SVM[('mnist', 'poly')].accuracy:+.2f}†"
+    )  # train times: other hardware
 
 
 def test_grid_over_datasets_gives_one_table_per_dataset_and_studies_do_not_mix(
@@ -670,31 +571,16 @@ def test_grid_over_datasets_gives_one_table_per_dataset_and_studies_do_not_mix(
         store.register("b", "grid", specs[:1])
         for index, spec in enumerate(specs):
             _finish(store, spec, torch_result(spec, 90.0 + index, 10.0))
-        one = build_report(store, "a", descriptions={"grid": "Q1(a)"}, plots=False)
+        one = build_report(store, "a", plots=False)
         both = build_report(store, plots=False)
-    assert [s.experiment for s in one.sections] == ["grid-mnist", "grid-fashion-mnist"]
-    assert one.sections[1].table.title == "grid-fashion-mnist: Q1(a) (FashionMNIST)"
-    assert [texts(row) for row in one.sections[1].table.rows] == [
-        ["16", "SGD", "0.001", "92.00", "10.0"],
-        ["16", "SGD", "0.0001", "93.00", "10.0"],
+    assert [s.exp.slug for s in one.sections] == ["grid-mnist", "grid-fashion-mnist"]
+    assert (
+        table(one, "grid-fashion-mnist").title
+        == "grid-fashion-mnist: ResNet-18 test accuracy by batch size × optimizer × lr (FashionMNIST)"
+    )
+    assert [r[:4] for r in table(one, "grid-fashion-mnist").cells.values.tolist()] == [
+        ["16", "SGD", "0.001", "92.00"],
+        ["16", "SGD", "0.0001", "93.00"],
     ]
-    assert [s.experiment for s in both.sections] == [
-        "a-grid-mnist",
-        "a-grid-fashion-mnist",
-        "b-grid",
-    ]
+    assert [s.exp.slug for s in both.sections] == ["a-grid-mnist", "a-grid-fashion-mnist", "b-grid"]
     assert len(both.runs) == 4  # the run both studies asked for is one run
-
-
-def test_most_frequent_mistakes_come_from_the_best_runs_confusion_matrix(report) -> None:
-    # Best single runs: ResNet-50 B16 SGD seed 1 on MNIST (99.0%: 1 error per class, to the
-    # next class); ResNet-50 on CPU on FashionMNIST (91.0%: 9 per class).
-    assert sentences(report, "confusion") == [
-        "Most frequent mistakes (true → predicted) of the best run on MNIST (ResNet-50, MNIST, "
-        "B16, SGD, lr 0.001, 99.00%, 10 errors): 0 → 1: 1 (1.0% of true 0); 1 → 2: 1 (1.0% of "
-        "true 1); 2 → 3: 1 (1.0% of true 2).",
-        "Most frequent mistakes (true → predicted) of the best run on FashionMNIST (ResNet-50, "
-        "FashionMNIST, B32, Adam, lr 0.0001, 91.00%, 90 errors): T-shirt/top → Trouser: 9 (9.0% "
-        "of true T-shirt/top); Trouser → Pullover: 9 (9.0% of true Trouser); Pullover → Dress: 9 "
-        "(9.0% of true Pullover).",
-    ]

@@ -33,14 +33,16 @@ def test_report_writes_every_format_by_default(store_path: Path, tmp_path: Path,
     assert {"grid_mnist-heatmap.png", "confusion-mnist.png"} <= names
     printed = capsys.readouterr().out
     assert "24 runs: 17 ok, 2 not run, 2 failed, 1 diverged, 2 skipped" in printed
-    assert "cannot be computed: the GPU run was skipped" in printed
+    assert "GPU speedup: not measured here (skipped:" in printed
     assert str(out / "report.html") in printed
     markdown = (out / "report.md").read_text()
     assert "A synthetic study." in markdown
-    assert "### grid_mnist: Q1(a) MNIST grid" in markdown
-    assert (
-        "### svm: SVM accuracy and train time (MNIST, FashionMNIST)" in markdown
-    )  # no description
+    # The same titles as without --study; the study file's description follows the title.
+    title = (
+        "### grid_mnist: ResNet-18 / ResNet-50 test accuracy by batch size × optimizer × lr (MNIST)"
+    )
+    assert f"{title}\n\nQ1(a) MNIST grid\n" in markdown
+    assert "### svm: SVM accuracy and train time (MNIST, FashionMNIST)\n\n|" in markdown
 
 
 def test_report_format_subset_of_the_only_study(store_path: Path, tmp_path: Path) -> None:

@@ -557,8 +557,7 @@ def test_an_old_store_stays_readable_by_status_and_report(old_store: Path, tmp_p
 
 
 def test_fields_unknown_to_this_version_are_kept_not_fatal(old_store: Path) -> None:
-    from mnistbench.report.render import export_row
-    from mnistbench.report.runs import load_runs
+    from mnistbench.report.frame import load_runs
 
     key = "0c422bf192ffb42a"
     conn = sqlite3.connect(old_store, isolation_level=None)
@@ -575,9 +574,8 @@ def test_fields_unknown_to_this_version_are_kept_not_fatal(old_store: Path) -> N
     assert record.unknown_fields == {"dropout": 0.1, "result.energy_joules": 12.5}
     assert record.spec.optimizer == "lion" and record.result.test_accuracy is not None
     with Store(old_store) as store:
-        by_experiment = load_runs(store, "fixture")
-    rows = {run.key: export_row(run) for runs in by_experiment.values() for run in runs}
-    assert json.loads(rows[key]["unknown_fields"])["dropout"] == 0.1
+        runs = load_runs(store, "fixture").set_index("key")
+    assert json.loads(runs.loc[key, "unknown_fields"])["dropout"] == 0.1
 
 
 ODD_RESULTS = {
@@ -590,8 +588,7 @@ ODD_RESULTS = {
 
 @pytest.mark.parametrize("change", ODD_RESULTS.values(), ids=ODD_RESULTS)
 def test_odd_stored_results_never_break_status_or_report(old_store: Path, change) -> None:
-    from mnistbench.report.render import export_row
-    from mnistbench.report.runs import load_runs
+    from mnistbench.report.frame import load_runs
 
     key = "0c422bf192ffb42a"
     conn = sqlite3.connect(old_store, isolation_level=None)
@@ -602,7 +599,7 @@ def test_odd_stored_results_never_break_status_or_report(old_store: Path, change
     conn.close()
     with Store(old_store) as store:
         record = store.get(key)
-        rows = [export_row(run) for runs in load_runs(store, "fixture").values() for run in runs]
+        keys = set(load_runs(store, "fixture")["key"])
     assert record.result.test_accuracy is not None
     assert [entry.epoch for entry in record.result.history] in ([], [1], [1, 2])
-    assert {row["key"] for row in rows} >= {key, "cf04edfd161c81db"}
+    assert keys >= {key, "cf04edfd161c81db"}

@@ -1,32 +1,40 @@
-"""Assemble a report from a store: sections per experiment, headline, insights, environment."""
+"""Assemble a report from a store: one Experiment per section with its table and plots, the
+headline, the insights and the machine context. The writers only format what is here.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
+import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from mnistbench.errors import UserError
-from mnistbench.report import plots as _plots
-from mnistbench.report.effects import effects
-from mnistbench.report.headline import headline
-from mnistbench.report.outliers import caveats, outliers
-from mnistbench.report.runs import Run, best_run, dataset_name, load_runs, unique_runs
-from mnistbench.report.sentences import Insight
-from mnistbench.report.tables import Table, build_table, device_groups, speedup, table_kind
+from mnistbench.report import insights as said
+from mnistbench.report import plots as drawn
+from mnistbench.report.compare import Experiment, Insight, effects, kind, outliers
+from mnistbench.report.frame import finished, load_runs
+from mnistbench.report.tables import Table, build_table
+from mnistbench.report.text import counts, label, show
 from mnistbench.store import Store
+
+# Environment entries in the header, in this order, with the label a reader expects.
+ENVIRONMENT = (
+    ("env_cpu", "CPU"), ("env_cpu_count", "CPU cores"), ("env_threads", "threads per run"),
+    ("env_gpu", "GPU"), ("env_cuda", "CUDA"), ("env_python", "Python"), ("env_torch", "PyTorch"),
+    ("env_torchvision", "torchvision"), ("env_sklearn", "scikit-learn"), ("env_numpy", "NumPy"),
+    ("backend", "SVM back-end"), ("env_mnistbench", "mnistbench"), ("env_git_commit", "git commit"),
+    ("env_hostname", "host"),
+)  # fmt: skip
 
 
 @dataclass
 class Section:
-    """One experiment: its table, its figures, and notes on figures that could not be drawn."""
-
-    experiment: str
+    exp: Experiment
     table: Table
-    runs: list[Run]
-    plots: list[_plots.Plot] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    plots: list[drawn.Plot]
 
 
 @dataclass
@@ -38,25 +46,23 @@ class Report:
     description: str
     generated_at: str
     store_path: str
-    runs: list[Run]
-    """Every run once, in store order."""
+    runs: pd.DataFrame
+    """The tidy table: one row per run."""
     sections: list[Section]
     headline: list[Insight]
     insights: list[Insight]
-    effect_tables: list[Table]
-    confusion: list[_plots.Plot]
+    confusion: list[drawn.Plot]
     environment: list[tuple[str, str]]
+    best_models: list[tuple[str, str]]
+    """(what, model file) for the best runs that kept their model."""
 
     @property
-    def plots(self) -> list[_plots.Plot]:
+    def plots(self) -> list[drawn.Plot]:
         return [plot for section in self.sections for plot in section.plots] + self.confusion
 
     def status_line(self) -> str:
         """'16 runs: 12 ok, 1 diverged, 1 failed, 2 skipped'."""
-        counts: dict[str, int] = {}
-        for run in self.runs:
-            counts[run.state] = counts.get(run.state, 0) + 1
-        return f"{len(self.runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        return f"{len(self.runs)} runs: {counts(self.runs['state'])}"
 
 
 class EmptyReportError(UserError, ValueError):
@@ -72,133 +78,88 @@ def build_report(
     plots: bool = True,
 ) -> Report:
     """Everything the renderers need, computed once from the store's runs."""
-    by_key = load_runs(store, study)
-    if not by_key:
+    runs = load_runs(store, study)
+    if runs.empty:
         known = sorted({name for name, _ in store.experiments()})
         raise EmptyReportError(
             f"{store.path} has no runs"
             + (f" of study {study!r}" if study else "")
             + (f"; studies in it: {', '.join(known)}" if known else "")
         )
-    studies = list(dict.fromkeys(name for name, _ in by_key))
-    descriptions = descriptions or {}
-    parts = [
-        part
-        for (name, exp), members in by_key.items()
-        # Experiment names are unique within a study; prefix them only when studies mix.
-        for part in _per_dataset(
-            exp if len(studies) == 1 else f"{name}-{exp}", descriptions.get(exp, ""), members
-        )
+    studies = list(dict.fromkeys(s for pairs in runs["memberships"] for s, _ in pairs))
+    exps = experiments(runs, descriptions or {}, several=len(studies) > 1)
+    headline = [
+        *said.best_configs(exps, "grid"),
+        *said.best_configs(exps, "svm"),
+        *said.gpu_speedup(exps),
     ]
-    by_experiment = {slug: members for slug, _, members in parts}
-    runs = unique_runs(by_key)
-    sections = [_section(slug, members, text, plots) for slug, text, members in parts]
-    effect_insights, effect_tables = effects(by_experiment)
+    insights = said.model_sizes(exps) + [i for e in exps for i in effects(e)] + said.claims(exps)
+    insights += [i for e in exps for i in outliers(e)] + said.caveats(runs)
     return Report(
         title=f"mnistbench report: study {', '.join(studies)}",
         study=study or (studies[0] if len(studies) == 1 else None),
         description=study_description,
-        generated_at=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        generated_at=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         store_path=str(Path(store.path)),
         runs=runs,
-        sections=sections,
-        headline=headline(runs),
-        insights=effect_insights + outliers(runs, by_experiment) + caveats(runs),
-        effect_tables=effect_tables,
-        confusion=_confusion_plots(runs) if plots else [],
+        sections=[Section(e, build_table(e), figures(e) if plots else []) for e in exps],
+        headline=headline,
+        insights=insights,
+        confusion=confusion_plots(runs) if plots else [],
         environment=environment(runs),
+        best_models=best_models(runs, headline),
     )
 
 
-def _per_dataset(slug: str, description: str, runs: list[Run]) -> list[tuple[str, str, list[Run]]]:
-    """A ResNet grid over several datasets becomes one table per dataset, as published."""
-    datasets = list(dict.fromkeys(run.spec.dataset for run in runs))
-    if len(datasets) == 1 or table_kind(runs) != "grid":
-        return [(slug, description, runs)]
-    return [
-        (
-            f"{slug}-{dataset}",
-            f"{description} ({dataset_name(dataset)})" if description else "",
-            [run for run in runs if run.spec.dataset == dataset],
-        )
-        for dataset in datasets
-    ]
+def experiments(
+    runs: pd.DataFrame, descriptions: Mapping[str, str], several: bool
+) -> list[Experiment]:
+    """One per (study, experiment); a ResNet grid over datasets becomes one per dataset, as
+    published. Experiment names are prefixed by their study only when studies mix."""
+    found = []
+    for (study, name), members in runs.explode("memberships").groupby("memberships", sort=False):
+        slug, text = f"{study}-{name}" if several else name, descriptions.get(name, "")
+        datasets = list(dict.fromkeys(members["dataset"]))
+        if kind(members) != "grid" or len(datasets) == 1:
+            found.append(Experiment(slug, kind(members), members, text))
+        else:
+            for dataset, part in members.groupby("dataset", sort=False):
+                found.append(Experiment(f"{slug}-{dataset}", "grid", part, text))
+    return found
 
 
-def _section(experiment: str, runs: list[Run], description: str, plots: bool) -> Section:
-    table = build_table(experiment, runs, description)
-    section = Section(experiment, table, runs)
-    if table.kind == "devices" and not any(speedup(k) for k in device_groups(runs).values()):
-        section.notes.append(
-            "No CPU-vs-GPU bar chart: no config has a finished run on both a CPU and a GPU "
-            "(see the table for why the GPU cells are empty)."
-        )
-    if not plots:
-        return section
-    drawn = {
-        "grid": [_plots.accuracy_heatmap(table), _plots.training_curves(experiment, runs)],
-        "svm": [_plots.svm_scatter(experiment, runs)],
-        "devices": [_plots.device_bars(experiment, runs), _plots.training_curves(experiment, runs)],
-    }[table.kind]
-    section.plots = [plot for plot in drawn if plot is not None]
-    return section
+def figures(exp: Experiment) -> list[drawn.Plot]:
+    first = drawn.device_bars(exp) if exp.kind == "devices" else drawn.heatmap(exp)
+    second = drawn.svm_scatter(exp) if exp.kind == "svm" else drawn.curves(exp)
+    return [plot for plot in (first, second) if plot is not None]
 
 
-def _confusion_plots(runs: list[Run]) -> list[_plots.Plot]:
-    plots = []
-    for dataset in dict.fromkeys(run.spec.dataset for run in runs):
-        best = best_run(runs, dataset)
-        if best is not None:
-            plots.append(_plots.confusion(best))
-    return plots
+def confusion_plots(runs: pd.DataFrame) -> list[drawn.Plot]:
+    done = finished(runs[runs["confusion"].notna()])
+    best = done.loc[done.groupby("dataset", sort=False)["test_accuracy"].idxmax()]
+    return [drawn.confusion(row) for _, row in best.iterrows()]
 
 
-# Which environment entries to show, in this order, with the label a reader expects.
-_ENVIRONMENT_KEYS = (
-    ("hostname", "host"),
-    ("platform", "platform"),
-    ("cpu", "CPU"),
-    ("cpu_count", "CPU cores"),
-    ("threads", "threads per run"),
-    ("gpu", "GPU"),
-    ("cuda", "CUDA"),
-    ("cudnn", "cuDNN"),
-    ("python", "Python"),
-    ("torch", "PyTorch"),
-    ("torchvision", "torchvision"),
-    ("sklearn", "scikit-learn"),
-    ("numpy", "NumPy"),
-    ("svm_backend", "SVM back-end"),
-    ("mnistbench", "mnistbench"),
-    ("git_commit", "git commit"),
-)
-
-
-def environment(runs: list[Run]) -> list[tuple[str, str]]:
+def environment(runs: pd.DataFrame) -> list[tuple[str, str]]:
     """Each entry's distinct values over the finished runs, with run counts when they differ."""
-    values: dict[str, dict[str, int]] = {}
-    for run in runs:
-        if run.result is None:
-            continue
-        env = dict(run.result.environment)
-        if run.device_kind == "cuda" and not run.spec.is_svm:
-            env["gpu"] = env.get("device_name")
-        if run.result.backend:
-            env["svm_backend"] = run.result.backend
-        for key, _ in _ENVIRONMENT_KEYS:
-            if env.get(key) is not None:
-                counter = values.setdefault(key, {})
-                counter[str(env[key])] = counter.get(str(env[key]), 0) + 1
-    rows = []
-    for key, label in _ENVIRONMENT_KEYS:
-        counter = values.get(key)
-        if key == "gpu" and not counter:
-            rows.append((label, "none (no run used a GPU)"))
-        elif counter:
-            text = (
-                ", ".join(counter)
-                if len(counter) == 1
-                else ", ".join(f"{v} ({n} runs)" for v, n in counter.items())
-            )
-            rows.append((label, text))
+    done, rows = runs[runs["state"].eq("ok")], []
+    for column, title in ENVIRONMENT:
+        values = done[column].dropna().map(lambda v, c=column: show(c, v)).value_counts(sort=False)
+        if column == "env_gpu" and values.empty:
+            rows.append((title, "none (no run used a GPU)"))
+        elif len(values) == 1:
+            rows.append((title, values.index[0]))
+        elif len(values) > 1:
+            rows.append((title, ", ".join(f"{v} ({n} runs)" for v, n in values.items())))
     return rows
+
+
+def best_models(runs: pd.DataFrame, headline: list[Insight]) -> list[tuple[str, str]]:
+    """The model files of the headline's best configs (the best seed of each)."""
+    found = []
+    for insight in (i for i in headline if i.topic in ("best", "svm")):
+        kept = runs[runs["key"].isin(insight.runs) & runs["model_path"].notna()]
+        if not kept.empty:
+            row = kept.loc[kept["test_accuracy"].idxmax()]
+            found.append((f"{label(row)}, seed {row['seed']}", str(row["model_path"])))
+    return found

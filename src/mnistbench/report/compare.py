@@ -1,0 +1,287 @@
+"""Conclusions that survive an outlier: like-with-like comparisons, outliers and regions.
+
+A comparison of two values of one axis (batch 16 vs 32) pairs the configs of one experiment that
+agree on every other axis, takes each config's median over its seeds, and counts the pairs that
+agree with the direction it states. Configs far below their neighbours are left out and named;
+diverged runs have no accuracy to use. One seed per config leaves a gap untested; with two or
+more, seeds matched across a pair give a paired t-test, else Welch's test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+from mnistbench.data.registry import UnknownDatasetError, get_dataset
+from mnistbench.report.frame import axes, configs, finished, numeric
+from mnistbench.report.text import field_label, label, percent, plural, ratio, show
+
+OUTLIER_POINTS = 10.0
+"""A config this many accuracy points below the median of its neighbours is an outlier."""
+CHANCE_MARGIN = 5.0
+"""A config within this many points of chance (100 / classes) did not learn."""
+SIGNIFICANCE = 0.05
+AT_MOST = 3
+"""Findings of one kind in one experiment named one by one; more become one region sentence."""
+
+
+@dataclass(frozen=True)
+class Insight:
+    topic: str
+    """best, svm, speedup, models, effect, claim, outlier or caveat."""
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+    """The numbers behind the sentence."""
+    runs: tuple[str, ...] = ()
+    """Keys of the runs the sentence used."""
+
+
+@dataclass
+class Experiment:
+    """One section's runs and what derives from them: configs, axes, outliers."""
+
+    slug: str
+    kind: str
+    """'grid' (Q1(a)), 'svm' (Q1(b)) or 'devices' (Q2)."""
+    runs: pd.DataFrame
+    description: str = ""
+
+    @cached_property
+    def configs(self) -> pd.DataFrame:
+        return configs(self.runs)
+
+    @cached_property
+    def axes(self) -> list[str]:
+        return axes(self.runs)
+
+    @cached_property
+    def outliers(self) -> pd.Series:
+        """Points below the neighbours' median, for configs more than OUTLIER_POINTS below."""
+        return low_outliers(self.configs, self.axes)
+
+    @cached_property
+    def clean(self) -> pd.DataFrame:
+        """Configs with an accuracy, outliers left out: what comparisons use."""
+        return self.configs[self.configs["acc"].notna()].drop(self.outliers.index)
+
+
+def kind(runs: pd.DataFrame) -> str:
+    if runs["model"].eq("svm").all():
+        return "svm"
+    torch = runs.loc[runs["model"].ne("svm"), "device_kind"]
+    return "devices" if torch.nunique() > 1 else "grid"
+
+
+def chance(dataset: str) -> float:
+    try:
+        return 100.0 / get_dataset(dataset).num_classes
+    except UnknownDatasetError:
+        return 10.0
+
+
+def keys(exp: Experiment, configs: pd.DataFrame) -> tuple[str, ...]:
+    """The keys of the runs of these configs."""
+    return tuple(exp.runs.loc[exp.runs["config"].isin(configs["config"]), "key"])
+
+
+def low_outliers(configs: pd.DataFrame, axes: list[str]) -> pd.Series:
+    """Neighbours differ in one axis: the next value either side on a numeric axis, any other
+    value of a categorical one (never another model or dataset). A sort or a merge per axis
+    keeps this O(n log n) in the configs, not a comparison of every pair."""
+    done, found = configs[configs["acc"].notna()].assign(_all=0), []
+    for axis in [a for a in axes if a not in ("model", "dataset")]:
+        others = [a for a in axes if a != axis] + ["_all"]
+        if numeric(done[axis]):
+            near = done.sort_values(axis).groupby(others, dropna=False, sort=False)["acc"]
+            found += [near.shift(1), near.shift(-1)]
+        else:
+            slim = done[[*others, "acc"]].reset_index(names="row")
+            pairs = slim.merge(slim, on=others)
+            found.append(pairs[pairs.row_x != pairs.row_y].set_index("row_x")["acc_y"])
+    if not found:
+        return pd.Series(dtype=float)
+    neighbours = pd.concat(found).dropna().groupby(level=0).median()
+    below = neighbours - done["acc"].reindex(neighbours.index)
+    return below[below > OUTLIER_POINTS]
+
+
+def region(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> tuple[str, int]:
+    """The box of axis values the flagged configs lie in ('C ≤ 0.3 and gamma ≥ 0.1'; '' when
+    they span every axis), and how many configs of `among` lie in it."""
+    inside, parts = pd.Series(True, index=among.index), []
+    for axis in axes:
+        values, every, name = flagged[axis].dropna(), among[axis].dropna(), field_label(axis)
+        if numeric(every) and not values.empty:
+            low, high = values.min(), values.max()
+            inside &= among[axis].between(low, high)
+            if low > every.min() and high < every.max():
+                parts.append(f"{low:g} ≤ {name} ≤ {high:g}")
+            elif low > every.min() or high < every.max():
+                parts.append(f"{name} ≥ {low:g}" if low > every.min() else f"{name} ≤ {high:g}")
+        elif set(values) != set(every):
+            inside &= among[axis].isin(set(values))
+            parts.append(f"{name} {'/'.join(show(axis, v) for v in dict.fromkeys(values))}")
+    return " and ".join(parts), int(inside.sum())
+
+
+def findings(
+    flagged: pd.DataFrame, exp: Experiment, each: Callable[[dict], str], together: str
+) -> list[Insight]:
+    """One sentence per flagged config when there are few, else one for their region."""
+    if len(flagged) <= AT_MOST:
+        rows = flagged.to_dict("records")
+        said = [f"{label(r, exp.axes)} ({exp.slug}) {each(r)}" for r in rows]
+        return [
+            Insight("outlier", s, r, keys(exp, flagged[i : i + 1]))
+            for i, (s, r) in enumerate(zip(said, rows, strict=True))
+        ]
+    box, inside = region(flagged, exp.configs, exp.axes)
+    where = f"of the {inside} configs with {box}" if box else f"of {len(exp.configs)} configs"
+    text = f"{len(flagged)} {where} ({exp.slug}) {together}"
+    return [Insight("outlier", text, {"configs": len(flagged), "region": box}, keys(exp, flagged))]
+
+
+def outliers(exp: Experiment) -> list[Insight]:
+    """Configs far below their neighbours, and configs near chance (runs that failed or
+    diverged are in the notes of their table)."""
+    low = exp.configs.loc[exp.outliers.index].assign(gap=exp.outliers)
+    threshold = f"threshold {OUTLIER_POINTS:g} points"
+    found = findings(
+        low,
+        exp,
+        lambda r: (
+            f"reached {percent(r['acc'])}%, {r['gap']:.2f} points below the median of its "
+            f"neighbours (configs one setting away; {threshold})."
+        ),
+        f"are far below their neighbours ({threshold}): left out of comparisons.",
+    )
+    done = exp.configs[exp.configs["acc"].notna()]
+    limit = done["dataset"].map(chance).astype(float) + CHANCE_MARGIN
+    found += findings(
+        done[done["acc"] <= limit],
+        exp,
+        lambda r: f"reached {percent(r['acc'])}%, within {CHANCE_MARGIN:g} points of chance.",
+        f"are within {CHANCE_MARGIN:g} points of chance (≤ {percent(limit.max())}%): "
+        "they did not learn.",
+    )
+    return found
+
+
+# --- like-with-like comparisons -----------------------------------------------------------------
+
+
+def contexts(table: pd.DataFrame, axes: list[str], factor: str) -> pd.Series:
+    """A number per config, shared by the configs that agree on every axis but `factor`."""
+    others = [a for a in axes if a != factor]
+    if not others:
+        return pd.Series(0, index=table.index)
+    return table.groupby(others, dropna=False, sort=False).ngroup()
+
+
+def context_name(exp: Experiment, factor: str) -> str:
+    return " × ".join(field_label(a) for a in exp.axes if a != factor) or "config"
+
+
+def pivot(exp: Experiment, factor: str, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the configs with their context number, one row per context × (metric, value))."""
+    table = table.assign(ctx=contexts(table, exp.axes, factor))
+    wide = table.pivot_table(
+        index="ctx", columns=factor, values=["acc", "secs"], aggfunc="median", dropna=False
+    )
+    return table, wide
+
+
+def versus(
+    exp: Experiment, factor: str, a: Any, b: Any, table: pd.DataFrame | None = None
+) -> dict | None:
+    """Value a against value b of `factor` over the pairs of configs that differ only there."""
+    table = exp.clean if table is None else table
+    table, wide = pivot(exp, factor, table[table[factor].isin([a, b])])
+    if wide.empty or a not in wide["acc"] or b not in wide["acc"]:
+        return None
+    pairs = wide[wide["acc"][a].notna() & wide["acc"][b].notna()]
+    diff, used = pairs["acc"][a] - pairs["acc"][b], table[table["ctx"].isin(pairs.index)]
+    if pairs.empty:
+        return None
+    test, p = gap_test(exp, used, factor, a, b)
+    return {
+        "factor": factor, "a": a, "b": b, "pairs": len(pairs), "a_wins": int((diff > 0).sum()),
+        "b_wins": int((diff < 0).sum()), "median_diff": float(diff.median()),
+        "time_ratio": float((pairs["secs"][a] / pairs["secs"][b]).median()), "test": test,
+        "p": p, "runs": keys(exp, used),
+    }  # fmt: skip
+
+
+def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -> tuple[str, Any]:
+    """'untested' with one seed per config; else a paired t-test over seeds matched within
+    each pair, or Welch's test where seeds do not match. Returns (what it says, p)."""
+    if used["n_ok"].min() < 2:
+        return "untested: one seed per config", None
+    runs = finished(exp.runs)
+    runs = runs.assign(ctx=runs["config"].map(used.set_index("config")["ctx"])).dropna(subset="ctx")
+    matched = runs.pivot_table(index=["ctx", "seed"], columns=factor, values="test_accuracy")
+    matched = matched[[a, b]].dropna()
+    if len(matched) >= 2:
+        test, p = "paired t-test", stats.ttest_rel(matched[a], matched[b]).pvalue
+    else:
+        groups = [runs.loc[runs[factor].eq(v), "test_accuracy"] for v in (a, b)]
+        test, p = "Welch's t-test", stats.ttest_ind(*groups, equal_var=False).pvalue
+    if pd.isna(p):
+        return f"{test}: no variance to test", None
+    verdict = f"{'' if p < SIGNIFICANCE else 'not '}significant at {SIGNIFICANCE:.0%}"
+    return f"{test} p = {p:.3f}, {verdict}", float(p)
+
+
+def versus_text(exp: Experiment, result: dict) -> str:
+    """'batch size 16 is more accurate than 32 in 3 of 4 optimizer × lr pairs (median +1.20
+    points) and trains 1.49× slower (median time ratio); untested: one seed per config'."""
+    factor, a, b = result["factor"], result["a"], result["b"]
+    wins, gap, speed = result["a_wins"], result["median_diff"], result["time_ratio"]
+    if result["b_wins"] > wins or (result["b_wins"] == wins and gap < 0):
+        a, b, wins, gap, speed = b, a, result["b_wins"], -gap, 1 / speed
+    named = "" if factor in ("model", "optimizer", "kernel") else f"{field_label(factor)} "
+    pace = f"{ratio(speed)} slower" if speed >= 1 else f"{ratio(1 / speed)} faster"
+    pace = "" if pd.isna(speed) else f" and trains {pace} (median time ratio)"
+    pairs = plural(result["pairs"], f"{context_name(exp, factor)} pair")
+    return (
+        f"{named}{show(factor, a)} is more accurate than {show(factor, b)} in {wins} of {pairs} "
+        f"(median {gap:+.2f} points){pace}; {result['test']}"
+    )
+
+
+def left_out(exp: Experiment) -> str:
+    """What a comparison in this experiment could not use, said once per sentence."""
+    out = exp.configs.loc[exp.outliers.index].to_dict("records")
+    names = "; ".join(label(r, exp.axes) for r in out[:AT_MOST]) + "; …" * (len(out) > AT_MOST)
+    note = f" Left out: {plural(len(out), 'outlier config')} ({names})." if out else ""
+    diverged = int(exp.runs["state"].eq("diverged").sum())
+    return note + f" {plural(diverged, 'diverged run')} had no accuracy to use." * (diverged > 0)
+
+
+def effects(exp: Experiment, at_most: int = 4) -> list[Insight]:
+    """A sentence per axis (the first `at_most`): two values compared pair by pair, or for more
+    values, which is best in how many contexts."""
+    insights, note = [], left_out(exp)
+    for factor in [a for a in exp.axes if a not in ("dataset", "model", "device_kind")][:at_most]:
+        values = list(dict.fromkeys(exp.clean[factor].dropna()))
+        values = sorted(values) if numeric(exp.clean[factor]) else values
+        if len(values) == 2 and (result := versus(exp, factor, *values)):
+            runs = result.pop("runs")
+            text = f"{exp.slug}: {versus_text(exp, result)}.{note}"
+            insights.append(Insight("effect", text, result, runs))
+        elif len(values) > 2:
+            table, wide = pivot(exp, factor, exp.clean)
+            acc = wide["acc"][wide["acc"].notna().sum(axis=1) >= 2]
+            wins = acc.idxmax(axis=1).value_counts()
+            top = ", ".join(f"{show(factor, v)} in {n}" for v, n in wins.head(3).items())
+            where = f"per {context_name(exp, factor)}: {top} of {plural(len(acc), 'context')}"
+            text = f"{exp.slug}: best {field_label(factor)} {where}.{note}"
+            data = {"factor": factor, "contexts": len(acc), "wins": wins.to_dict()}
+            used = keys(exp, table[table["ctx"].isin(acc.index)])
+            insights += [Insight("effect", text, data, used)] if len(acc) else []
+    return insights

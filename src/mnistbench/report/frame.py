@@ -1,0 +1,171 @@
+"""The report's one table: every stored run as one row, read from the store once.
+
+Columns: identity (key, study, experiment), outcome (`state`: ok, diverged, failed, skipped,
+running or not run, and its `reason`), every RunSpec field (empty where the run's engine ignores
+it), the scalar RunResult fields (`model_path` included), the split sizes the run used and its
+environment (`env_*`). `memberships`, `history` and `confusion` hold objects for grouping and
+plots and are not exported. Everything else in the report derives from this frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import numbers
+from typing import Any
+
+import pandas as pd
+
+from mnistbench.config import RunSpec
+from mnistbench.store import RunRecord, Store
+
+SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec)]
+RESULT_FIELDS = [
+    "test_accuracy", "val_accuracy", "train_seconds", "eval_seconds", "images_per_second",
+    "flops_per_image", "macs_per_image", "train_flops", "peak_memory_bytes", "peak_memory_kind",
+    "precision", "backend", "n_support", "resumed_from_epoch", "model_path", "message",
+]  # fmt: skip
+ENVIRONMENT = [
+    "hostname", "cpu", "cpu_count", "threads", "gpu", "cuda", "cudnn", "python", "torch",
+    "torchvision", "sklearn", "numpy", "mnistbench", "git_commit",
+]  # fmt: skip
+METRICS = ["test_accuracy", "train_seconds", "flops_per_image", "macs_per_image",
+           "images_per_second", "n_support"]  # fmt: skip
+OBJECTS = ("memberships", "history", "confusion")
+MISSING_STATES = ("diverged", "failed", "skipped", "running", "not run")
+"""Why a config has no number: when its seeds are missing for different reasons, the first."""
+FIRST_AXES = ("dataset", "model", "batch_size", "optimizer", "lr", "kernel", "C", "gamma")
+NOT_AXES = ("seed", "threads", "device", "memory_format", "svm_backend")
+"""Spec fields that never make a grid axis: seeds repeat a config, the others change speed
+only (the device that ran is the `device_kind` axis)."""
+
+
+def load_runs(store: Store, study: str | None = None) -> pd.DataFrame:
+    """One row per run of the study (of all studies when None), in store order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for study_name, experiment in store.experiments(study):
+        for record in store.runs(study_name, experiment):
+            row = rows.get(record.key) or rows.setdefault(record.key, _row(record, study_name))
+            row["memberships"].append((study_name, experiment))
+    frame = pd.DataFrame(list(rows.values()))
+    if not frame.empty:
+        names = frame["memberships"].map(lambda pairs: dict.fromkeys(e for _, e in pairs))
+        frame.insert(2, "experiment", names.map(";".join))
+    return frame
+
+
+def export_columns(frame: pd.DataFrame) -> list[str]:
+    return [column for column in frame.columns if column not in OBJECTS]
+
+
+def _row(record: RunRecord, study: str) -> dict[str, Any]:
+    spec, result, state = record.spec, record.result, _state(record)
+    canonical = spec.canonical()
+    row: dict[str, Any] = {
+        "key": record.key, "study": study, "memberships": [], "store_status": record.status,
+        "state": state, "reason": _reason(record, state), "attempt": record.attempt,
+        "host": record.host, "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+    }  # fmt: skip
+    row |= {f: getattr(spec, f) if f in canonical or f == "threads" else None for f in SPEC_FIELDS}
+    seedless = {name: value for name, value in canonical.items() if name != "seed"}
+    row["config"] = json.dumps(seedless, sort_keys=True, default=str)
+    row |= {name: getattr(result, name, None) for name in RESULT_FIELDS}
+    env = result.environment if result else {}
+    used = (result.device if result else None) or spec.device
+    row["device_kind"] = (
+        ("cuda" if spec.svm_backend == "cuml" else "cpu") if spec.is_svm else used.split(":")[0]
+    )
+    row["device_name"] = env.get("device_name") or (result.device if result else None)
+    sizes = result.protocol.get("sizes") if result else None
+    row |= {
+        f"{s}_images": sizes.get(s) if isinstance(sizes, dict) else None
+        for s in ("train", "val", "test")
+    }
+    done = [entry for entry in (result.history if result else []) if entry.ok]
+    row["epochs_completed"] = len(done) if result else None
+    row["final_train_loss"] = done[-1].train_loss if done else None
+    row |= {f"env_{name}": env.get(name) for name in ENVIRONMENT}
+    if row["device_kind"] == "cuda" and not spec.is_svm:
+        row["env_gpu"] = row["device_name"]
+    unknown = record.unknown_fields
+    row["unknown_fields"] = json.dumps(unknown, default=str) if unknown else None
+    row["history"], row["confusion"] = (
+        (result.history, result.confusion_matrix) if result else ([], None)
+    )
+    return row
+
+
+def _state(record: RunRecord) -> str:
+    if record.status == "done" and record.result is not None:
+        return record.result.status if record.result.status in ("ok", "diverged") else "failed"
+    return record.status if record.status in ("failed", "skipped", "running") else "not run"
+
+
+def _reason(record: RunRecord, state: str) -> str:
+    """Why the run has no result (the skip reason, the error, the divergence), or ''."""
+    message = record.result.message if record.result else None
+    if state == "diverged":
+        return message or "diverged"
+    if state in ("failed", "skipped"):
+        text = (record.error or message or state).strip()
+        return text.splitlines()[0] if text else state
+    return f"{record.status} in the store" if state != "ok" else ""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- configs: the runs of one spec but for the seed ---------------------------------------------
+
+
+def axes(runs: pd.DataFrame) -> list[str]:
+    """The grid axes: spec fields (and the device that ran) whose values differ between runs.
+    A field only some runs have (momentum: SGD only) varies only where those runs disagree."""
+    names = dict.fromkeys([*FIRST_AXES, *SPEC_FIELDS, "device_kind"])
+    return [f for f in names if f not in NOT_AXES and runs[f].dropna().nunique() > 1]
+
+
+def numeric(values: pd.Series) -> bool:
+    present = values.dropna()
+    if present.empty or pd.api.types.is_bool_dtype(present):
+        return False
+    return pd.api.types.is_numeric_dtype(present) or all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in present
+    )
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["state"].eq("ok") & runs["test_accuracy"].notna()]
+
+
+def configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (the runs of one spec but for the seed): its spec columns; over its
+    finished seeds each metric's `_mean`, `_std` and `_count`, the median accuracy `acc` and
+    train time `secs`; `n_ok` of `n` runs finished, and why the others did not: `missing` (the
+    first missing state) and `partial` (' (1/2 seeds; 1 diverged)' when some seeds finished)."""
+    scores = runs[METRICS].astype(float).where(runs["state"].eq("ok"))
+    groups = scores.groupby(runs["config"], sort=False)
+    stats = groups.agg(["mean", "std", "count"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats["acc"], stats["secs"] = groups["test_accuracy"].median(), groups["train_seconds"].median()
+    states = runs.groupby("config", sort=False)["state"].value_counts().unstack(fill_value=0)
+    lost = states[[s for s in MISSING_STATES if s in states]]
+    stats["n"], stats["n_ok"] = states.sum(axis=1), states.get("ok", 0)
+    stats["missing"] = (
+        lost.gt(0).idxmax(axis=1).where(lost.gt(0).any(axis=1), "n/a") if lost.size else "n/a"
+    )
+    stats["partial"] = ""
+    for config in stats.index[stats["n_ok"].gt(0) & stats["n"].gt(stats["n_ok"])]:  # few
+        said = ", ".join(f"{n} {state}" for state, n in lost.loc[config].items() if n)
+        stats.loc[config, "partial"] = (
+            f" ({stats['n_ok'][config]}/{stats['n'][config]} seeds; {said})"
+        )
+    spec = runs.groupby("config", sort=False)[
+        [*SPEC_FIELDS, "device_kind", "backend", "device_name"]
+    ]
+    return spec.first().join(stats).reset_index()

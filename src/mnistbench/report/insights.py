@@ -1,0 +1,232 @@
+"""Headline and insights beyond one experiment: the best config per dataset (Q1(a) grids only)
+and the best SVM beside the published best, GPU speedups with FLOPs, ResNet-18 vs ResNet-50,
+the published study's three claims tested on our data, and caveats.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from scipy import stats
+
+from mnistbench import published
+from mnistbench.report.compare import SIGNIFICANCE, Experiment, Insight, keys, versus, versus_text
+from mnistbench.report.frame import finished
+from mnistbench.report.tables import GRID_AXES, published_gaps
+from mnistbench.report.text import counts, giga, label, name, percent, plural, ratio, seconds
+
+AGREE = 0.75
+"""A claim is supported where at least this share of our pairs agrees with it, contradicted
+where at most 1 - AGREE does, mixed between."""
+
+
+def accuracy(row: dict) -> str:
+    spread = f" ± {percent(row['test_accuracy_std'])}% ({row['n_ok']} seeds)"
+    return percent(row["test_accuracy_mean"]) + (spread if row["n_ok"] > 1 else "%")
+
+
+def runner_up(exps: list[Experiment], best: dict, second: dict) -> str:
+    gap = best["test_accuracy_mean"] - second["test_accuracy_mean"]
+    what = label(second, exps[second["exp"]].axes, dataset=False)
+    text = f"; runner-up {what} at {accuracy(second)}, {gap:.2f} points lower"
+    if min(best["n_ok"], second["n_ok"]) < 2:
+        return text + " (untested: one seed per config)."
+    samples = [
+        finished(exps[r["exp"]].runs).query("config == @r['config']") for r in (best, second)
+    ]
+    p = stats.ttest_ind(*(s["test_accuracy"] for s in samples), equal_var=False).pvalue
+    verdict = f"{'' if p < SIGNIFICANCE else 'not '}significant at {SIGNIFICANCE:.0%}"
+    return text + (f" (Welch's t-test p = {p:.3f}, {verdict})." if pd.notna(p) else ".")
+
+
+def best_configs(exps: list[Experiment], kind: str) -> list[Insight]:
+    """Per dataset, the best finished config of the Q1(a) grids ('grid') or of the SVMs ('svm'),
+    beside the published study's best."""
+    insights, part = [], "q1a" if kind == "grid" else "q1b"
+    pool = [e.configs.assign(exp=i) for i, e in enumerate(exps) if e.kind == kind]
+    for dataset, configs in pd.concat(pool).groupby("dataset", sort=False) if pool else []:
+        done = configs[configs["acc"].notna()].sort_values("test_accuracy_mean", ascending=False)
+        if done.empty:
+            continue
+        best, exp = done.iloc[0].to_dict(), exps[done["exp"].iloc[0]]
+        axes = dict.fromkeys(
+            [*GRID_AXES, *exp.axes] if kind == "grid" else ["kernel", "C", *exp.axes]
+        )
+        text = (
+            f"Best on {name(dataset)} ({'Q1(a)' if kind == 'grid' else 'SVMs'}, {exp.slug}): "
+            f"{label(best, axes, dataset=False)} at {accuracy(best)}, {seconds(best['secs'])} s "
+            f"train time; best of {plural(len(done), 'finished config')}"
+        )
+        text += runner_up(exps, best, done.iloc[1].to_dict()) if len(done) > 1 else "."
+        theirs = their_best(dataset, kind)
+        if theirs:
+            differs = "; protocols differ, see the table" * bool(published_gaps(exp.runs, part))
+            gap = best["test_accuracy_mean"] - theirs[0]
+            text += f" Published best: {theirs[1]} at {percent(theirs[0])}% ({gap:+.2f} points here{differs})."
+        data = {"dataset": dataset, "experiment": exp.slug, "accuracy": best["test_accuracy_mean"],
+                "configs": len(done), "published": theirs[0] if theirs else None}  # fmt: skip
+        insights.append(
+            Insight("best" if kind == "grid" else "svm", text, data, keys(exp, done[:1]))
+        )
+    return insights
+
+
+def their_best(dataset: str, kind: str) -> tuple[float, str] | None:
+    if kind == "svm":
+        rows = [(r.accuracy, k.kernel) for k, r in published.SVM.items() if k.dataset == dataset]
+        return (
+            (rows[0][0], f"SVM {rows[0][1]}, C {published.SVM_C:g}")
+            if (rows := sorted(rows)[::-1])
+            else None
+        )
+    try:
+        key, row = published.best(dataset)
+    except KeyError:
+        return None
+    return (
+        row.accuracy,
+        f"{name(key.model)}, B{key.batch_size}, {name(key.optimizer)}, lr {key.lr:g}",
+    )
+
+
+def speedups(exps: list[Experiment]) -> pd.DataFrame:
+    """Per model of the Q2 experiments: the median CPU/GPU time ratio over pairs, FLOPs/img."""
+    rows = []
+    for exp in (e for e in exps if e.kind == "devices"):
+        for model, configs in exp.clean.groupby("model", sort=False):
+            if found := versus(exp, "device_kind", "cpu", "cuda", configs):
+                flops = configs["flops_per_image_mean"].max()
+                rows.append(
+                    {
+                        "model": model,
+                        "speedup": found["time_ratio"],
+                        "flops": flops,
+                        "runs": found["runs"],
+                    }
+                )
+    return pd.DataFrame(rows, columns=["model", "speedup", "flops", "runs"]).sort_values("flops")
+
+
+def gpu_speedup(exps: list[Experiment]) -> list[Insight]:
+    """The GPU speedup per model with its FLOPs beside the published ones, or why there is none."""
+    runs, found = [e.runs for e in exps if e.kind == "devices"], speedups(exps)
+    if runs and found.empty:
+        gpu = pd.concat(runs).query("device_kind != 'cpu'")
+        why = "; ".join(dict.fromkeys(gpu["state"] + ": " + gpu["reason"])) or "no GPU run"
+        return [
+            Insight(
+                "speedup",
+                f"GPU speedup: not measured here ({why}).",
+                {"speedups": {}},
+                tuple(gpu["key"]),
+            )
+        ]
+    if found.empty:
+        return []
+    ours = [
+        f"{name(r.model)} {ratio(r.speedup)} ({giga(r.flops)} GFLOPs/img fwd)"
+        for r in found.itertuples()
+    ]
+    q2 = published.Q2
+    theirs = [
+        f"{name(m)} {ratio(q2[m, 'cpu'].train_ms / q2[m, 'cuda'].train_ms)}"
+        for m in ("resnet18", "resnet50")
+    ]
+    text = f"GPU speedup (CPU time / GPU time, median over pairs): {'; '.join(ours)}. "
+    text += f"Published: {', '.join(theirs)} ({published.Q2_GPU})."
+    data = {"speedups": dict(zip(found["model"], found["speedup"], strict=True))}
+    return [Insight("speedup", text, data, tuple(k for ks in found["runs"] for k in ks))]
+
+
+def model_sizes(exps: list[Experiment]) -> list[Insight]:
+    """ResNet-18 vs ResNet-50 on the same config: accuracy gap, time ratio, who wins how often."""
+    insights = []
+    for exp in (e for e in exps if e.kind != "svm"):
+        if found := versus(exp, "model", "resnet18", "resnet50"):
+            wins = f"The smaller model wins in {found['a_wins']} of {found['pairs']}."
+            insights.append(
+                Insight(
+                    "models",
+                    f"{exp.slug}: {versus_text(exp, found)}. {wins}",
+                    found,
+                    found.pop("runs"),
+                )
+            )
+    return insights
+
+
+def claim(topic: str, tests: list[dict], said: str) -> Insight:
+    """A published claim with our verdict: the share of our comparisons that agree with it."""
+    agree, total = sum(t["a_wins"] for t in tests), sum(t["pairs"] for t in tests)
+    verdict = "supported" if agree >= AGREE * total else "mixed"
+    verdict = (
+        "not testable here"
+        if not total
+        else "contradicted"
+        if agree <= (1 - AGREE) * total
+        else verdict
+    )
+    text = f"{topic[0].upper()}{topic[1:]}: “{published.CLAIMS[topic]}” {verdict}: {said}."
+    return Insight("claim", text, {"claim": topic, "verdict": verdict, "agree": agree, "of": total})
+
+
+def claims(exps: list[Experiment]) -> list[Insight]:
+    """The published study's three claims, each tested on our pairs of configs."""
+    grids = [e for e in exps if e.kind == "grid"]
+    lrs = [(o, r) for e in grids for o, good, bad in (("sgd", 1e-3, 1e-4), ("adam", 1e-4, 1e-3))
+           if (r := versus(e, "lr", good, bad, e.clean[e.clean["optimizer"].eq(o)]))]  # fmt: skip
+    said = [
+        f"{name(o)} better at its lr in {r['a_wins']} of {plural(r['pairs'], 'pair')} ({r['test']})"
+        for o, r in lrs
+    ]
+    found = [
+        claim(
+            "optimizer",
+            [r for _, r in lrs],
+            "; ".join(said) or "no SGD/Adam pairs at lr 0.001 and 0.0001",
+        )
+    ]
+    batch = [r for e in grids if (r := versus(e, "batch_size", 16, 32))]
+    wins, pairs = sum(r["a_wins"] for r in batch), sum(r["pairs"] for r in batch)
+    speed = ratio(pd.Series([r["time_ratio"] for r in batch], dtype=float).median())
+    said = f"batch 16 more accurate in {wins} of {plural(pairs, 'pair')}; batch 32 trains {speed} faster (median)"
+    found.append(claim("batch size", batch, said if batch else "no batch 16/32 pairs"))
+    sped = speedups(exps)  # a test per model (GPU faster?); with two, does the larger gain more?
+    tests = [{"a_wins": int(s > 1), "pairs": 1} for s in sped["speedup"]]
+    tests += [{"a_wins": int(sped["speedup"].is_monotonic_increasing), "pairs": 1}] * (
+        len(sped) > 1
+    )
+    said = "; ".join(
+        f"{name(r.model)} {ratio(r.speedup)} at {giga(r.flops)} GFLOPs/img"
+        for r in sped.itertuples()
+    )
+    return [*found, claim("GPU acceleration", tests, said or "no CPU/GPU pair finished")]
+
+
+def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
+    """What a reader must know before trusting the numbers: seeds, subsets, missing runs, and
+    train times of one model, input, device and precision that differ more than `spread`×."""
+    seeds, skipped = (
+        finished(runs).groupby("config")["key"].size(),
+        runs[runs["state"].eq("skipped")],
+    )
+    waiting = runs[runs["state"].isin(["not run", "running"])]
+    said = [  # (whether it applies, what it says)
+        ((seeds < 2).any(), f"{(seeds < 2).sum()} of {len(seeds)} finished configs have one seed: "
+         "gaps between them are untested."),
+        (runs[["train_limit", "test_limit"]].notna().any(axis=None), "Runs use subsets of the data: "
+         "accuracies are not comparable with full-dataset ones such as the published study's."),
+        (len(waiting), f"{len(waiting)} of {len(runs)} runs have no result yet "
+         f"({counts(waiting['state'])}): `mnistbench study run` runs them."),
+        (len(skipped), f"{plural(len(skipped), 'run')} skipped here, never counted as configs: "
+         f"{'; '.join(dict.fromkeys(skipped['reason']))}."),
+    ]  # fmt: skip
+    texts = [text for applies, text in said if applies]
+    torch = finished(runs[runs["model"].ne("svm") & runs["images_per_second"].gt(0)])
+    alike = torch.groupby(["model", "image_size", "device_kind", "precision"])["images_per_second"]
+    speeds = alike.agg(["min", "max", "size"])
+    for (model, size, device, _), r in speeds[speeds["max"] > spread * speeds["min"]].iterrows():
+        texts.append(
+            f"Training throughput of {name(model)} at {size:g} px on {name(device)} ranges from {r['min']:,.1f} to "
+            f"{r['max']:,.1f} images/s over {r['size']:g} runs: other work shared the machine; compare with care."
+        )
+    return [Insight("caveat", text) for text in texts if text]
