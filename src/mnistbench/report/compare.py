@@ -90,24 +90,25 @@ def keys(exp: Experiment, configs: pd.DataFrame) -> tuple[str, ...]:
 
 
 def low_outliers(configs: pd.DataFrame, axes: list[str]) -> pd.Series:
-    """Neighbours differ in one axis: the next value either side on a numeric axis, any other
-    value of a categorical one (never another model or dataset). A sort or a merge per axis
-    keeps this O(n log n) in the configs, not a comparison of every pair."""
-    done, found = configs[configs["acc"].notna()].assign(_all=0), []
+    """Configs far below their neighbours along every axis: a lone dip that no single setting
+    explains. Neighbours differ in one axis: the next value either side on a numeric axis, any
+    other value of a categorical one (never another model or dataset); a config inside a poor
+    region has poor neighbours and is no outlier (`region` says where such regions are). A sort
+    or a merge per axis keeps this O(n log n) in the configs, not a look at every pair.
+    Returns, for the outliers, the smallest drop below an axis' neighbours (median)."""
+    done, drops = configs[configs["acc"].notna()].assign(_all=0), []
     for axis in [a for a in axes if a not in ("model", "dataset")]:
         others = [a for a in axes if a != axis] + ["_all"]
         if numeric(done[axis]):
             near = done.sort_values(axis).groupby(others, dropna=False, sort=False)["acc"]
-            found += [near.shift(1), near.shift(-1)]
+            found = pd.concat([near.shift(1), near.shift(-1)])
         else:
             slim = done[[*others, "acc"]].reset_index(names="row")
             pairs = slim.merge(slim, on=others)
-            found.append(pairs[pairs.row_x != pairs.row_y].set_index("row_x")["acc_y"])
-    if not found:
-        return pd.Series(dtype=float)
-    neighbours = pd.concat(found).dropna().groupby(level=0).median()
-    below = neighbours - done["acc"].reindex(neighbours.index)
-    return below[below > OUTLIER_POINTS]
+            found = pairs[pairs.row_x != pairs.row_y].set_index("row_x")["acc_y"]
+        drops.append(found.dropna().groupby(level=0).median() - done["acc"])
+    drop = pd.concat(drops, axis=1).min(axis=1) if drops else pd.Series(dtype=float)
+    return drop[drop > OUTLIER_POINTS]
 
 
 def region(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> tuple[str, int]:
@@ -143,7 +144,8 @@ def findings(
     box, inside = region(flagged, exp.configs, exp.axes)
     where = f"of the {inside} configs with {box}" if box else f"of {len(exp.configs)} configs"
     text = f"{len(flagged)} {where} ({exp.slug}) {together}"
-    return [Insight("outlier", text, {"configs": len(flagged), "region": box}, keys(exp, flagged))]
+    data = {"configs": len(flagged), "region": box, "inside": inside}
+    return [Insight("outlier", text, data, keys(exp, flagged))]
 
 
 def outliers(exp: Experiment) -> list[Insight]:
@@ -155,8 +157,8 @@ def outliers(exp: Experiment) -> list[Insight]:
         low,
         exp,
         lambda r: (
-            f"reached {percent(r['acc'])}%, {r['gap']:.2f} points below the median of its "
-            f"neighbours (configs one setting away; {threshold})."
+            f"reached {percent(r['acc'])}%, at least {r['gap']:.2f} points below its neighbours "
+            f"along every axis (configs one setting away; {threshold})."
         ),
         f"are far below their neighbours ({threshold}): left out of comparisons.",
     )
@@ -226,7 +228,7 @@ def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -
     runs = runs.assign(ctx=runs["config"].map(used.set_index("config")["ctx"])).dropna(subset="ctx")
     matched = runs.pivot_table(index=["ctx", "seed"], columns=factor, values="test_accuracy")
     matched = matched[[a, b]].dropna()
-    if len(matched) >= 2:
+    if len(matched) >= 2 and (matched[a] - matched[b]).std() > 0:  # else no variance to pair
         test, p = "paired t-test", stats.ttest_rel(matched[a], matched[b]).pvalue
     else:
         groups = [runs.loc[runs[factor].eq(v), "test_accuracy"] for v in (a, b)]
