@@ -8,7 +8,6 @@ other (and a change to what they hold raises CHECKPOINT_VERSION).
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from torch import nn
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.files import atomic_replace
-from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record
+from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record, why
 from mnistbench.recipe import Training
 from mnistbench.result import EpochRecord
 
@@ -102,8 +101,8 @@ def _read_weights_only(path: Path) -> tuple[dict[str, Any], str | None]:
     holds anything but tensors and plain data is refused, never run."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True), None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        return {}, f"it holds more than weights and plain data ({str(exc).splitlines()[0]})"
+    except Exception as exc:  # unpickling raises many types on a file that is not one
+        return {}, f"it holds more than weights and plain data ({why(exc)})"
 
 
 def save_final_model(path: Path, spec: RunSpec, model: nn.Module, preprocess: Preprocess) -> None:

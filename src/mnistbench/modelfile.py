@@ -86,17 +86,14 @@ def header(spec: RunSpec, engine: str) -> dict[str, Any]:
 def read_torch_file(path: Path) -> dict[str, Any]:
     """A `.model.pt` file's dict, read with weights_only=True: tensors and plain data only, so a
     file that smuggles in another object fails here instead of running it."""
-    import pickle
-
     import torch
 
     _check_exists(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # unpickling raises many types on a file that is not one
         raise ModelFileError(
-            f"{path}: not a model file mnistbench can load safely (weights only): "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"{path}: not a model file mnistbench can load safely (weights only): {why(exc)}"
         ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ModelFileError(f"{path}: not a mnistbench model file (no weights in it)")
@@ -109,6 +106,14 @@ def read_torch_file(path: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}: upgrade mnistbench"
         )
     return state
+
+
+def why(exc: BaseException) -> str:
+    """The line of a torch.load error that names the culprit (its first line says only that
+    loading failed), else the first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported global" in line or "Unpickler error" in line]
+    return (named or lines or [type(exc).__name__])[0]
 
 
 # --- SVMs -----------------------------------------------------------------------------------

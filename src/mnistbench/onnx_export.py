@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,13 @@ def _export_svm(model: SavedModel, path: Path) -> None:
     steps = [model.transform, model.estimator] if model.transform is not None else [model.estimator]
     pipeline = make_pipeline(*steps)
     try:
-        svm = skl2onnx.to_onnx(
-            pipeline, np.zeros((1, PIXELS), np.float32), target_opset={"": OPSET, "ai.onnx.ml": 3},
-            options={id(model.estimator): {"zipmap": False}},
-        )  # fmt: skip
+        with warnings.catch_warnings():  # skl2onnx reads probA_, deprecated in scikit-learn 1.9
+            warnings.simplefilter("ignore", FutureWarning)
+            svm = skl2onnx.to_onnx(
+                pipeline, np.zeros((1, PIXELS), np.float32),
+                target_opset={"": OPSET, "ai.onnx.ml": 3},
+                options={id(model.estimator): {"zipmap": False}},
+            )  # fmt: skip
     except Exception as exc:  # skl2onnx raises RuntimeError/NotImplementedError on unknown types
         raise ExportError(
             f"ONNX export is not supported for this SVM ({type(model.estimator).__name__}): "

@@ -1,0 +1,134 @@
+"""`mnistbench predict | evaluate | export` end to end: real model files, real IDX data, the
+store as a study leaves it; bad inputs exit with a message that names them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnistbench.cli import main
+from mnistbench.inputs import read_inputs
+from mnistbench.result import RunResult
+from mnistbench.saved import load_model
+from mnistbench.store import Store
+from tests.saved_models import save_png, synthetic_root, train
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A store with one ResNet and one SVM run, as a study records them, and the data."""
+    folder = tmp_path_factory.mktemp("cli-models")
+    root, data = synthetic_root(folder / "data")
+    store_path = folder / "results" / "store.db"
+    runs: dict[str, tuple[str, RunResult]] = {}
+    with Store(store_path) as store:
+        for name, fields in (("resnet", {}), ("svm", {"model": "svm"})):
+            spec, result = train(data, folder / "results" / "checkpoints", **fields)
+            store.register("s", name, [spec])
+            assert store.claim(spec.key()) and store.finish(spec.key(), result)
+            runs[name] = (spec.key(), result)
+    return root, data, store_path, runs
+
+
+def _pngs(folder: Path, images: np.ndarray) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_png(folder / f"{i:02d}.png", image, scale=3) for i, image in enumerate(images)]
+
+
+def test_predict_a_folder_in_one_pass_as_the_model_predicts_each(setup, tmp_path, capsys) -> None:
+    _, data, store_path, runs = setup
+    key, result = runs["resnet"]
+    _pngs(tmp_path / "in", data.test_images[:12].numpy())
+    (tmp_path / "in" / "zz-broken.png").write_bytes(b"\x89PNG garbage")
+    out = tmp_path / "p.json"
+    code = main(["predict", str(tmp_path / "in"), "--run", key[:8], "--store", str(store_path),
+                 "--json", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1, "an unreadable file: exit 1, after the others were predicted"
+    assert "zz-broken.png: not a readable image" in captured.err
+    payload = json.loads(out.read_text())
+    assert payload["run"] == key and len(payload["predictions"]) == 12
+    model = load_model(Path(result.model_path))
+    expected = [model.predict(image[None]) for image in _read_back(tmp_path / "in")]
+    assert [p["label"] for p in payload["predictions"]] == [int(e[0]) for e in expected]
+    first = payload["predictions"][0]
+    assert first["class"] == model.classes[first["label"]]
+    assert first["probability"] == pytest.approx(first["top"][0]["score"], abs=1e-6)
+    scores = [t["score"] for t in first["top"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert "12 prediction(s)" in captured.out
+
+
+def _read_back(folder: Path):
+
+    return torch.from_numpy(read_inputs([folder]).array())
+
+
+def test_predict_with_an_svm_and_json_on_stdout(setup, tmp_path, capsys) -> None:
+    _, data, store_path, runs = setup
+    key, _ = runs["svm"]
+    np.save(tmp_path / "x.npy", data.test_images[:4].numpy())
+    code = main(["predict", str(tmp_path / "x.npy"), "--best", "--study", "s", "--experiment",
+                 "svm", "--store", str(store_path), "--json", "-"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["run"] == key
+    assert [p["probability"] for p in payload["predictions"]] == [None] * 4  # an SVM has none
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nowhere.model.pt"], "--model: nowhere.model.pt: no such model file"),
+        (["--run", "ffffffffff"], "--run: no run in .* starting with 'ffffffffff'"),
+        (["--run", "abc"], "too short"),
+        (["--run", "{key}", "--study", "s"], "--study narrow"),
+        (["--best", "--study", "nope"], "study 'nope' has no finished run"),
+    ],
+)
+def test_a_bad_model_choice_exits_2_naming_it(setup, tmp_path, capsys, args, message) -> None:
+    _, data, store_path, runs = setup
+    image = save_png(tmp_path / "a.png", data.test_images[0].numpy())
+    args = [a.format(key=runs["resnet"][0]) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(image), *args, "--store", str(store_path)])
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_no_readable_input_exits_2(setup, tmp_path, capsys) -> None:
+    _, _, store_path, runs = setup
+    (tmp_path / "bad.png").write_text("no")
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(tmp_path / "bad.png"), "--run", runs["resnet"][0],
+              "--store", str(store_path)])  # fmt: skip
+    assert exit_.value.code == 2 and "no input could be read" in capsys.readouterr().err
+
+
+def test_evaluate_says_it_reproduces_the_stored_accuracy(setup, capsys, monkeypatch) -> None:
+    _, data, store_path, runs = setup
+    from mnistbench.cli import console
+
+    # The synthetic files are not MNIST's (digests): the data comes in as a study's would.
+    monkeypatch.setattr(console, "load_or_fetch", lambda name, root: data)
+    for name in ("resnet", "svm"):
+        key, result = runs[name]
+        assert main(["evaluate", "--run", key, "--store", str(store_path)]) == 0
+        out = capsys.readouterr().out
+        assert f"accuracy {result.test_accuracy:.2f} %" in out
+        assert "the same" in out and "confusion matrix" in out
+
+
+def test_export_writes_an_onnx_file_that_onnxruntime_agrees_with(setup, tmp_path, capsys) -> None:
+    _, _, store_path, runs = setup
+    for name in ("resnet", "svm"):
+        out = tmp_path / f"{name}.onnx"
+        code = main(["export", "--run", runs[name][0], "--store", str(store_path),
+                     "--out", str(out)])  # fmt: skip
+        printed = capsys.readouterr().out
+        assert code == 0 and out.is_file() and "same class on 100.0 %" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet.onnx", "svm.onnx"]
