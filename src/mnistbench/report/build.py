@@ -129,7 +129,7 @@ def experiments(
 
 
 def figures(exp: Experiment) -> list[drawn.Plot]:
-    first = drawn.device_bars(exp) if exp.kind == "devices" else drawn.heatmap(exp)
+    first = drawn.heatmap(exp) if exp.kind != "devices" else None  # Q2: the table has it all
     second = drawn.svm_scatter(exp) if exp.kind == "svm" else drawn.curves(exp)
     return [plot for plot in (first, second) if plot is not None]
 

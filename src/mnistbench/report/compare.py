@@ -15,7 +15,6 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
 from mnistbench.report.frame import axes, configs, finished, numeric
@@ -130,10 +129,43 @@ def region(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> tuple
     return " and ".join(parts), int(inside.sum())
 
 
+def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> list[str]:
+    """A few rules 'kernel rbf, gamma ≥ 0.3 (40 of 45)' that hold most flagged configs and few
+    others (the under-fit or memorising ends of a sweep): greedily, the threshold on a numeric
+    axis, for one value of a categorical axis or all, that adds the most flagged and the fewest
+    other configs, while it adds more of the first. Sorted cumulative sums: O(n log n)."""
+    hit, covered, rules = pd.Series(among.index.isin(flagged.index), among.index), None, []
+    covered = pd.Series(False, among.index)
+    subsets = [("", among.index == among.index)] + [
+        (f"{field_label(a)} {show(a, v)}, ", among[a].eq(v)) for a in axes if not numeric(among[a]) for v in among[a].dropna().unique()
+    ]  # fmt: skip
+    for _ in range(3):
+        gain = (hit & ~covered).astype(int) - (~hit & ~covered).astype(int)
+        best = (0, "", "", "", 0.0)
+        for axis in (a for a in axes if numeric(among[a])):
+            for where, subset in subsets:
+                per_value = gain[subset].groupby(among.loc[subset, axis]).sum()
+                for side, total in (("≤", per_value.cumsum()), ("≥", per_value[::-1].cumsum())):
+                    best = max(
+                        best, (total.max(), where, axis, side, total.idxmax()), key=lambda b: b[0]
+                    )
+        if best[0] <= 0:
+            break
+        _, where, axis, side, edge = best
+        subset = dict(subsets)[where]
+        inside = subset & (among[axis] <= edge if side == "≤" else among[axis] >= edge)
+        rules.append(
+            f"{where}{field_label(axis)} {side} {edge:g} ({(inside & hit).sum()} of {inside.sum()})"
+        )
+        covered |= inside
+    return rules + [f"{(hit & ~covered).sum()} elsewhere"] * bool((hit & ~covered).any())
+
+
 def findings(
     flagged: pd.DataFrame, exp: Experiment, each: Callable[[dict], str], together: str
 ) -> list[Insight]:
-    """One sentence per flagged config when there are few, else one for their region."""
+    """One sentence per flagged config when there are few; for more, one that says where they
+    are: the box they fill, else thresholds on the axes that hold most of them."""
     if len(flagged) <= AT_MOST:
         rows = flagged.to_dict("records")
         said = [f"{label(r, exp.axes)} ({exp.slug}) {each(r)}" for r in rows]
@@ -142,8 +174,14 @@ def findings(
             for i, (s, r) in enumerate(zip(said, rows, strict=True))
         ]
     box, inside = region(flagged, exp.configs, exp.axes)
-    where = f"of the {inside} configs with {box}" if box else f"of {len(exp.configs)} configs"
-    text = f"{len(flagged)} {where} ({exp.slug}) {together}"
+    if box and inside <= 1.25 * len(flagged):  # they fill a box: 'C ≤ 0.3 and gamma ≥ 0.1'
+        text = f"{len(flagged)} of the {inside} configs with {box} ({exp.slug}) {together}"
+    else:  # scattered, or along the ends of several axes
+        box = "; ".join(thresholds(flagged, exp.configs, exp.axes))
+        text = (
+            f"{len(flagged)} of {len(exp.configs)} configs ({exp.slug}) {together}"
+            + f" Where: {box}." * bool(box)
+        )
     data = {"configs": len(flagged), "region": box, "inside": inside}
     return [Insight("outlier", text, data, keys(exp, flagged))]
 
@@ -224,6 +262,8 @@ def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -
     each pair, or Welch's test where seeds do not match. Returns (what it says, p)."""
     if used["n_ok"].min() < 2:
         return "untested: one seed per config", None
+    from scipy import stats  # here: importing it takes a second, and one seed needs no test
+
     runs = finished(exp.runs)
     runs = runs.assign(ctx=runs["config"].map(used.set_index("config")["ctx"])).dropna(subset="ctx")
     matched = runs.pivot_table(index=["ctx", "seed"], columns=factor, values="test_accuracy")
@@ -236,7 +276,7 @@ def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -
     if pd.isna(p):
         return f"{test}: no variance to test", None
     verdict = f"{'' if p < SIGNIFICANCE else 'not '}significant at {SIGNIFICANCE:.0%}"
-    return f"{test} p = {p:.3f}, {verdict}", float(p)
+    return f"{test} p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}, {verdict}", float(p)
 
 
 def versus_text(exp: Experiment, result: dict) -> str:
@@ -248,10 +288,11 @@ def versus_text(exp: Experiment, result: dict) -> str:
         a, b, wins, gap, speed = b, a, result["b_wins"], -gap, 1 / speed
     named = "" if factor in ("model", "optimizer", "kernel") else f"{field_label(factor)} "
     pace = f"{ratio(speed)} slower" if speed >= 1 else f"{ratio(1 / speed)} faster"
+    pace = "about as fast" if 0.95 < speed < 1.05 else pace
     pace = "" if pd.isna(speed) else f" and trains {pace} (median time ratio)"
     pairs = plural(result["pairs"], f"{context_name(exp, factor)} pair")
     return (
-        f"{named}{show(factor, a)} is more accurate than {show(factor, b)} in {wins} of {pairs} "
+        f"{named}{show(factor, a)} is more accurate than {show(factor, b)} in {wins:,} of {pairs} "
         f"(median {gap:+.2f} points){pace}; {result['test']}"
     )
 

@@ -23,6 +23,7 @@ from mnistbench.report.text import field_label, label, name, percent, show
 LINES_AT_MOST = 12
 """Training curves of at most this many configs (the most accurate): a legend stays readable."""
 TICKS_AT_MOST = 12
+TEXT = {"ha": "center", "va": "center", "fontsize": 7}
 
 
 @dataclass(frozen=True)
@@ -44,65 +45,45 @@ def geometric(values: np.ndarray) -> bool:
     """Three or more positive values with a near-constant ratio: evenly spaced cells are then a
     log scale, and the axis says so."""
     steps = np.diff(np.log(values)) if len(values) > 2 and (values > 0).all() else np.array([1.0])
-    return len(values) > 2 and steps.min() > 0 and steps.max() / steps.min() < 1.5
+    return bool(len(values) > 2 and steps.min() > 0 and steps.max() / steps.min() < 1.5)
 
 
 def _panel(axes: Axes, grid: pd.DataFrame, x: str, y: str, limits: tuple[float, float]):
-    """One heatmap panel: cells coloured by accuracy, numbered when few, ticks thinned."""
+    """One heatmap panel: cells coloured by accuracy, numbered when few, ticks thinned out."""
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d9d9d9")
     values = grid.to_numpy(float)
-    image = axes.imshow(
-        np.ma.masked_invalid(values),
-        cmap=cmap,
-        vmin=limits[0],
-        vmax=limits[1],
-        aspect="auto",
-        origin="lower",
-    )
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
+    image.set_clim(*limits)
     for (r, c), value in np.ndenumerate(values if values.size <= 150 else np.empty((0, 0))):
-        if np.isfinite(value):
-            light = (
-                sum(
-                    w * v
-                    for w, v in zip(
-                        (0.2126, 0.7152, 0.0722), image.cmap(image.norm(value)), strict=False
-                    )
-                )
-                > 0.5
-            )
-            axes.text(
-                c,
-                r,
-                f"{value:.1f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="black" if light else "white",
-            )
+        if np.isfinite(value):  # black on light cells, white on dark ones
+            light = np.dot((0.2126, 0.7152, 0.0722), image.cmap(image.norm(value))[:3]) > 0.5
+            axes.text(c, r, f"{value:.1f}", color="black" if light else "white", **TEXT)
     for set_ticks, axis, ticks in (
         (axes.set_yticks, y, grid.index),
         (axes.set_xticks, x, grid.columns),
     ):
         step = -(-len(ticks) // TICKS_AT_MOST)
         set_ticks(range(0, len(ticks), step), [show(axis, v) for v in ticks[::step]], fontsize=7)
-    scale = [
-        " (log scale)" if numeric(t.to_series()) and geometric(np.array(t, float)) else ""
-        for t in (grid.columns, grid.index)
+    log = [
+        numeric(t.to_series()) and geometric(np.array(t, float)) for t in (grid.columns, grid.index)
     ]
-    axes.set(xlabel=field_label(x) + scale[0], ylabel=field_label(y) + scale[1])
+    axes.set(
+        xlabel=field_label(x) + " (log scale)" * log[0],
+        ylabel=field_label(y) + " (log scale)" * log[1],
+    )
     return image
 
 
 def heatmap(exp: Experiment, panels_at_most: int = 6) -> Plot | None:
     """Mean accuracy over the two axes with most values (numeric first, the model last) as y
     and x, a panel per setting of the other axes; grey cells have no finished run."""
-    configs = exp.configs
+    configs, axes = exp.configs, exp.axes
     ranked = sorted(
-        exp.axes, key=lambda a: (a == "model", not numeric(configs[a]), -configs[a].nunique())
+        axes, key=lambda a: (a == "model", not numeric(configs[a]), -configs[a].nunique())
     )
     if len(ranked) < 2:
         return None
-    (y, x), rest = ranked[:2], [a for a in exp.axes if a not in ranked[:2]]
+    (y, x), rest = ranked[:2], [a for a in axes if a not in ranked[:2]]
     levels = [
         sorted(configs[a].dropna().unique())
         if numeric(configs[a])
@@ -111,12 +92,9 @@ def heatmap(exp: Experiment, panels_at_most: int = 6) -> Plot | None:
     ]
     facets = contexts(configs, [*rest, x], x)
     panels = list(configs.groupby(facets, sort=False))[:panels_at_most]
-    columns, size = (
-        min(len(panels), 3),
-        [min(6.0, 2.4 + 0.35 * len(v)) for v in (levels[1], levels[0])],
-    )
-    rows = -(-len(panels) // columns)
-    figure = Figure(figsize=(1.5 + size[0] * columns, 0.5 + size[1] * rows), layout="constrained")
+    columns, rows = min(len(panels), 3), -(-len(panels) // 3)
+    width, height = (min(6.0, 2.4 + 0.35 * len(v)) for v in (levels[1], levels[0]))
+    figure = Figure(figsize=(1.5 + width * columns, 0.5 + height * rows), layout="constrained")
     limits = configs["test_accuracy_mean"].min(), configs["test_accuracy_mean"].max()
     for index, (_, part) in enumerate(panels):
         axes = figure.add_subplot(rows, columns, index + 1)
@@ -126,12 +104,10 @@ def heatmap(exp: Experiment, panels_at_most: int = 6) -> Plot | None:
             label(part.iloc[0], rest, dataset="dataset" in rest) if rest else exp.slug, fontsize=9
         )
     figure.colorbar(image, ax=figure.axes, label="test accuracy (%)")
-    shown = (
-        f" (the first {len(panels)} of {facets.nunique()} panels)"
-        if facets.nunique() > len(panels)
-        else ""
+    some = f" (the first {len(panels)} of {facets.nunique()} panels)" * (
+        facets.nunique() > len(panels)
     )
-    caption = f"Mean test accuracy (%) over {field_label(y)} × {field_label(x)}{shown}; grey: no finished run."
+    caption = f"Mean test accuracy (%) over {field_label(y)} × {field_label(x)}{some}; grey: none finished."
     return _plot(f"{exp.slug}-heatmap", f"{exp.slug}: accuracy heatmap", caption, figure)
 
 
@@ -154,13 +130,13 @@ def curves(exp: Experiment) -> Plot | None:
             curve = means.loc[row["config"]]
             line = loss_axes.plot(
                 curve.index, curve["loss"], marker="o", label=label(row, exp.axes)
-            )[0]
-            acc_axes.plot(curve.index, curve["acc"], marker="o", color=line.get_color())
+            )
+            acc_axes.plot(curve.index, curve["acc"], marker="o", color=line[0].get_color())
     for axes, what in ((loss_axes, "train loss (epoch mean)"), (acc_axes, f"{split} accuracy (%)")):
         axes.set(xlabel="epoch", ylabel=what, title=f"{exp.slug}: {what}")
         axes.grid(alpha=0.3)
     figure.legend(loc="outside right center", fontsize=8)
-    some = f" (the {LINES_AT_MOST} most accurate)" if len(exp.configs) > LINES_AT_MOST else ""
+    some = f" (the {LINES_AT_MOST} most accurate)" * (len(exp.configs) > LINES_AT_MOST)
     caption = (
         f"Mean training loss and {split} accuracy per epoch for each config{some}, over seeds."
     )
@@ -168,6 +144,7 @@ def curves(exp: Experiment) -> Plot | None:
 
 
 def svm_scatter(exp: Experiment) -> Plot | None:
+    """Accuracy against train time, a point per SVM config, named when few."""
     done = exp.configs[exp.configs["acc"].notna() & exp.configs["secs"].gt(0)]
     if done.empty:
         return None
@@ -180,52 +157,22 @@ def svm_scatter(exp: Experiment) -> Plot | None:
             label=f"{name(dataset)}, {kernel}",
             s=36 if len(done) <= 40 else 8,
         )
+    others = [a for a in exp.axes if a not in ("dataset", "kernel")]
     for row in done.to_dict("records") if len(done) <= 16 else []:
-        what = label(row, [a for a in exp.axes if a not in ("dataset", "kernel")], dataset=False)
+        what = label(row, others, dataset=False).removeprefix("SVM").strip(", ")
         axes.annotate(
-            what.removeprefix("SVM").strip(", "),
-            (row["secs"], row["acc"]),
-            xytext=(6, 4),
-            textcoords="offset points",
-            fontsize=8,
+            what, (row["secs"], row["acc"]), xytext=(6, 4), textcoords="offset points", fontsize=8
         )
+    axes.set_xscale("log" if done["secs"].max() > 20 * done["secs"].min() else "linear")
     axes.set(
-        xscale="log" if done["secs"].max() > 20 * done["secs"].min() else "linear",
         xlabel="train time (s)",
         ylabel="test accuracy (%)",
+        title=f"{exp.slug}: SVM accuracy vs train time",
     )
-    axes.set_title(f"{exp.slug}: SVM accuracy vs train time")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     caption = "Each point is one SVM config (median over seeds)."
     return _plot(f"{exp.slug}-svm", f"{exp.slug}: SVM accuracy vs train time", caption, figure)
-
-
-def device_bars(exp: Experiment) -> Plot | None:
-    """Train time on CPU and on GPU per pair of configs, labelled with the speedup."""
-    done = exp.clean.assign(pair=contexts(exp.clean, exp.axes, "device_kind"))
-    wide = (
-        done.pivot_table(index="pair", columns="device_kind", values="secs")
-        .reindex(columns=["cpu", "cuda"])
-        .dropna()
-    )
-    if wide.empty:
-        return None
-    figure = Figure(figsize=(2.5 + 2.2 * len(wide), 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    for offset, kind in ((-0.19, "cpu"), (0.19, "cuda")):
-        bars = axes.bar(np.arange(len(wide)) + offset, wide[kind], 0.38, label=name(kind))
-        axes.bar_label(bars, [f"{s:,.1f} s" for s in wide[kind]], fontsize=8)
-    names = done.drop_duplicates("pair").set_index("pair").loc[wide.index].to_dict("records")
-    ticks = [
-        f"{label(r, [a for a in exp.axes if a != 'device_kind'])}\n{c / g:.1f}× faster on GPU"
-        for r, c, g in zip(names, wide["cpu"], wide["cuda"], strict=True)
-    ]
-    axes.set_xticks(range(len(wide)), ticks, fontsize=8)
-    axes.set(ylabel="train time (s)", title=f"{exp.slug}: train time, CPU vs GPU")
-    axes.legend(fontsize=8)
-    caption = "Median train time (s) on each device; the label is CPU time / GPU time."
-    return _plot(f"{exp.slug}-devices", f"{exp.slug}: CPU vs GPU train time", caption, figure)
 
 
 def confusion(run: pd.Series) -> Plot:
@@ -242,21 +189,14 @@ def confusion(run: pd.Series) -> Plot:
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=100)
     for (r, c), count in np.ndenumerate(matrix):
         if count:
-            axes.text(
-                c,
-                r,
-                f"{count:.0f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if shares[r, c] > 50 else "black",
-            )
+            axes.text(c, r, f"{count:.0f}", color="white" if shares[r, c] > 50 else "black", **TEXT)
     rotate = max(map(len, names)) > 3  # FashionMNIST's names, not MNIST's digits
     axes.set_xticks(
-        range(len(names)), names, rotation=45 if rotate else 0, ha="right" if rotate else "center"
+        range(len(names)), names, rotation=45 * rotate, ha="right" if rotate else "center"
     )
     axes.set_yticks(range(len(names)), names)
-    what = f"{label(run, ('batch_size', 'optimizer', 'lr', 'kernel', 'C'), dataset=False)}, seed {run['seed']}: {percent(run['test_accuracy'])}% of {int(matrix.sum()):,} test images"
+    config = label(run, ("batch_size", "optimizer", "lr", "kernel", "C"), dataset=False)
+    what = f"{config}, seed {run['seed']}: {percent(run['test_accuracy'])}% of {int(matrix.sum()):,} test images"
     axes.set(
         xlabel="predicted class",
         ylabel="true class",
@@ -266,9 +206,5 @@ def confusion(run: pd.Series) -> Plot:
     caption = (
         "Test images per true class (rows) and predicted class (columns); colour: the row share."
     )
-    return _plot(
-        f"confusion-{run['dataset']}",
-        f"Confusion matrix, best run on {name(run['dataset'])}",
-        caption,
-        figure,
-    )
+    title = f"Confusion matrix, best run on {name(run['dataset'])}"
+    return _plot(f"confusion-{run['dataset']}", title, caption, figure)

@@ -29,10 +29,10 @@ from mnistbench.report.text import (
 GRID_AXES = ("batch_size", "optimizer", "lr")
 ROWS_AT_MOST = 40
 """Longer tables show their most accurate rows; runs.csv and the heatmap hold them all."""
-METRICS = {
+METRICS = {  # header: (column, format); accuracy and train time first
     "accuracy %": ("test_accuracy", percent), "train (s)": ("train_seconds", seconds),
-    "support vectors": ("n_support", "{:,.0f}".format), "images/s": ("images_per_second", "{:,.0f}".format),
-    "GFLOPs/img (fwd)": ("flops_per_image", giga), "GMACs/img": ("macs_per_image", giga),
+    "support vectors": ("n_support", "{:,.0f}".format), "GFLOPs/img (fwd)": ("flops_per_image", giga),
+    "GMACs/img": ("macs_per_image", giga), "images/s": ("images_per_second", "{:,.0f}".format),
 }  # fmt: skip
 Columns = dict[str, tuple[pd.Series, "pd.Series | None"]]
 """Header -> (the cells' text, the numbers behind them or None for labels)."""
@@ -81,8 +81,17 @@ def beside(
     return columns if theirs.notna().any() else {}
 
 
+def by_model(configs: pd.DataFrame, rows: list[str], settings: pd.DataFrame, header: str):
+    """A metric's text and numbers with a row per setting of `rows` and a column per model."""
+    text, value = metric(configs, header)
+    frame = configs[[*rows, "model"]].assign(text=text, value=value)
+    wide = frame.groupby([*rows, "model"], sort=False, dropna=False).first().unstack("model")
+    wide = wide.reindex(pd.MultiIndex.from_frame(settings)).reset_index(drop=True)
+    return wide["text"].fillna("not run"), wide["value"]
+
+
 def grid_table(exp: Experiment) -> Table:
-    """Q1(a): a row per setting of the row axes, accuracy (with the published) per model."""
+    """Q1(a): a row per setting of the row axes, accuracy (beside the published) per model."""
     configs, dataset, gaps = (
         exp.configs,
         exp.runs["dataset"].iloc[0],
@@ -91,31 +100,16 @@ def grid_table(exp: Experiment) -> Table:
     rows = [a for a in GRID_AXES if configs[a].notna().any()]
     rows += [a for a in exp.axes if a not in (*GRID_AXES, "model")]
     settings = configs[rows].drop_duplicates().reset_index(drop=True)
-    cells = {
-        f"{h}{i}": part
-        for h in ("accuracy %", "train (s)")
-        for i, part in enumerate(metric(configs, h))
-    }
-    wide = (
-        configs.assign(**cells)
-        .groupby([*rows, "model"], sort=False, dropna=False)[list(cells)]
-        .first()
+    (acc_text, acc), (secs_text, secs) = (
+        by_model(configs, rows, settings, h) for h in list(METRICS)[:2]
     )
-    wide = wide.unstack("model").reindex(pd.MultiIndex.from_frame(settings)).reset_index(drop=True)
     columns, models = keyed(settings, rows), list(dict.fromkeys(configs["model"]))
+    cells = list(settings.reindex(columns=list(GRID_AXES)).itertuples(index=False))
     for model in models:
-        columns[f"{name(model)} %"] = (
-            wide["accuracy %0"][model].fillna("not run"),
-            wide["accuracy %1"][model],
-        )
-        cells = settings.reindex(columns=list(GRID_AXES)).itertuples(index=False)
+        columns[f"{name(model)} %"] = (acc_text[model], acc[model])
         theirs = [published.GRID.get((dataset, model, *cell)) for cell in cells]
-        columns |= beside(wide["accuracy %1"][model], theirs, gaps, f"{name(model)} ")
-    for model in models:
-        columns[f"{name(model)} train (s)"] = (
-            wide["train (s)0"][model].fillna("not run"),
-            wide["train (s)1"][model],
-        )
+        columns |= beside(acc[model], theirs, gaps, f"{name(model)} ")
+    columns |= {f"{name(m)} train (s)": (secs_text[m], secs[m]) for m in models}
     title = f"{' / '.join(map(name, models))} test accuracy by {' × '.join(map(field_label, rows))}"
     return make_table(exp, f"{title} ({name(dataset)})", columns, gaps)
 
@@ -126,10 +120,9 @@ def svm_table(exp: Experiment) -> Table:
     columns = keyed(configs, list(dict.fromkeys(["dataset", "kernel", "C", *exp.axes])))
     columns |= {h: metric(configs, h) for h in ("accuracy %", "train (s)", "support vectors")}
     columns["back-end"] = (configs["backend"].fillna("n/a"), None)
-    keys = zip(configs["dataset"], configs["kernel"], configs["C"].eq(published.SVM_C), strict=True)
-    theirs = [
-        published.SVM.get((dataset, kernel)) if at_c else None for dataset, kernel, at_c in keys
-    ]
+    at_c = configs["C"].eq(published.SVM_C)
+    keys = zip(configs["dataset"], configs["kernel"], at_c, strict=True)
+    theirs = [published.SVM.get((dataset, kernel)) if c else None for dataset, kernel, c in keys]
     columns |= beside(columns["accuracy %"][1], theirs, gaps, times=True)
     datasets = ", ".join(name(d) for d in dict.fromkeys(configs["dataset"]))
     return make_table(exp, f"SVM accuracy and train time ({datasets})", columns, gaps)
@@ -137,38 +130,31 @@ def svm_table(exp: Experiment) -> Table:
 
 def devices_table(exp: Experiment) -> Table:
     """Q2: a row per config and device, CPU first, with FLOPs, MACs and the speedup."""
-    configs = exp.configs.assign(pair=contexts(exp.configs, exp.axes, "device_kind"))
-    configs = configs.assign(gpu=configs["device_kind"].ne("cpu")).sort_values(
-        ["pair", "gpu"], kind="stable"
+    configs, gaps = exp.configs, published_gaps(exp.runs, "q2")
+    configs = configs.assign(
+        pair=contexts(configs, exp.axes, "device_kind"), gpu=configs["device_kind"].ne("cpu")
     )
-    configs, gaps = configs.reset_index(drop=True), published_gaps(exp.runs, "q2")
-    kinds = configs["device_kind"].map(name)
-    compute = (kinds + ": " + configs["device_name"]).fillna(
-        kinds + " (" + configs["device_kind"] + ", " + configs["missing"] + ")"
+    configs = configs.sort_values(["pair", "gpu"], kind="stable").reset_index(drop=True)
+    kind, missing = configs["device_kind"], configs["missing"]
+    compute = (kind.map(name) + ": " + configs["device_name"]).fillna(
+        kind.map(name) + " (" + kind + ", " + missing + ")"
     )
     columns = {"compute": (compute, None)} | keyed(
         configs, [a for a in ["model", *exp.axes] if a != "device_kind"]
     )
-    columns |= {
-        h: metric(configs, h)
-        for h in ("accuracy %", "train (s)", "GFLOPs/img (fwd)", "GMACs/img", "images/s")
-    }
+    columns |= {h: metric(configs, h) for h in ("accuracy %", "train (s)", *list(METRICS)[3:])}
     speed = (
         configs["pair"].map(configs[~configs["gpu"]].set_index("pair")["secs"]) / configs["secs"]
     )
-    text = formatted(speed, ratio).where(speed.notna(), "n/a (" + configs["missing"] + ")")
+    text = formatted(speed, ratio).where(speed.notna(), "n/a (" + missing + ")")
     columns["speedup vs CPU"] = (
         text.where(configs["gpu"], "1.00× (baseline)"),
         speed.where(configs["gpu"]),
     )
     fashion = configs["dataset"].eq("fashion-mnist")
-    rows = zip(configs["model"], configs["device_kind"], fashion, strict=True)
-    columns |= beside(
-        columns["accuracy %"][1],
-        [published.Q2.get((m, k)) if f else None for m, k, f in rows],
-        gaps,
-        times=True,
-    )
+    keys = zip(configs["model"], kind, fashion, strict=True)
+    theirs = [published.Q2.get((model, device)) if f else None for model, device, f in keys]
+    columns |= beside(columns["accuracy %"][1], theirs, gaps, times=True)
     models = " / ".join(name(m) for m in dict.fromkeys(configs["model"]))
     return make_table(
         exp, f"{models} on CPU vs GPU ({name(configs['dataset'].iloc[0])})", columns, gaps
@@ -178,21 +164,18 @@ def devices_table(exp: Experiment) -> Table:
 def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -> Table:
     """The table from its columns, cut to its ROWS_AT_MOST most accurate rows, with its notes."""
     cells = pd.DataFrame({h: text.to_numpy() for h, (text, _) in columns.items()})
-    values = pd.DataFrame(
-        {h: float("nan") if v is None else v.to_numpy(float) for h, (_, v) in columns.items()}
-    )
-    notes = [
-        f"Published values: {published.SOURCE}. † Not like for like: {'; '.join(gaps)}."
-    ] * bool(gaps)
+    values = pd.DataFrame({h: v.to_numpy(float) for h, (_, v) in columns.items() if v is not None})
+    values = values.reindex(columns=cells.columns)
+    notes = [f"Published values: {published.SOURCE}. † Not like for like: {'; '.join(gaps)}."]
+    notes = notes if gaps else []
     if len(cells) > ROWS_AT_MOST:
-        keep = values.filter(like=" %").iloc[:, 0].sort_values(ascending=False).index[:ROWS_AT_MOST]
+        notes.insert(
+            0, f"The {ROWS_AT_MOST} most accurate of {len(cells)} rows; runs.csv has every run."
+        )
+        keep = values.filter(like=" %").iloc[:, 0].nlargest(ROWS_AT_MOST).index
         cells, values = (
             cells.loc[keep].reset_index(drop=True),
             values.loc[keep].reset_index(drop=True),
-        )
-        notes.insert(
-            0,
-            f"The {ROWS_AT_MOST} most accurate of {len(exp.configs)} configs; every run is in runs.csv.",
         )
     notes += [protocol(exp.runs), machine(exp.runs), *missing_notes(exp)]
     return Table(exp.slug, f"{exp.slug}: {title}", exp.kind, cells, values, [n for n in notes if n])
