@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python benchmarks/efficiency.py $(if $(QUICK),--quick)
 	$(BIN)/python benchmarks/speedrun.py $(if $(QUICK),--quick)
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/report_scale.py
 
 # GPU check (benchmarks/gpu_check.py): the CUDA tests, published-protocol throughput, Q2's GPU
 # rows, AMP resume, GPU sharing and the projected time of configs/assignment.toml, in under
