@@ -240,6 +240,23 @@ def test_a_sweep_summarises_near_chance_configs_as_a_region_and_draws_a_heatmap(
     assert geometric(np.array(cs[::2])) and not geometric(np.array([1.0, 2.0, 3.0, 4.0]))
 
 
+def test_configs_along_the_ends_of_two_axes_are_described_by_thresholds(tmp_path: Path) -> None:
+    spec = RunSpec(
+        dataset="mnist",
+        model="svm",
+        kernel="rbf",
+        svm_backend="sklearn",
+        threads=1,
+        train_limit=200,
+    )
+    cs, gammas = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], [0.0001, 0.001, 0.01, 0.1, 1.0]
+    learnt = lambda c, g: 11.0 if c <= 0.01 or g >= 1.0 else 95.0  # noqa: E731
+    runs = [(spec.replace(C=c, gamma=g), learnt(c, g), 0.1) for c in cs for g in gammas]
+    (chance,) = topic(report_of(store_of(tmp_path / "l.db", "sweep", runs)), "outlier")
+    assert chance.data["configs"] == 2 * 5 + 4  # an L: no box holds them alone
+    assert set(chance.data["region"].split("; ")) == {"C ≤ 0.01 (10 of 10)", "gamma ≥ 1 (6 of 6)"}
+
+
 def test_few_findings_are_named_with_every_axis_that_varies(tmp_path: Path) -> None:
     report = report_of(sweep(tmp_path, [0.01, 0.1, 1.0, 10.0], [0.001, 0.1]))
     texts = [i.text for i in topic(report, "outlier")]

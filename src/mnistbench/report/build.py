@@ -15,7 +15,7 @@ from mnistbench.errors import UserError
 from mnistbench.report import insights as said
 from mnistbench.report import plots as drawn
 from mnistbench.report.compare import Experiment, Insight, effects, kind, outliers
-from mnistbench.report.frame import finished, load_runs
+from mnistbench.report.frame import finished, load_runs, numeric
 from mnistbench.report.tables import Table, build_table
 from mnistbench.report.text import counts, label, show
 from mnistbench.store import Store
@@ -129,7 +129,8 @@ def experiments(
 
 
 def figures(exp: Experiment) -> list[drawn.Plot]:
-    first = drawn.heatmap(exp) if exp.kind != "devices" else None  # Q2: the table has it all
+    numeric_axes = sum(numeric(exp.configs[a]) for a in exp.axes)  # Q2's table says the rest
+    first = drawn.heatmap(exp) if exp.kind != "devices" or numeric_axes >= 2 else None
     second = drawn.svm_scatter(exp) if exp.kind == "svm" else drawn.curves(exp)
     return [plot for plot in (first, second) if plot is not None]
 

@@ -134,11 +134,14 @@ def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> l
     others (the under-fit or memorising ends of a sweep): greedily, the threshold on a numeric
     axis, for one value of a categorical axis or all, that adds the most flagged and the fewest
     other configs, while it adds more of the first. Sorted cumulative sums: O(n log n)."""
-    hit, covered, rules = pd.Series(among.index.isin(flagged.index), among.index), None, []
+    hit, rules = pd.Series(among.index.isin(flagged.index), among.index), []
     covered = pd.Series(False, among.index)
-    subsets = [("", among.index == among.index)] + [
-        (f"{field_label(a)} {show(a, v)}, ", among[a].eq(v)) for a in axes if not numeric(among[a]) for v in among[a].dropna().unique()
-    ]  # fmt: skip
+    categorical = [a for a in axes if not numeric(among[a])]
+    subsets = [("", pd.Series(True, among.index))] + [
+        (f"{field_label(a)} {show(a, v)}, ", among[a].eq(v))
+        for a in categorical
+        for v in among[a].dropna().unique()
+    ]
     for _ in range(3):
         gain = (hit & ~covered).astype(int) - (~hit & ~covered).astype(int)
         best = (0, "", "", "", 0.0)
@@ -146,9 +149,8 @@ def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> l
             for where, subset in subsets:
                 per_value = gain[subset].groupby(among.loc[subset, axis]).sum()
                 for side, total in (("≤", per_value.cumsum()), ("≥", per_value[::-1].cumsum())):
-                    best = max(
-                        best, (total.max(), where, axis, side, total.idxmax()), key=lambda b: b[0]
-                    )
+                    found = (total.max(), where, axis, side, total.idxmax())
+                    best = found if found[0] > best[0] else best
         if best[0] <= 0:
             break
         _, where, axis, side, edge = best
