@@ -144,3 +144,27 @@ def test_an_accelerated_svc_is_saved_as_sklearns_with_the_same_decisions() -> No
         np.testing.assert_allclose(
             plain.decision_function(test), fast.decision_function(test), atol=1e-9
         )
+
+
+def test_without_skops_an_svm_trains_and_says_its_model_is_not_saved(monkeypatch, tmp_path):
+    import sys
+
+    from sklearn.svm import SVC
+
+    from mnistbench.config import RunSpec
+    from mnistbench.modelfile import MissingExtraError, require
+    from mnistbench.train_svm import keep_model
+
+    monkeypatch.setitem(sys.modules, "skops.io", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'mnistbench\[models\]'"):
+        require("skops.io")
+    said: list[str] = []
+
+    class Log:
+        log = staticmethod(said.append)
+
+    fitted = SVC().fit(np.eye(4), [0, 1, 0, 1])
+    spec = RunSpec(model="svm")
+    assert keep_model(tmp_path, spec, fitted, None, Log()) is None
+    assert "not saved" in said[0] and "mnistbench[models]" in said[0]
+    assert list(tmp_path.iterdir()) == []

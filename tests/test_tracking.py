@@ -140,7 +140,7 @@ def test_each_study_is_its_own_experiment_and_runs_without_results_are_left_out(
     assert _runs(client, "t")[SPECS["sgd"].key()].data.tags["mnistbench.experiment"] == "devices"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -149,7 +149,7 @@ def _free_port() -> int:
 def test_an_unreachable_tracking_uri_fails_at_once_writing_nothing(tmp_path, capsys) -> None:
     started = time.monotonic()
     with pytest.raises(TrackingError, match="cannot be reached"):
-        Tracker(f"http://127.0.0.1:{_free_port()}")
+        Tracker(f"http://127.0.0.1:{free_port()}")
     assert time.monotonic() - started < 10
     with pytest.raises(TrackingError, match="does not exist"):
         Tracker(f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}")
@@ -157,7 +157,7 @@ def test_an_unreachable_tracking_uri_fails_at_once_writing_nothing(tmp_path, cap
     store.close()
     with pytest.raises(SystemExit) as exit_:
         main(["track", "mlflow", "--store", str(tmp_path / "store.db"),
-              "--tracking-uri", f"http://127.0.0.1:{_free_port()}"])  # fmt: skip
+              "--tracking-uri", f"http://127.0.0.1:{free_port()}"])  # fmt: skip
     assert exit_.value.code == 2
     assert "--tracking-uri: MLflow tracking server" in capsys.readouterr().err
     assert all(p.name.startswith("store.db") for p in tmp_path.iterdir())  # no MLflow file

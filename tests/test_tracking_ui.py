@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ import pytest
 
 from mnistbench.cli import main
 from tests.test_report_html import CHROMIUM, chromium
-from tests.test_tracking import SPECS, make_store
+from tests.test_tracking import SPECS, free_port, make_store
 
 pytestmark = pytest.mark.slow  # a server and a browser: a minute
 
 START_SECONDS = 240  # mlflow ui starts in seconds alone, in minutes on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(url: str, server: subprocess.Popen, log: Path) -> None:
@@ -61,7 +54,7 @@ def test_mlflow_ui_lists_every_exported_run(tmp_path, capsys) -> None:
                  "--tracking-uri", uri]) == 0  # fmt: skip
     assert f"mlflow ui --backend-store-uri {uri}" in capsys.readouterr().out
 
-    port, log = _free_port(), tmp_path / "mlflow-ui.log"
+    port, log = free_port(), tmp_path / "mlflow-ui.log"
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with log.open("w") as output:
