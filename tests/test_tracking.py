@@ -151,8 +151,10 @@ def test_an_unreachable_tracking_uri_fails_at_once_writing_nothing(tmp_path, cap
     with pytest.raises(TrackingError, match="cannot be reached"):
         Tracker(f"http://127.0.0.1:{free_port()}")
     assert time.monotonic() - started < 10
-    with pytest.raises(TrackingError, match="does not exist"):
-        Tracker(f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(TrackingError, match="no folder for the SQLite file"):
+        Tracker(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
+    (tmp_path / "a-file").unlink()
     store = make_store(tmp_path / "store.db")
     store.close()
     with pytest.raises(SystemExit) as exit_:
@@ -224,3 +226,14 @@ def test_the_study_driver_calls_on_recorded_once_a_run_is_stored(tmp_path) -> No
         assert context.claim(run)
         context.finish(run, result(SPECS["sgd"], 90.0), None)
     assert seen == [(SPECS["sgd"].key(), "done")]
+
+
+def test_a_model_deleted_later_by_keep_models_is_no_change(exported) -> None:
+    store, uri, _, _ = exported
+    key = SPECS["sgd"].key()
+    kept = result(SPECS["sgd"], 92.0)  # run again, and better
+    kept.model_path = "results/checkpoints/gone.model.pt"
+    assert store.finish(key, kept)
+    assert Tracker(uri).export(store, "s").updated == [key]  # a new result: replaced once
+    store.forget_model(key)  # what keep_models does to a run that is not the best any more
+    assert key in Tracker(uri).export(store, "s").unchanged

@@ -51,7 +51,7 @@ class TrackingError(UserError):
 
 def check_uri(uri: str) -> None:
     """Fail fast, before anything is written, on a tracking URI that cannot be reached: an
-    HTTP server that does not answer its /health, a SQLite file in a folder that is not there."""
+    HTTP server that does not answer its /health, a SQLite file where no folder can be made."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_SECONDS):
@@ -60,10 +60,10 @@ def check_uri(uri: str) -> None:
             raise TrackingError(f"MLflow tracking server {uri} cannot be reached: {exc}") from exc
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
-        if uri == DEFAULT_URI:
+        try:  # as the results store's folder is made: results/ of a fresh clone
             folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise TrackingError(f"{uri}: the folder {folder} for the SQLite file does not exist")
+        except OSError as exc:
+            raise TrackingError(f"{uri}: no folder for the SQLite file: {exc}") from exc
 
 
 def artifact_root(uri: str) -> str | None:
@@ -90,13 +90,13 @@ class Exported:
     """Study -> MLflow experiment id."""
 
 
-def fingerprint(record: RunRecord, experiment: str, model: Path | None) -> str:
-    """A hash of everything an MLflow run shows of this run: a different one means update."""
-    payload = {
-        "status": record.status, "error": record.error, "experiment": experiment,
-        "result": record.result.to_dict() if record.result else None,
-        "model": model is not None,
-    }  # fmt: skip
+def fingerprint(record: RunRecord, experiment: str) -> str:
+    """A hash of what the store says of this run: a different one means update. Not whether
+    its model is still there: a model that keep_models deletes later stays logged in MLflow."""
+    result = record.result.to_dict() if record.result else {}
+    result.pop("model_path", None)  # cleared when keep_models deletes the model
+    payload = {"status": record.status, "error": record.error, "experiment": experiment,
+               "result": result}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -168,7 +168,7 @@ class Tracker:
     ) -> str:
         """Log one run ('created'), or replace its changed MLflow run ('updated'), or leave it
         ('unchanged'). A run that fails half-way is deleted: nothing half-written stays."""
-        stamp = fingerprint(record, experiment, model)
+        stamp = fingerprint(record, experiment)
         if old is not None and old.data.tags.get(FINGERPRINT_TAG) == stamp:
             return "unchanged"
         with _mlflow_errors(f"logging run {record.key} to {self.uri}"):

@@ -100,9 +100,13 @@ def live_logger(uri: str, study: str, log: Callable[[str], None]) -> Callable[[S
     later is said through `log` and does not stop the study."""
     from mnistbench.errors import RunFailure
     from mnistbench.selection import existing_model
-    from mnistbench.tracking import EXPORTED, Exported, Tracker
+    from mnistbench.tracking import EXPORTED, Exported, Tracker, TrackingError
 
-    tracker = Tracker(uri)
+    try:
+        tracker = Tracker(uri)
+    except TrackingError as exc:
+        exc.flag = "--mlflow"  # what `study run` calls the URI
+        raise
     tracker.experiment_id(study)  # created now: a store that refuses it fails before any run
 
     def log_run(store: Store, key: str) -> None:
