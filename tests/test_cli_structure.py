@@ -252,7 +252,9 @@ def _all_parsers() -> list[argparse.ArgumentParser]:
 
 def test_every_parser_shows_each_default_at_most_once() -> None:
     parsers = _all_parsers()
-    assert len(parsers) == 11  # mnistbench, data (fetch, pack, info), train, study (3), report
+    # mnistbench, data (fetch, pack, info), train, study (3), report, predict, evaluate, export,
+    # track (mlflow)
+    assert len(parsers) == 16
     for parser in parsers:
         assert parser.formatter_class is HelpFormatter, parser.prog
         text = parser.format_help()

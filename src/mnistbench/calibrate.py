@@ -326,7 +326,9 @@ def _timed_writes(setup: train_torch.Setup) -> tuple[float, float]:
         save_checkpoint(Path(directory) / "c.pt", setup.spec, setup.training, 1, [], 0.0)
         checkpoint = time.perf_counter() - started
         started = time.perf_counter()
-        save_final_model(Path(directory) / "m.pt", setup.spec, setup.training.model)
+        save_final_model(
+            Path(directory) / "m.pt", setup.spec, setup.training.model, setup.preprocess
+        )
         return checkpoint, time.perf_counter() - started
 
 
