@@ -200,7 +200,7 @@ def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     from mnistbench import calibrate
     from mnistbench.estimate import TorchRates
 
-    # Timing replaced by constants (the real timing: tests/test_calibrate.py): 25.5 s a run.
+    # Timing replaced by constants (the real timing: tests/test_calibrate.py): 25 s a run.
     rates = TorchRates(100.0, 1_000.0, run_overhead_seconds=3.0, epoch_overhead_seconds=0.5)
     monkeypatch.setattr(calibrate, "time_torch_shape", lambda spec, data, seconds: rates)
     monkeypatch.setattr(calibrate, "_random_images", lambda name: None)
@@ -215,9 +215,9 @@ def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     assert _exit_code(["study", "status", str(study), "--store", str(store)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     # experiment, done, failed, skipped, running, pending, skip here, time here, disk
-    assert "grid 0 0 0 0 2 0 0m51s 44.7 MB" in out  # keep_models 'best': one model
+    assert "grid 0 0 0 0 2 0 0m50s 44.7 MB" in out  # keep_models 'best': one model
     assert "gpu 0 0 0 0 1 1 0m00s 0 B" in out
-    assert "study 0 0 0 0 3 1 0m56s" in out  # + 5 s start-up
+    assert "study 0 0 0 0 3 1 0m55s" in out  # + 5 s start-up
     assert "skipped here: 1 run(s) of gpu: device 'cuda:99' needs" in out
     assert not store.exists(), "status writes no store"
 
@@ -271,7 +271,7 @@ def test_train_help_states_each_default_once() -> None:
     (train,) = [p for p in _all_parsers() if p.prog == "mnistbench train"]
     text = " ".join(train.format_help().split())  # undo the line wrapping
     assert text.count("[default: results/checkpoints]") == 1
-    assert "Training batch size (images per step). [default: 64]" in text
+    assert "Training batch size (images per step). [default: 32]" in text
     assert "[default: all cores]" in text  # the computed default, in the field's own words
     assert "write the RunResult as JSON --checkpoint-dir" in text  # --json: no default shown
 

@@ -71,7 +71,7 @@ def test_amp_is_on_off_or_cuda_only_and_old_keys_stay() -> None:
             RunSpec(amp=bad)
         assert caught.value.field_name == "amp" and "'cuda'" in str(caught.value)
     # amp = true keeps the key it had before "cuda" existed (commit 9e4f06e); "cuda" is new.
-    assert RunSpec(amp=True).key() == "24090f96039a07e2"
+    assert RunSpec(amp=True, batch_size=64, lr=2e-3).key() == "24090f96039a07e2"  # then defaults
     assert RunSpec(amp="cuda").key() not in (RunSpec(amp=True).key(), RunSpec().key())
     assert RunSpec(model="svm", amp="cuda").key() == RunSpec(model="svm").key()
 

@@ -86,3 +86,19 @@ def test_without_a_resettable_peak_the_kind_says_it_is_the_whole_processs(monkey
     reset_peak_memory(torch.device("cpu"))
     used, kind = peak_memory(torch.device("cpu"))
     assert kind == "process_peak_rss" and used > 10 * MIB
+
+
+ZEN3 = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+    "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+    "processor\t: 1\nmodel name\t: other\n"
+)
+ZEN5 = ZEN3.replace(": 25", ": 26").replace("avx2 fma", "avx2 avx512f avx512_bf16 fma")
+
+
+def test_cpus_that_share_a_bare_name_are_told_apart_by_family_and_vector_unit():
+    assert measure.cpu_model(ZEN3) == "AMD EPYC (25/1, AVX2)"  # the first processor's entries
+    assert measure.cpu_model(ZEN5) == "AMD EPYC (26/1, AVX-512 bf16)"
+    xeon = "model name\t: Intel Xeon\ncpu family\t: 6\nmodel\t\t: 143\nflags\t\t: avx2 avx512f amx_bf16\n"
+    assert measure.cpu_model(xeon) == "Intel Xeon (6/143, AMX)"
+    assert measure.cpu_model("") == measure.cpu_model("garbage without fields")  # the platform's

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 SPECS = {
     "sgd": RunSpec(optimizer="sgd", epochs=3),
-    "adam": RunSpec(optimizer="adam", epochs=3),
+    "adam": RunSpec(optimizer="adam", lr=2e-3, epochs=3),
     "svm": RunSpec(model="svm", kernel="poly"),
     "failed": RunSpec(optimizer="adamw", epochs=3),
     "cuda": RunSpec(device="cuda"),

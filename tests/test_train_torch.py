@@ -368,3 +368,24 @@ def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
     expected = torch.load(final_model_path(tmp_path / "reference", spec))["model"]
     actual = torch.load(final_model_path(tmp_path / "stopped", spec))["model"]
     assert all(torch.equal(tensor, actual[name]) for name, tensor in expected.items())
+
+
+@pytest.mark.parametrize(("val_fraction", "evaluations"), [(0.0, 2), (0.25, 3)])
+def test_without_a_validation_split_the_last_epochs_evaluation_is_the_test_result(
+    monkeypatch, val_fraction, evaluations
+):
+    import mnistbench.train_torch as engine
+
+    calls = []
+    real = engine.evaluate
+    counted = lambda *args, **kwargs: calls.append(len(args[2])) or real(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(engine, "evaluate", counted)
+    spec = RunSpec(**TINY, val_fraction=val_fraction)
+    result = run(spec, synthetic_dataset(n_train=64))
+    assert len(calls) == evaluations  # one per epoch, plus the test pass only after a validation
+    assert result.test_accuracy is not None and result.eval_seconds > 0
+    assert sum(sum(row) for row in result.confusion_matrix) == calls[-1]  # the test split's size
+    if not val_fraction:
+        assert result.test_accuracy == result.history[-1].eval_accuracy
+    else:
+        assert result.val_accuracy == result.history[-1].eval_accuracy

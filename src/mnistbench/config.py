@@ -149,13 +149,13 @@ class RunSpec:
     optimizer: str = spec_field("adamw", engine="torch", choices=OPTIMIZERS)
     """'sgd' (with momentum), 'adam' or 'adamw'. The published study used sgd and adam; its
     protocol lives in configs/*.toml, while these defaults are a recipe that trains well fast."""
-    lr: float = spec_field(2e-3, engine="torch")
+    lr: float = spec_field(3e-3, engine="torch")
     """Peak learning rate."""
     momentum: float = spec_field(0.9, engine="torch", applies=lambda s: s.optimizer == "sgd")
     """SGD momentum (ignored by Adam/AdamW)."""
     weight_decay: float = spec_field(5e-4, engine="torch")
     """L2 weight decay (5e-4 as in the published study)."""
-    batch_size: int = spec_field(64, engine="torch")
+    batch_size: int = spec_field(32, engine="torch")
     """Training batch size (images per step)."""
     epochs: int = spec_field(5, engine="torch")
     """Passes over the training split."""

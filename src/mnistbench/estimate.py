@@ -41,9 +41,12 @@ def torch_run_images(
     epochs: int, n_train: int, n_val: int, n_test: int, eval_each_epoch: bool
 ) -> tuple[int, int]:
     """(images trained, images evaluated) by one ResNet run: the held-out evaluations (on the
-    validation split, or on the test split when there is none) and the final test pass."""
-    val_passes = epochs if eval_each_epoch else 1
-    return epochs * n_train, val_passes * (n_val or n_test) + n_test
+    validation split, or on the test split when there is none) and the final test pass, which
+    without a validation split is the last epoch's evaluation itself."""
+    held_out_passes = epochs if eval_each_epoch else 1
+    if n_val == 0:
+        return epochs * n_train, held_out_passes * n_test
+    return epochs * n_train, held_out_passes * n_val + n_test
 
 
 def makespan(durations: list[float], slots: int) -> float:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib.metadata
 import os
 import platform
 import resource
@@ -155,14 +156,30 @@ def available_memory() -> int | None:
     return None
 
 
-def cpu_model() -> str:
+# The widest vector/matrix unit a CPU has, best first: what decides whether bf16 or channels_last
+# pays off (section 7 and 11 of benchmarks/README.md).
+VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 bf16"), ("avx512f", "AVX-512"),
+                ("avx2", "AVX2"), ("neon", "NEON"), ("asimd", "NEON"))  # fmt: skip
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's name with its family/model and widest vector unit: 'AMD EPYC (25/1, AVX2)'.
+    Virtual machines often report a bare 'AMD EPYC' for Zen 3 and Zen 5 alike, whose speeds and
+    best settings differ: the suffix keeps their measurements and calibrations apart."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())  # the first processor's entries
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    unit = next((label for flag, label in VECTOR_UNITS if flag in flags), "")
+    family = "/".join(fields[k] for k in ("cpu family", "model") if fields.get(k))
+    detail = ", ".join(part for part in (family, unit) if part)
+    return f"{model} ({detail})" if detail else model
 
 
 def device_name(device: torch.device) -> str:
@@ -185,10 +202,12 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _version(module: str) -> str | None:
+def _version(distribution: str) -> str | None:
+    """An installed package's version, read from its metadata: importing scikit-learn only to
+    ask would add seconds to every torch run."""
     try:
-        return __import__(module).__version__
-    except ImportError:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 
@@ -202,7 +221,7 @@ def environment(device: torch.device | None = None, threads: int | None = None) 
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
-        "sklearn": _version("sklearn"),
+        "sklearn": _version("scikit-learn"),
         "numpy": _version("numpy"),
         "platform": platform.platform(),
         "cpu": cpu_model(),

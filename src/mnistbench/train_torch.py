@@ -132,10 +132,20 @@ class Progress:
     resumed_from: int | None = None  # the epoch a checkpoint brought the run back to
     status: str = "ok"  # or "diverged"
     message: str | None = None
+    final_test: Evaluation | None = None  # the last epoch's evaluation, when it was the test's
 
     @property
     def next_epoch(self) -> int:
         return (self.resumed_from or 0) + 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of the model: accuracy %, confusion matrix and the seconds it took."""
+
+    accuracy: float
+    confusion: torch.Tensor
+    seconds: float
 
 
 def resume(setup: Setup, ckpt_path: Path | None, reporter: Reporter) -> Progress:
@@ -194,7 +204,10 @@ def train_epochs(
         progress.train_seconds += epoch_seconds
         entry = epoch_entry(epoch, stats, epoch_seconds, training)
         if spec.eval_each_epoch or epoch == spec.epochs:
-            entry.eval_split, entry.eval_accuracy = setup.data.eval_name, evaluate_held_out(setup)
+            held_out = evaluate_held_out(setup)
+            entry.eval_split, entry.eval_accuracy = setup.data.eval_name, held_out.accuracy
+            if epoch == spec.epochs and setup.data.eval_name == "test":
+                progress.final_test = held_out  # the result's test evaluation: not run twice
         progress.history.append(entry)
         reporter.end_epoch(entry.progress_line())
         if ckpt_path is not None:
@@ -226,9 +239,10 @@ def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult
     if progress.train_seconds > 0:
         result.images_per_second = images_trained / progress.train_seconds
     if progress.status == "ok":
-        fill_test_result(
-            result, setup.training, setup.split, setup.preprocess, device, spec.image_size
+        test = progress.final_test or evaluate_on(
+            setup, setup.split.test_images.to(device), setup.split.test_labels.to(device)
         )
+        fill_test_result(result, test, len(setup.split.val_labels) > 0)
     result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
     return result
 
@@ -282,39 +296,33 @@ def train_epoch(setup: Setup, epoch: int, reporter: Reporter) -> EpochStats:
     )  # fmt: skip
 
 
-def evaluate_held_out(setup: Setup) -> float:
-    """Accuracy % on the run's validation part (else its test split), for the history."""
-    accuracy, _ = evaluate(
-        setup.training.model, setup.data.eval_images, setup.data.eval_labels, setup.preprocess,
-        setup.device, setup.training.precision, eval_batch_size(setup.spec.image_size),
+def evaluate_held_out(setup: Setup) -> Evaluation:
+    """The run's validation part (else its test split), for the history."""
+    return evaluate_on(setup, setup.data.eval_images, setup.data.eval_labels)
+
+
+def evaluate_on(setup: Setup, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """The model on device-resident images, timed apart from training."""
+    watch = Stopwatch(setup.device)
+    watch.start()
+    accuracy, confusion = evaluate(
+        setup.training.model, images, labels, setup.preprocess, setup.device,
+        setup.training.precision, eval_batch_size(setup.spec.image_size),
     )  # fmt: skip
-    return accuracy
+    return Evaluation(accuracy, confusion, watch.stop())
 
 
 # --- The result -----------------------------------------------------------------------------
 
 
-def fill_test_result(
-    result: RunResult,
-    training: Training,
-    split: SplitData,
-    preprocess: Preprocess,
-    device: torch.device,
-    image_size: int,
-) -> None:
-    """Evaluate on the test split (timed apart from training) and fill in the result."""
-    if len(split.val_labels) and result.history[-1].eval_split == "val":
+def fill_test_result(result: RunResult, test: Evaluation, has_val: bool) -> None:
+    """The test evaluation's numbers in the result (and the last validation accuracy)."""
+    if has_val and result.history[-1].eval_split == "val":
         result.val_accuracy = result.history[-1].eval_accuracy
-    eval_watch = Stopwatch(device)
-    eval_watch.start()
-    accuracy, confusion = evaluate(
-        training.model, split.test_images.to(device), split.test_labels.to(device), preprocess,
-        device, training.precision, eval_batch_size(image_size),
-    )  # fmt: skip
-    result.eval_seconds = eval_watch.stop()
-    result.test_accuracy = accuracy
-    result.confusion_matrix = confusion.tolist()
-    result.per_class_accuracy = per_class_accuracy(confusion.tolist())
+    result.eval_seconds = test.seconds
+    result.test_accuracy = test.accuracy
+    result.confusion_matrix = test.confusion.tolist()
+    result.per_class_accuracy = per_class_accuracy(result.confusion_matrix)
 
 
 def protocol(
