@@ -42,7 +42,6 @@ class Report:
     """Everything the writers need, computed once: they format, they never compute."""
 
     title: str
-    study: str | None
     description: str
     generated_at: str
     store_path: str
@@ -80,24 +79,19 @@ def build_report(
     """Everything the renderers need, computed once from the store's runs."""
     runs = load_runs(store, study)
     if runs.empty:
-        known = sorted({name for name, _ in store.experiments()})
+        known = ", ".join(sorted({name for name, _ in store.experiments()}))
+        which = f" of study {study!r}" if study else ""
         raise EmptyReportError(
-            f"{store.path} has no runs"
-            + (f" of study {study!r}" if study else "")
-            + (f"; studies in it: {', '.join(known)}" if known else "")
+            f"{store.path} has no runs{which}" + f"; studies in it: {known}" * bool(known)
         )
     studies = list(dict.fromkeys(s for pairs in runs["memberships"] for s, _ in pairs))
     exps = experiments(runs, descriptions or {}, several=len(studies) > 1)
-    headline = [
-        *said.best_configs(exps, "grid"),
-        *said.best_configs(exps, "svm"),
-        *said.gpu_speedup(exps),
-    ]
+    headline = said.best_configs(exps, "grid") + said.best_configs(exps, "svm")
+    headline += said.gpu_speedup(exps)
     insights = said.model_sizes(exps) + [i for e in exps for i in effects(e)] + said.claims(exps)
     insights += [i for e in exps for i in outliers(e)] + said.caveats(runs)
     return Report(
         title=f"mnistbench report: study {', '.join(studies)}",
-        study=study or (studies[0] if len(studies) == 1 else None),
         description=study_description,
         generated_at=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         store_path=str(Path(store.path)),
@@ -119,8 +113,7 @@ def experiments(
     found = []
     for (study, name), members in runs.explode("memberships").groupby("memberships", sort=False):
         slug, text = f"{study}-{name}" if several else name, descriptions.get(name, "")
-        datasets = list(dict.fromkeys(members["dataset"]))
-        if kind(members) != "grid" or len(datasets) == 1:
+        if kind(members) != "grid" or members["dataset"].nunique() == 1:
             found.append(Experiment(slug, kind(members), members, text))
         else:
             for dataset, part in members.groupby("dataset", sort=False):
@@ -136,6 +129,7 @@ def figures(exp: Experiment) -> list[drawn.Plot]:
 
 
 def confusion_plots(runs: pd.DataFrame) -> list[drawn.Plot]:
+    """The confusion matrix of the most accurate run per dataset that kept one."""
     done = finished(runs[runs["confusion"].notna()])
     best = done.loc[done.groupby("dataset", sort=False)["test_accuracy"].idxmax()]
     return [drawn.confusion(row) for _, row in best.iterrows()]
@@ -146,12 +140,9 @@ def environment(runs: pd.DataFrame) -> list[tuple[str, str]]:
     done, rows = runs[runs["state"].eq("ok")], []
     for column, title in ENVIRONMENT:
         values = done[column].dropna().map(lambda v, c=column: show(c, v)).value_counts(sort=False)
-        if column == "env_gpu" and values.empty:
-            rows.append((title, "none (no run used a GPU)"))
-        elif len(values) == 1:
-            rows.append((title, values.index[0]))
-        elif len(values) > 1:
-            rows.append((title, ", ".join(f"{v} ({n} runs)" for v, n in values.items())))
+        each = [f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.items()]
+        if each or column == "env_gpu":
+            rows.append((title, ", ".join(each) or "none (no run used a GPU)"))
     return rows
 
 

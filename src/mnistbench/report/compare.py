@@ -9,7 +9,7 @@ more, seeds matched across a pair give a paired t-test, else Welch's test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
-from mnistbench.report.frame import axes, configs, finished, numeric
+from mnistbench.report.frame import axes, configs, finished, levels, numeric
 from mnistbench.report.text import field_label, label, percent, plural, ratio, show
 
 OUTLIER_POINTS = 10.0
@@ -64,9 +64,14 @@ class Experiment:
         return low_outliers(self.configs, self.axes)
 
     @cached_property
+    def done(self) -> pd.DataFrame:
+        """Configs with an accuracy: a seed finished (skipped or failed runs never count)."""
+        return self.configs[self.configs["acc"].notna()]
+
+    @cached_property
     def clean(self) -> pd.DataFrame:
-        """Configs with an accuracy, outliers left out: what comparisons use."""
-        return self.configs[self.configs["acc"].notna()].drop(self.outliers.index)
+        """Finished configs, outliers left out: what comparisons use."""
+        return self.done.drop(self.outliers.index)
 
 
 def kind(runs: pd.DataFrame) -> str:
@@ -83,9 +88,9 @@ def chance(dataset: str) -> float:
         return 10.0
 
 
-def keys(exp: Experiment, configs: pd.DataFrame) -> tuple[str, ...]:
+def keys(exp: Experiment, configs: Iterable[str]) -> tuple[str, ...]:
     """The keys of the runs of these configs."""
-    return tuple(exp.runs.loc[exp.runs["config"].isin(configs["config"]), "key"])
+    return tuple(exp.runs.loc[exp.runs["config"].isin(list(configs)), "key"])
 
 
 def low_outliers(configs: pd.DataFrame, axes: list[str]) -> pd.Series:
@@ -129,89 +134,37 @@ def region(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> tuple
     return " and ".join(parts), int(inside.sum())
 
 
-def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> list[str]:
-    """A few rules 'kernel rbf, gamma ≥ 0.3 (40 of 45)' that hold most flagged configs and few
-    others (the under-fit or memorising ends of a sweep): greedily, the threshold on a numeric
-    axis, for one value of a categorical axis or all, that adds the most flagged and the fewest
-    other configs, while it adds more of the first. Sorted cumulative sums: O(n log n)."""
-    hit, rules = pd.Series(among.index.isin(flagged.index), among.index), []
-    covered = pd.Series(False, among.index)
-    categorical = [a for a in axes if not numeric(among[a])]
-    subsets = [("", pd.Series(True, among.index))] + [
-        (f"{field_label(a)} {show(a, v)}, ", among[a].eq(v))
-        for a in categorical
-        for v in among[a].dropna().unique()
-    ]
-    for _ in range(3):
-        gain = (hit & ~covered).astype(int) - (~hit & ~covered).astype(int)
-        best = (0, "", "", "", 0.0)
-        for axis in (a for a in axes if numeric(among[a])):
-            for where, subset in subsets:
-                per_value = gain[subset].groupby(among.loc[subset, axis]).sum()
-                for side, total in (("≤", per_value.cumsum()), ("≥", per_value[::-1].cumsum())):
-                    found = (total.max(), where, axis, side, total.idxmax())
-                    best = found if found[0] > best[0] else best
-        if best[0] <= 0:
-            break
-        _, where, axis, side, edge = best
-        subset = dict(subsets)[where]
-        inside = subset & (among[axis] <= edge if side == "≤" else among[axis] >= edge)
-        rules.append(
-            f"{where}{field_label(axis)} {side} {edge:g} ({(inside & hit).sum()} of {inside.sum()})"
-        )
-        covered |= inside
-    return rules + [f"{(hit & ~covered).sum()} elsewhere"] * bool((hit & ~covered).any())
-
-
 def findings(
     flagged: pd.DataFrame, exp: Experiment, each: Callable[[dict], str], together: str
 ) -> list[Insight]:
-    """One sentence per flagged config when there are few; for more, one that says where they
-    are: the box they fill, else thresholds on the axes that hold most of them."""
+    """One sentence per flagged config when there are few ('<config> reached 60.00%, <each>');
+    for more, one that says where they are: the box of axis values they fill, if any."""
     if len(flagged) <= AT_MOST:
-        rows = flagged.to_dict("records")
-        said = [f"{label(r, exp.axes)} ({exp.slug}) {each(r)}" for r in rows]
-        return [
-            Insight("outlier", s, r, keys(exp, flagged[i : i + 1]))
-            for i, (s, r) in enumerate(zip(said, rows, strict=True))
-        ]
+        found = []
+        for row in flagged.to_dict("records"):
+            what = f"{label(row, exp.axes)} ({exp.slug})"
+            text = f"{what} reached {percent(row['acc'])}%, {each(row)}"
+            found.append(Insight("outlier", text, row, keys(exp, [row["config"]])))
+        return found
     box, inside = region(flagged, exp.configs, exp.axes)
-    if box and inside <= 1.25 * len(flagged):  # they fill a box: 'C ≤ 0.3 and gamma ≥ 0.1'
-        text = f"{len(flagged)} of the {inside} configs with {box} ({exp.slug}) {together}"
-    else:  # scattered, or along the ends of several axes
-        box = "; ".join(thresholds(flagged, exp.configs, exp.axes))
-        text = (
-            f"{len(flagged)} of {len(exp.configs)} configs ({exp.slug}) {together}"
-            + f" Where: {box}." * bool(box)
-        )
+    where = f"the {inside} configs with {box}" if box else f"{len(exp.configs)} configs"
+    text = f"{len(flagged)} of {where} ({exp.slug}) {together}"
     data = {"configs": len(flagged), "region": box, "inside": inside}
-    return [Insight("outlier", text, data, keys(exp, flagged))]
+    return [Insight("outlier", text, data, keys(exp, flagged["config"]))]
 
 
 def outliers(exp: Experiment) -> list[Insight]:
     """Configs far below their neighbours, and configs near chance (runs that failed or
     diverged are in the notes of their table)."""
-    low = exp.configs.loc[exp.outliers.index].assign(gap=exp.outliers)
     threshold = f"threshold {OUTLIER_POINTS:g} points"
-    found = findings(
-        low,
-        exp,
-        lambda r: (
-            f"reached {percent(r['acc'])}%, at least {r['gap']:.2f} points below its neighbours "
-            f"along every axis (configs one setting away; {threshold})."
-        ),
-        f"are far below their neighbours ({threshold}): left out of comparisons.",
-    )
-    done = exp.configs[exp.configs["acc"].notna()]
-    limit = done["dataset"].map(chance).astype(float) + CHANCE_MARGIN
-    found += findings(
-        done[done["acc"] <= limit],
-        exp,
-        lambda r: f"reached {percent(r['acc'])}%, within {CHANCE_MARGIN:g} points of chance.",
-        f"are within {CHANCE_MARGIN:g} points of chance (≤ {percent(limit.max())}%): "
-        "they did not learn.",
-    )
-    return found
+    below = f"points below its neighbours along every axis (configs one setting away; {threshold})."
+    far = f"are far below their neighbours ({threshold}): left out of comparisons."
+    low = exp.configs.loc[exp.outliers.index].assign(gap=exp.outliers)
+    found = findings(low, exp, lambda r: f"at least {r['gap']:.2f} {below}", far)
+    limit = exp.done["dataset"].map(chance).astype(float) + CHANCE_MARGIN
+    near = f"within {CHANCE_MARGIN:g} points of chance"
+    together = f"are {near} (≤ {percent(limit.max())}%): they did not learn."
+    return found + findings(exp.done[exp.done["acc"] <= limit], exp, lambda r: f"{near}.", together)
 
 
 # --- like-with-like comparisons -----------------------------------------------------------------
@@ -247,15 +200,15 @@ def versus(
     if wide.empty or a not in wide["acc"] or b not in wide["acc"]:
         return None
     pairs = wide[wide["acc"][a].notna() & wide["acc"][b].notna()]
-    diff, used = pairs["acc"][a] - pairs["acc"][b], table[table["ctx"].isin(pairs.index)]
     if pairs.empty:
         return None
+    diff, used = pairs["acc"][a] - pairs["acc"][b], table[table["ctx"].isin(pairs.index)]
     test, p = gap_test(exp, used, factor, a, b)
     return {
         "factor": factor, "a": a, "b": b, "pairs": len(pairs), "a_wins": int((diff > 0).sum()),
         "b_wins": int((diff < 0).sum()), "median_diff": float(diff.median()),
         "time_ratio": float((pairs["secs"][a] / pairs["secs"][b]).median()), "test": test,
-        "p": p, "runs": keys(exp, used),
+        "p": p, "runs": keys(exp, used["config"]),
     }  # fmt: skip
 
 
@@ -275,10 +228,15 @@ def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -
     else:
         groups = [runs.loc[runs[factor].eq(v), "test_accuracy"] for v in (a, b)]
         test, p = "Welch's t-test", stats.ttest_ind(*groups, equal_var=False).pvalue
+    return tested(test, p), None if pd.isna(p) else float(p)
+
+
+def tested(test: str, p: float) -> str:
+    """'paired t-test p = 0.012, significant at 5%', or why there is no p."""
     if pd.isna(p):
-        return f"{test}: no variance to test", None
+        return f"{test}: no variance to test"
     verdict = f"{'' if p < SIGNIFICANCE else 'not '}significant at {SIGNIFICANCE:.0%}"
-    return f"{test} p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}, {verdict}", float(p)
+    return f"{test} p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}, {verdict}"
 
 
 def versus_text(exp: Experiment, result: dict) -> str:
@@ -293,10 +251,8 @@ def versus_text(exp: Experiment, result: dict) -> str:
     pace = "about as fast" if 0.95 < speed < 1.05 else pace
     pace = "" if pd.isna(speed) else f" and trains {pace} (median time ratio)"
     pairs = plural(result["pairs"], f"{context_name(exp, factor)} pair")
-    return (
-        f"{named}{show(factor, a)} is more accurate than {show(factor, b)} in {wins:,} of {pairs} "
-        f"(median {gap:+.2f} points){pace}; {result['test']}"
-    )
+    than = f"is more accurate than {show(factor, b)} in {wins:,} of {pairs}"
+    return f"{named}{show(factor, a)} {than} (median {gap:+.2f} points){pace}; {result['test']}"
 
 
 def left_out(exp: Experiment) -> str:
@@ -313,8 +269,7 @@ def effects(exp: Experiment, at_most: int = 4) -> list[Insight]:
     values, which is best in how many contexts."""
     insights, note = [], left_out(exp)
     for factor in [a for a in exp.axes if a not in ("dataset", "model", "device_kind")][:at_most]:
-        values = list(dict.fromkeys(exp.clean[factor].dropna()))
-        values = sorted(values) if numeric(exp.clean[factor]) else values
+        values = levels(exp.clean[factor])
         if len(values) == 2 and (result := versus(exp, factor, *values)):
             runs = result.pop("runs")
             text = f"{exp.slug}: {versus_text(exp, result)}.{note}"
@@ -327,6 +282,6 @@ def effects(exp: Experiment, at_most: int = 4) -> list[Insight]:
             where = f"per {context_name(exp, factor)}: {top} of {plural(len(acc), 'context')}"
             text = f"{exp.slug}: best {field_label(factor)} {where}.{note}"
             data = {"factor": factor, "contexts": len(acc), "wins": wins.to_dict()}
-            used = keys(exp, table[table["ctx"].isin(acc.index)])
+            used = keys(exp, table.loc[table["ctx"].isin(acc.index), "config"])
             insights += [Insight("effect", text, data, used)] if len(acc) else []
     return insights

@@ -55,10 +55,6 @@ def load_runs(store: Store, study: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def export_columns(frame: pd.DataFrame) -> list[str]:
-    return [column for column in frame.columns if column not in OBJECTS]
-
-
 def _row(record: RunRecord, study: str) -> dict[str, Any]:
     spec, result, state = record.spec, record.result, _state(record)
     canonical = spec.canonical()
@@ -74,15 +70,12 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     row |= {name: getattr(result, name, None) for name in RESULT_FIELDS}
     env = result.environment if result else {}
     used = (result.device if result else None) or spec.device
-    row["device_kind"] = (
-        ("cuda" if spec.svm_backend == "cuml" else "cpu") if spec.is_svm else used.split(":")[0]
-    )
+    svm_device = "cuda" if spec.svm_backend == "cuml" else "cpu"
+    row["device_kind"] = svm_device if spec.is_svm else used.split(":")[0]
     row["device_name"] = env.get("device_name") or (result.device if result else None)
     sizes = result.protocol.get("sizes") if result else None
-    row |= {
-        f"{s}_images": sizes.get(s) if isinstance(sizes, dict) else None
-        for s in ("train", "val", "test")
-    }
+    sizes = sizes if isinstance(sizes, dict) else {}
+    row |= {f"{s}_images": sizes.get(s) for s in ("train", "val", "test")}
     done = [entry for entry in (result.history if result else []) if entry.ok]
     row["epochs_completed"] = len(done) if result else None
     row["final_train_loss"] = done[-1].train_loss if done else None
@@ -91,9 +84,8 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
         row["env_gpu"] = row["device_name"]
     unknown = record.unknown_fields
     row["unknown_fields"] = json.dumps(unknown, default=str) if unknown else None
-    row["history"], row["confusion"] = (
-        (result.history, result.confusion_matrix) if result else ([], None)
-    )
+    row["history"] = result.history if result else []
+    row["confusion"] = result.confusion_matrix if result else None
     return row
 
 
@@ -131,12 +123,16 @@ def axes(runs: pd.DataFrame) -> list[str]:
 
 
 def numeric(values: pd.Series) -> bool:
+    """Numbers, not flags, also in a column with gaps (a field that some runs do not have)."""
     present = values.dropna()
-    if present.empty or pd.api.types.is_bool_dtype(present):
-        return False
-    return pd.api.types.is_numeric_dtype(present) or all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in present
-    )
+    real = [isinstance(v, numbers.Real) and not isinstance(v, bool) for v in present]
+    return bool(real) and all(real)
+
+
+def levels(values: pd.Series) -> list:
+    """An axis' distinct values in its order: sorted when numeric, else as they first appear."""
+    present = values.dropna()
+    return sorted(present.unique()) if numeric(present) else list(dict.fromkeys(present))
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -162,10 +158,7 @@ def configs(runs: pd.DataFrame) -> pd.DataFrame:
     stats["partial"] = ""
     for config in stats.index[stats["n_ok"].gt(0) & stats["n"].gt(stats["n_ok"])]:  # few
         said = ", ".join(f"{n} {state}" for state, n in lost.loc[config].items() if n)
-        stats.loc[config, "partial"] = (
-            f" ({stats['n_ok'][config]}/{stats['n'][config]} seeds; {said})"
-        )
-    spec = runs.groupby("config", sort=False)[
-        [*SPEC_FIELDS, "device_kind", "backend", "device_name"]
-    ]
-    return spec.first().join(stats).reset_index()
+        seeds = f"{stats['n_ok'][config]}/{stats['n'][config]} seeds"
+        stats.loc[config, "partial"] = f" ({seeds}; {said})"
+    fields = [*SPEC_FIELDS, "device_kind", "backend", "device_name"]
+    return runs.groupby("config", sort=False)[fields].first().join(stats).reset_index()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mnistbench import published
-from mnistbench.report.compare import SIGNIFICANCE, Experiment, Insight, keys, versus, versus_text
+from mnistbench.report.compare import Experiment, Insight, keys, tested, versus, versus_text
 from mnistbench.report.frame import finished
 from mnistbench.report.tables import GRID_AXES, published_gaps
 from mnistbench.report.text import counts, giga, label, name, percent, plural, ratio, seconds
@@ -32,30 +32,26 @@ def runner_up(exps: list[Experiment], best: dict, second: dict) -> str:
     from scipy import stats  # here: importing it takes a second, and one seed needs no test
 
     samples = [
-        finished(exps[r["exp"]].runs).query("config == @r['config']") for r in (best, second)
+        finished(exps[r["exp"]].runs).query("config == @r['config']")["test_accuracy"]
+        for r in (best, second)
     ]
-    p = stats.ttest_ind(*(s["test_accuracy"] for s in samples), equal_var=False).pvalue
-    verdict = f"{'' if p < SIGNIFICANCE else 'not '}significant at {SIGNIFICANCE:.0%}"
-    return text + (f" (Welch's t-test p = {p:.3f}, {verdict})." if pd.notna(p) else ".")
+    welch = tested("Welch's t-test", stats.ttest_ind(*samples, equal_var=False).pvalue)
+    return text + f" ({welch})."
 
 
 def best_configs(exps: list[Experiment], kind: str) -> list[Insight]:
     """Per dataset, the best finished config of the Q1(a) grids ('grid') or of the SVMs ('svm'),
     beside the published study's best."""
     insights, part = [], "q1a" if kind == "grid" else "q1b"
-    pool = [e.configs.assign(exp=i) for i, e in enumerate(exps) if e.kind == kind]
-    for dataset, configs in pd.concat(pool).groupby("dataset", sort=False) if pool else []:
-        done = configs[configs["acc"].notna()].sort_values("test_accuracy_mean", ascending=False)
-        if done.empty:
-            continue
+    pool = [e.done.assign(exp=i) for i, e in enumerate(exps) if e.kind == kind]
+    for dataset, done in pd.concat(pool).groupby("dataset", sort=False) if pool else []:
+        done = done.sort_values("test_accuracy_mean", ascending=False)
         best, exp = done.iloc[0].to_dict(), exps[done["exp"].iloc[0]]
-        axes = dict.fromkeys(
-            [*GRID_AXES, *exp.axes] if kind == "grid" else ["kernel", "C", *exp.axes]
-        )
+        axes = [*GRID_AXES, *exp.axes] if kind == "grid" else ["kernel", "C", *exp.axes]
         text = (
             f"Best on {name(dataset)} ({'Q1(a)' if kind == 'grid' else 'SVMs'}, {exp.slug}): "
-            f"{label(best, axes, dataset=False)} at {accuracy(best)}, {seconds(best['secs'])} s "
-            f"train time; best of {plural(len(done), 'finished config')}"
+            f"{label(best, dict.fromkeys(axes), dataset=False)} at {accuracy(best)}, "
+            f"{seconds(best['secs'])} s train time; best of {plural(len(done), 'finished config')}"
         )
         text += runner_up(exps, best, done.iloc[1].to_dict()) if len(done) > 1 else "."
         theirs = their_best(dataset, kind)
@@ -65,28 +61,22 @@ def best_configs(exps: list[Experiment], kind: str) -> list[Insight]:
             text += f" Published best: {theirs[1]} at {percent(theirs[0])}% ({gap:+.2f} points here{differs})."
         data = {"dataset": dataset, "experiment": exp.slug, "accuracy": best["test_accuracy_mean"],
                 "configs": len(done), "published": theirs[0] if theirs else None}  # fmt: skip
-        insights.append(
-            Insight("best" if kind == "grid" else "svm", text, data, keys(exp, done[:1]))
-        )
+        topic = "best" if kind == "grid" else "svm"
+        insights.append(Insight(topic, text, data, keys(exp, done["config"][:1])))
     return insights
 
 
 def their_best(dataset: str, kind: str) -> tuple[float, str] | None:
+    """The published study's best accuracy on `dataset` and what reached it, if it has one."""
     if kind == "svm":
         rows = [(r.accuracy, k.kernel) for k, r in published.SVM.items() if k.dataset == dataset]
-        return (
-            (rows[0][0], f"SVM {rows[0][1]}, C {published.SVM_C:g}")
-            if (rows := sorted(rows)[::-1])
-            else None
-        )
+        return (max(rows)[0], f"SVM {max(rows)[1]}, C {published.SVM_C:g}") if rows else None
     try:
         key, row = published.best(dataset)
     except KeyError:
         return None
-    return (
-        row.accuracy,
-        f"{name(key.model)}, B{key.batch_size}, {name(key.optimizer)}, lr {key.lr:g}",
-    )
+    what = f"{name(key.model)}, B{key.batch_size}, {name(key.optimizer)}, lr {key.lr:g}"
+    return row.accuracy, what
 
 
 def speedups(exps: list[Experiment]) -> pd.DataFrame:
@@ -96,15 +86,16 @@ def speedups(exps: list[Experiment]) -> pd.DataFrame:
         for model, configs in exp.clean.groupby("model", sort=False):
             if found := versus(exp, "device_kind", "cpu", "cuda", configs):
                 flops = configs["flops_per_image_mean"].max()
-                rows.append(
-                    {
-                        "model": model,
-                        "speedup": found["time_ratio"],
-                        "flops": flops,
-                        "runs": found["runs"],
-                    }
-                )
+                rows.append((model, found["time_ratio"], flops, found["runs"]))
     return pd.DataFrame(rows, columns=["model", "speedup", "flops", "runs"]).sort_values("flops")
+
+
+def per_model(found: pd.DataFrame) -> str:
+    """'ResNet-18 18.53× at 3.640 GFLOPs/img (fwd); ...': the speedups beside the model's cost."""
+    return "; ".join(
+        f"{name(r.model)} {ratio(r.speedup)} at {giga(r.flops)} GFLOPs/img (fwd)"
+        for r in found.itertuples()
+    )
 
 
 def gpu_speedup(exps: list[Experiment]) -> list[Insight]:
@@ -113,27 +104,17 @@ def gpu_speedup(exps: list[Experiment]) -> list[Insight]:
     if runs and found.empty:
         gpu = pd.concat(runs).query("device_kind != 'cpu'")
         why = "; ".join(dict.fromkeys(gpu["state"] + ": " + gpu["reason"])) or "no GPU run"
-        return [
-            Insight(
-                "speedup",
-                f"GPU speedup: not measured here ({why}).",
-                {"speedups": {}},
-                tuple(gpu["key"]),
-            )
-        ]
+        text = f"GPU speedup: not measured here ({why})."
+        return [Insight("speedup", text, {"speedups": {}}, tuple(gpu["key"]))]
     if found.empty:
         return []
-    ours = [
-        f"{name(r.model)} {ratio(r.speedup)} ({giga(r.flops)} GFLOPs/img fwd)"
-        for r in found.itertuples()
-    ]
     q2 = published.Q2
-    theirs = [
+    theirs = ", ".join(
         f"{name(m)} {ratio(q2[m, 'cpu'].train_ms / q2[m, 'cuda'].train_ms)}"
         for m in ("resnet18", "resnet50")
-    ]
-    text = f"GPU speedup (CPU time / GPU time, median over pairs): {'; '.join(ours)}. "
-    text += f"Published: {', '.join(theirs)} ({published.Q2_GPU})."
+    )
+    text = f"GPU speedup (CPU time / GPU time, median over pairs): {per_model(found)}. "
+    text += f"Published: {theirs} ({published.Q2_GPU})."
     data = {"speedups": dict(zip(found["model"], found["speedup"], strict=True))}
     return [Insight("speedup", text, data, tuple(k for ks in found["runs"] for k in ks))]
 
@@ -143,29 +124,27 @@ def model_sizes(exps: list[Experiment]) -> list[Insight]:
     insights = []
     for exp in (e for e in exps if e.kind != "svm"):
         if found := versus(exp, "model", "resnet18", "resnet50"):
+            runs = found.pop("runs")
             wins = f"The smaller model wins in {found['a_wins']} of {found['pairs']}."
-            insights.append(
-                Insight(
-                    "models",
-                    f"{exp.slug}: {versus_text(exp, found)}. {wins}",
-                    found,
-                    found.pop("runs"),
-                )
-            )
+            text = f"{exp.slug}: {versus_text(exp, found)}. {wins}"
+            insights.append(Insight("models", text, found, runs))
     return insights
+
+
+def agreeing(tests: list[dict]) -> str:
+    """'3 of 4 pairs': how many of the pairs behind these comparisons favour the first value."""
+    return f"{sum(t['a_wins'] for t in tests)} of {plural(sum(t['pairs'] for t in tests), 'pair')}"
 
 
 def claim(topic: str, tests: list[dict], said: str) -> Insight:
     """A published claim with our verdict: the share of our comparisons that agree with it."""
     agree, total = sum(t["a_wins"] for t in tests), sum(t["pairs"] for t in tests)
-    verdict = "supported" if agree >= AGREE * total else "mixed"
-    verdict = (
-        "not testable here"
-        if not total
-        else "contradicted"
-        if agree <= (1 - AGREE) * total
-        else verdict
-    )
+    if not total:
+        verdict = "not testable here"
+    elif agree >= AGREE * total:
+        verdict = "supported"
+    else:
+        verdict = "contradicted" if agree <= (1 - AGREE) * total else "mixed"
     text = f"{topic[0].upper()}{topic[1:]}: “{published.CLAIMS[topic]}” {verdict}: {said}."
     return Insight("claim", text, {"claim": topic, "verdict": verdict, "agree": agree, "of": total})
 
@@ -175,43 +154,32 @@ def claims(exps: list[Experiment]) -> list[Insight]:
     grids = [e for e in exps if e.kind == "grid"]
     said, lrs = [], []  # SGD does best at lr 0.001; Adam at lr 0.0001
     for optimizer, good, bad in (("sgd", 1e-3, 1e-4), ("adam", 1e-4, 1e-3)):
-        found = [
-            r
-            for e in grids
-            if (r := versus(e, "lr", good, bad, e.clean[e.clean["optimizer"].eq(optimizer)]))
-        ]
-        wins, pairs = sum(r["a_wins"] for r in found), sum(r["pairs"] for r in found)
-        said += [
-            f"{name(optimizer)} more accurate at lr {good:g} than {bad:g} in {wins} of {plural(pairs, 'pair')}"
-        ] * bool(found)
+        subsets = [(e, e.clean[e.clean["optimizer"].eq(optimizer)]) for e in grids]
+        found = [r for e, table in subsets if (r := versus(e, "lr", good, bad, table))]
+        if found:
+            said.append(
+                f"{name(optimizer)} more accurate at lr {good:g} than {bad:g} in {agreeing(found)}"
+            )
         lrs += found
-    found = [
-        claim("optimizer", lrs, "; ".join(said) or "no SGD or Adam pairs at lr 0.001 and 0.0001")
-    ]
+    none = "no SGD or Adam pairs at lr 0.001 and 0.0001"
+    found = [claim("optimizer", lrs, "; ".join(said) or none)]
     batch = [r for e in grids if (r := versus(e, "batch_size", 16, 32))]
-    wins, pairs = sum(r["a_wins"] for r in batch), sum(r["pairs"] for r in batch)
     speed = ratio(pd.Series([r["time_ratio"] for r in batch], dtype=float).median())
-    said = f"batch 16 more accurate in {wins} of {plural(pairs, 'pair')}; batch 32 trains {speed} faster (median)"
+    said = f"batch 16 more accurate in {agreeing(batch)}; batch 32 trains {speed} faster (median)"
     found.append(claim("batch size", batch, said if batch else "no batch 16/32 pairs"))
     sped = speedups(exps)  # a test per model (GPU faster?); with two, does the larger gain more?
     tests = [{"a_wins": int(s > 1), "pairs": 1} for s in sped["speedup"]]
-    tests += [{"a_wins": int(sped["speedup"].is_monotonic_increasing), "pairs": 1}] * (
-        len(sped) > 1
-    )
-    said = "; ".join(
-        f"{name(r.model)} {ratio(r.speedup)} at {giga(r.flops)} GFLOPs/img"
-        for r in sped.itertuples()
-    )
-    return [*found, claim("GPU acceleration", tests, said or "no CPU/GPU pair finished")]
+    if len(sped) > 1:
+        tests.append({"a_wins": int(sped["speedup"].is_monotonic_increasing), "pairs": 1})
+    said = per_model(sped) or "no CPU/GPU pair finished"
+    return [*found, claim("GPU acceleration", tests, said)]
 
 
 def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
     """What a reader must know before trusting the numbers: seeds, subsets, missing runs, and
     train times of one model, input, device and precision that differ more than `spread`×."""
-    seeds, skipped = (
-        finished(runs).groupby("config")["key"].size(),
-        runs[runs["state"].eq("skipped")],
-    )
+    seeds = finished(runs).groupby("config")["key"].size()
+    skipped = runs[runs["state"].eq("skipped")]
     waiting = runs[runs["state"].isin(["not run", "running"])]
     said = [  # (whether it applies, what it says)
         ((seeds < 2).any(), f"{(seeds < 2).sum()} of {len(seeds)} finished configs have one seed: "
@@ -232,4 +200,4 @@ def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
             f"Training throughput of {name(model)} at {size:g} px on {name(device)} ranges from {r['min']:,.1f} to "
             f"{r['max']:,.1f} images/s over {r['size']:g} runs: other work shared the machine; compare with care."
         )
-    return [Insight("caveat", text) for text in texts if text]
+    return [Insight("caveat", text) for text in texts]

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
 from mnistbench.report.compare import Experiment, contexts
-from mnistbench.report.frame import numeric
+from mnistbench.report.frame import levels, numeric
 from mnistbench.report.text import field_label, label, name, percent, show
 
 LINES_AT_MOST = 12
@@ -58,19 +58,11 @@ def _panel(axes: Axes, grid: pd.DataFrame, x: str, y: str, limits: tuple[float, 
         if np.isfinite(value):  # black on light cells, white on dark ones
             light = np.dot((0.2126, 0.7152, 0.0722), image.cmap(image.norm(value))[:3]) > 0.5
             axes.text(c, r, f"{value:.1f}", color="black" if light else "white", **TEXT)
-    for set_ticks, axis, ticks in (
-        (axes.set_yticks, y, grid.index),
-        (axes.set_xticks, x, grid.columns),
-    ):
-        step = -(-len(ticks) // TICKS_AT_MOST)
-        set_ticks(range(0, len(ticks), step), [show(axis, v) for v in ticks[::step]], fontsize=7)
-    log = [
-        numeric(t.to_series()) and geometric(np.array(t, float)) for t in (grid.columns, grid.index)
-    ]
-    axes.set(
-        xlabel=field_label(x) + " (log scale)" * log[0],
-        ylabel=field_label(y) + " (log scale)" * log[1],
-    )
+    for axis, field, ticks in ((axes.yaxis, y, grid.index), (axes.xaxis, x, grid.columns)):
+        shown = range(0, len(ticks), -(-len(ticks) // TICKS_AT_MOST))
+        axis.set_ticks(shown, [show(field, ticks[i]) for i in shown], fontsize=7)
+        log = numeric(ticks.to_series()) and geometric(np.array(ticks, float))
+        axis.set_label_text(field_label(field) + " (log scale)" * log)
     return image
 
 
@@ -84,29 +76,22 @@ def heatmap(exp: Experiment, panels_at_most: int = 6) -> Plot | None:
     if len(ranked) < 2:
         return None
     (y, x), rest = ranked[:2], [a for a in axes if a not in ranked[:2]]
-    levels = [
-        sorted(configs[a].dropna().unique())
-        if numeric(configs[a])
-        else list(dict.fromkeys(configs[a].dropna()))
-        for a in (y, x)
-    ]
+    rows, columns = levels(configs[y]), levels(configs[x])
     facets = contexts(configs, [*rest, x], x)
     panels = list(configs.groupby(facets, sort=False))[:panels_at_most]
-    columns, rows = min(len(panels), 3), -(-len(panels) // 3)
-    width, height = (min(6.0, 2.4 + 0.35 * len(v)) for v in (levels[1], levels[0]))
-    figure = Figure(figsize=(1.5 + width * columns, 0.5 + height * rows), layout="constrained")
+    across, down = min(len(panels), 3), -(-len(panels) // 3)
+    width, height = (min(6.0, 2.4 + 0.35 * len(v)) for v in (columns, rows))
+    figure = Figure(figsize=(1.5 + width * across, 0.5 + height * down), layout="constrained")
     limits = configs["test_accuracy_mean"].min(), configs["test_accuracy_mean"].max()
     for index, (_, part) in enumerate(panels):
-        axes = figure.add_subplot(rows, columns, index + 1)
+        axes = figure.add_subplot(down, across, index + 1)
         grid = part.pivot_table(index=y, columns=x, values="test_accuracy_mean", dropna=False)
-        image = _panel(axes, grid.reindex(index=levels[0], columns=levels[1]), x, y, limits)
-        axes.set_title(
-            label(part.iloc[0], rest, dataset="dataset" in rest) if rest else exp.slug, fontsize=9
-        )
+        image = _panel(axes, grid.reindex(index=rows, columns=columns), x, y, limits)
+        title = label(part.iloc[0], rest, dataset="dataset" in rest) if rest else exp.slug
+        axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=figure.axes, label="test accuracy (%)")
-    some = f" (the first {len(panels)} of {facets.nunique()} panels)" * (
-        facets.nunique() > len(panels)
-    )
+    some = f" (the first {len(panels)} of {facets.nunique()} panels)"
+    some *= facets.nunique() > len(panels)
     caption = f"Mean test accuracy (%) over {field_label(y)} × {field_label(x)}{some}; grey: none finished."
     return _plot(f"{exp.slug}-heatmap", f"{exp.slug}: accuracy heatmap", caption, figure)
 
@@ -127,19 +112,15 @@ def curves(exp: Experiment) -> Plot | None:
     loss_axes, acc_axes = figure.subplots(1, 2)
     for row in exp.configs.nlargest(LINES_AT_MOST, "acc").to_dict("records"):
         if row["config"] in means.index:
-            curve = means.loc[row["config"]]
-            line = loss_axes.plot(
-                curve.index, curve["loss"], marker="o", label=label(row, exp.axes)
-            )
+            curve, what = means.loc[row["config"]], label(row, exp.axes)
+            line = loss_axes.plot(curve.index, curve["loss"], marker="o", label=what)
             acc_axes.plot(curve.index, curve["acc"], marker="o", color=line[0].get_color())
     for axes, what in ((loss_axes, "train loss (epoch mean)"), (acc_axes, f"{split} accuracy (%)")):
         axes.set(xlabel="epoch", ylabel=what, title=f"{exp.slug}: {what}")
         axes.grid(alpha=0.3)
     figure.legend(loc="outside right center", fontsize=8)
     some = f" (the {LINES_AT_MOST} most accurate)" * (len(exp.configs) > LINES_AT_MOST)
-    caption = (
-        f"Mean training loss and {split} accuracy per epoch for each config{some}, over seeds."
-    )
+    caption = f"Mean train loss and {split} accuracy per epoch of each config{some}, over seeds."
     return _plot(f"{exp.slug}-curves", f"{exp.slug}: training curves", caption, figure)
 
 
@@ -149,30 +130,21 @@ def svm_scatter(exp: Experiment) -> Plot | None:
     if done.empty:
         return None
     figure = Figure(figsize=(7, 4.5), layout="constrained")
-    axes = figure.add_subplot()
+    axes, size = figure.add_subplot(), 36 if len(done) <= 40 else 8
     for (dataset, kernel), part in done.groupby(["dataset", "kernel"], sort=False):
-        axes.scatter(
-            part["secs"],
-            part["acc"],
-            label=f"{name(dataset)}, {kernel}",
-            s=36 if len(done) <= 40 else 8,
-        )
+        axes.scatter(part["secs"], part["acc"], label=f"{name(dataset)}, {kernel}", s=size)
     others = [a for a in exp.axes if a not in ("dataset", "kernel")]
     for row in done.to_dict("records") if len(done) <= 16 else []:
         what = label(row, others, dataset=False).removeprefix("SVM").strip(", ")
-        axes.annotate(
-            what, (row["secs"], row["acc"]), xytext=(6, 4), textcoords="offset points", fontsize=8
-        )
+        at = (row["secs"], row["acc"])
+        axes.annotate(what, at, xytext=(6, 4), textcoords="offset points", fontsize=8)
     axes.set_xscale("log" if done["secs"].max() > 20 * done["secs"].min() else "linear")
-    axes.set(
-        xlabel="train time (s)",
-        ylabel="test accuracy (%)",
-        title=f"{exp.slug}: SVM accuracy vs train time",
-    )
+    title = f"{exp.slug}: SVM accuracy vs train time"
+    axes.set(xlabel="train time (s)", ylabel="test accuracy (%)", title=title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     caption = "Each point is one SVM config (median over seeds)."
-    return _plot(f"{exp.slug}-svm", f"{exp.slug}: SVM accuracy vs train time", caption, figure)
+    return _plot(f"{exp.slug}-svm", title, caption, figure)
 
 
 def confusion(run: pd.Series) -> Plot:
@@ -191,20 +163,14 @@ def confusion(run: pd.Series) -> Plot:
         if count:
             axes.text(c, r, f"{count:.0f}", color="white" if shares[r, c] > 50 else "black", **TEXT)
     rotate = max(map(len, names)) > 3  # FashionMNIST's names, not MNIST's digits
-    axes.set_xticks(
-        range(len(names)), names, rotation=45 * rotate, ha="right" if rotate else "center"
-    )
+    align = "right" if rotate else "center"
+    axes.set_xticks(range(len(names)), names, rotation=45 * rotate, ha=align)
     axes.set_yticks(range(len(names)), names)
     config = label(run, ("batch_size", "optimizer", "lr", "kernel", "C"), dataset=False)
     what = f"{config}, seed {run['seed']}: {percent(run['test_accuracy'])}% of {int(matrix.sum()):,} test images"
-    axes.set(
-        xlabel="predicted class",
-        ylabel="true class",
-        title=f"Best run on {name(run['dataset'])}\n{what}",
-    )
+    dataset = name(run["dataset"])
+    axes.set(xlabel="predicted class", ylabel="true class", title=f"Best run on {dataset}\n{what}")
     figure.colorbar(image, ax=axes, label="share of the true class (%)")
-    caption = (
-        "Test images per true class (rows) and predicted class (columns); colour: the row share."
-    )
-    title = f"Confusion matrix, best run on {name(run['dataset'])}"
+    title = f"Confusion matrix, best run on {dataset}"
+    caption = "Test images by true class (rows) and predicted class (columns); colour: row share."
     return _plot(f"confusion-{run['dataset']}", title, caption, figure)

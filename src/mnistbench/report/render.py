@@ -16,18 +16,14 @@ import pandas as pd
 
 from mnistbench.files import atomic_write_text
 from mnistbench.report.build import Report
-from mnistbench.report.frame import MISSING_STATES, export_columns
+from mnistbench.report.frame import MISSING_STATES, OBJECTS
 from mnistbench.report.plots import Plot
 from mnistbench.report.tables import Table
 
 FORMATS = ("md", "html", "csv", "json")
 MARKDOWN = """\
 # {{ r.title }}
-{% if r.description %}
-
-{{ r.description }}
-{% endif %}
-
+{{ "\\n" ~ r.description ~ "\\n" if r.description }}
 Generated {{ r.generated_at }} from `{{ r.store_path }}`: {{ r.status_line() }}.
 
 ## Machine
@@ -52,29 +48,15 @@ Generated {{ r.generated_at }} from `{{ r.store_path }}`: {{ r.status_line() }}.
 {% for s in r.sections %}
 
 ### {{ s.table.title }}
-{% if s.exp.description %}
-
-{{ s.exp.description }}
-{% endif %}
-
+{{ "\\n" ~ s.exp.description ~ "\\n" if s.exp.description }}
 {{ table(s.table) }}
 
 {% for note in s.table.notes %}- {{ note | md }}
-{% endfor %}{% for p in s.plots %}
-
-![{{ p.title }}]({{ p.slug }}.png)
-
-*{{ p.caption }}*
-{% endfor %}{% endfor %}
+{% endfor %}{% for p in s.plots %}{{ p | figure }}{% endfor %}{% endfor %}
 {% if r.confusion %}
 
 ## Confusion matrices of the best runs
-{% for p in r.confusion %}
-
-![{{ p.title }}]({{ p.slug }}.png)
-
-*{{ p.caption }}*
-{% endfor %}{% endif %}
+{% for p in r.confusion %}{{ p | figure }}{% endfor %}{% endif %}
 
 Every run, one row each: `runs.csv` and `runs.json` next to this file.
 """
@@ -105,6 +87,7 @@ def cell_classes(table: Table) -> pd.DataFrame:
 def render_markdown(report: Report) -> str:
     environment = jinja2.Environment(trim_blocks=True, keep_trailing_newline=True)
     environment.filters["md"] = _md
+    environment.filters["figure"] = lambda p: f"\n![{p.title}]({p.slug}.png)\n\n*{p.caption}*\n"
     return environment.from_string(MARKDOWN).render(r=report, table=md_table)
 
 
@@ -120,16 +103,8 @@ def render_html(report: Report, out_dir: Path | None = None) -> str:
     def image(plot: Plot) -> str:
         return "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
 
-    def rows(table: Table) -> list[list[tuple[str, str]]]:
-        styles = cell_classes(table).itertuples(index=False)
-        return [
-            list(zip(*row, strict=True))
-            for row in zip(table.cells.itertuples(index=False), styles, strict=True)
-        ]
-
-    return environment.from_string(template).render(
-        report=report, rows=rows, link=link, image=image
-    )
+    page = environment.from_string(template)  # zip: each cell's text beside its CSS classes
+    return page.render(report=report, classes=cell_classes, zip=zip, link=link, image=image)
 
 
 def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
@@ -142,7 +117,7 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS
     for plot in report.plots if "md" in formats else []:
         (out_dir / f"{plot.slug}.png").write_bytes(plot.png)
         written.append(out_dir / f"{plot.slug}.png")
-    exports = report.runs[export_columns(report.runs)]
+    exports = report.runs.drop(columns=list(OBJECTS))
     texts = {
         "md": ("report.md", lambda: render_markdown(report)),
         "html": ("report.html", lambda: render_html(report, out_dir)),

@@ -13,26 +13,18 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mnistbench import published
+from mnistbench.report import text as units
 from mnistbench.report.compare import Experiment, contexts
-from mnistbench.report.text import (
-    field_label,
-    formatted,
-    giga,
-    label,
-    name,
-    percent,
-    ratio,
-    seconds,
-    show,
-)
+from mnistbench.report.text import field_label, formatted, label, name, show
 
 GRID_AXES = ("batch_size", "optimizer", "lr")
+LIMITS = ("train_limit", "test_limit")
 ROWS_AT_MOST = 40
 """Longer tables show their most accurate rows; runs.csv and the heatmap hold them all."""
 METRICS = {  # header: (column, format); accuracy and train time first
-    "accuracy %": ("test_accuracy", percent), "train (s)": ("train_seconds", seconds),
-    "support vectors": ("n_support", "{:,.0f}".format), "GFLOPs/img (fwd)": ("flops_per_image", giga),
-    "GMACs/img": ("macs_per_image", giga), "images/s": ("images_per_second", "{:,.0f}".format),
+    "accuracy %": ("test_accuracy", units.percent), "train (s)": ("train_seconds", units.seconds),
+    "support vectors": ("n_support", units.count), "GFLOPs/img (fwd)": ("flops_per_image", units.giga),
+    "GMACs/img": ("macs_per_image", units.giga), "images/s": ("images_per_second", units.count),
 }  # fmt: skip
 Columns = dict[str, tuple[pd.Series, "pd.Series | None"]]
 """Header -> (the cells' text, the numbers behind them or None for labels)."""
@@ -61,10 +53,8 @@ def metric(configs: pd.DataFrame, header: str) -> tuple[pd.Series, pd.Series]:
 
 
 def keyed(frame: pd.DataFrame, fields: list[str]) -> Columns:
-    return {
-        field_label(f): (formatted(frame[f], lambda v, f=f: show(f, v), "n/a"), None)
-        for f in fields
-    }
+    """Columns of labels: each field's values as a reader expects them ('n/a' where none)."""
+    return {field_label(f): (frame[f].map(lambda v, f=f: show(f, v)), None) for f in fields}
 
 
 def beside(
@@ -75,9 +65,9 @@ def beside(
     secs = pd.Series([getattr(row, "train_seconds", None) for row in rows], ours.index, dtype=float)
     delta, mark = ours - theirs, "†" if gaps else ""
     columns = {
-        f"{heading}published %": (formatted(theirs, percent, "—"), theirs),
+        f"{heading}published %": (formatted(theirs, units.percent, "—"), theirs),
         f"{heading}Δ": (formatted(delta, lambda d: f"{d:+.2f}{mark}", "—"), delta),
-    } | ({"published train (s)": (formatted(secs, seconds, "—"), secs)} if times else {})
+    } | ({"published train (s)": (formatted(secs, units.seconds, "—"), secs)} if times else {})
     return columns if theirs.notna().any() else {}
 
 
@@ -92,17 +82,13 @@ def by_model(configs: pd.DataFrame, rows: list[str], settings: pd.DataFrame, hea
 
 def grid_table(exp: Experiment) -> Table:
     """Q1(a): a row per setting of the row axes, accuracy (beside the published) per model."""
-    configs, dataset, gaps = (
-        exp.configs,
-        exp.runs["dataset"].iloc[0],
-        published_gaps(exp.runs, "q1a"),
-    )
+    configs, gaps = exp.configs, published_gaps(exp.runs, "q1a")
+    dataset = exp.runs["dataset"].iloc[0]
     rows = [a for a in GRID_AXES if configs[a].notna().any()]
     rows += [a for a in exp.axes if a not in (*GRID_AXES, "model")]
     settings = configs[rows].drop_duplicates().reset_index(drop=True)
-    (acc_text, acc), (secs_text, secs) = (
-        by_model(configs, rows, settings, h) for h in list(METRICS)[:2]
-    )
+    acc_text, acc = by_model(configs, rows, settings, "accuracy %")
+    secs_text, secs = by_model(configs, rows, settings, "train (s)")
     columns, models = keyed(settings, rows), list(dict.fromkeys(configs["model"]))
     cells = list(settings.reindex(columns=list(GRID_AXES)).itertuples(index=False))
     for model in models:
@@ -130,35 +116,26 @@ def svm_table(exp: Experiment) -> Table:
 
 def devices_table(exp: Experiment) -> Table:
     """Q2: a row per config and device, CPU first, with FLOPs, MACs and the speedup."""
-    configs, gaps = exp.configs, published_gaps(exp.runs, "q2")
-    configs = configs.assign(
-        pair=contexts(configs, exp.axes, "device_kind"), gpu=configs["device_kind"].ne("cpu")
-    )
+    gaps, gpu = published_gaps(exp.runs, "q2"), exp.configs["device_kind"].ne("cpu")
+    configs = exp.configs.assign(pair=contexts(exp.configs, exp.axes, "device_kind"), gpu=gpu)
     configs = configs.sort_values(["pair", "gpu"], kind="stable").reset_index(drop=True)
     kind, missing = configs["device_kind"], configs["missing"]
-    compute = (kind.map(name) + ": " + configs["device_name"]).fillna(
-        kind.map(name) + " (" + kind + ", " + missing + ")"
-    )
-    columns = {"compute": (compute, None)} | keyed(
-        configs, [a for a in ["model", *exp.axes] if a != "device_kind"]
-    )
+    compute = kind.map(name) + ": " + configs["device_name"]
+    compute = compute.fillna(kind.map(name) + " (" + kind + ", " + missing + ")")
+    columns = {"compute": (compute, None)}
+    columns |= keyed(configs, [a for a in ["model", *exp.axes] if a != "device_kind"])
     columns |= {h: metric(configs, h) for h in ("accuracy %", "train (s)", *list(METRICS)[3:])}
-    speed = (
-        configs["pair"].map(configs[~configs["gpu"]].set_index("pair")["secs"]) / configs["secs"]
-    )
-    text = formatted(speed, ratio).where(speed.notna(), "n/a (" + missing + ")")
-    columns["speedup vs CPU"] = (
-        text.where(configs["gpu"], "1.00× (baseline)"),
-        speed.where(configs["gpu"]),
-    )
+    cpu_secs = configs[~configs["gpu"]].set_index("pair")["secs"]
+    speed = (configs["pair"].map(cpu_secs) / configs["secs"]).where(configs["gpu"])
+    text = formatted(speed, units.ratio).where(speed.notna(), "n/a (" + missing + ")")
+    columns["speedup vs CPU"] = (text.where(configs["gpu"], "1.00× (baseline)"), speed)
     fashion = configs["dataset"].eq("fashion-mnist")
     keys = zip(configs["model"], kind, fashion, strict=True)
     theirs = [published.Q2.get((model, device)) if f else None for model, device, f in keys]
     columns |= beside(columns["accuracy %"][1], theirs, gaps, times=True)
     models = " / ".join(name(m) for m in dict.fromkeys(configs["model"]))
-    return make_table(
-        exp, f"{models} on CPU vs GPU ({name(configs['dataset'].iloc[0])})", columns, gaps
-    )
+    title = f"{models} on CPU vs GPU ({name(configs['dataset'].iloc[0])})"
+    return make_table(exp, title, columns, gaps)
 
 
 def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -> Table:
@@ -166,17 +143,12 @@ def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -
     cells = pd.DataFrame({h: text.to_numpy() for h, (text, _) in columns.items()})
     values = pd.DataFrame({h: v.to_numpy(float) for h, (_, v) in columns.items() if v is not None})
     values = values.reindex(columns=cells.columns)
-    notes = [f"Published values: {published.SOURCE}. † Not like for like: {'; '.join(gaps)}."]
-    notes = notes if gaps else []
+    cut = f"The {ROWS_AT_MOST} most accurate of {len(cells)} rows; runs.csv has every run."
+    unlike = f"Published values: {published.SOURCE}. † Not like for like: {'; '.join(gaps)}."
+    notes = [cut] * (len(cells) > ROWS_AT_MOST) + [unlike] * bool(gaps)
     if len(cells) > ROWS_AT_MOST:
-        notes.insert(
-            0, f"The {ROWS_AT_MOST} most accurate of {len(cells)} rows; runs.csv has every run."
-        )
         keep = values.filter(like=" %").iloc[:, 0].nlargest(ROWS_AT_MOST).index
-        cells, values = (
-            cells.loc[keep].reset_index(drop=True),
-            values.loc[keep].reset_index(drop=True),
-        )
+        cells, values = (frame.loc[keep].reset_index(drop=True) for frame in (cells, values))
     notes += [protocol(exp.runs), machine(exp.runs), *missing_notes(exp)]
     return Table(exp.slug, f"{exp.slug}: {title}", exp.kind, cells, values, [n for n in notes if n])
 
@@ -194,16 +166,9 @@ def unique(values: pd.Series, field: str = "") -> str:
 
 def settings(runs: pd.DataFrame) -> dict[str, str]:
     """The protocol, setting by setting: what a footnote states and the published one differs in."""
-    torch, limits = (
-        runs[runs["model"].ne("svm")],
-        [unique(runs[f], f) for f in ("train_limit", "test_limit")],
-    )
-    found = {"split": unique(runs["split"])}
-    found["subsets"] = (
-        f"train_limit {limits[0] or 'none'}, test_limit {limits[1] or 'none'}"
-        if any(limits)
-        else "none"
-    )
+    torch, limits = runs[runs["model"].ne("svm")], [unique(runs[f], f) for f in LIMITS]
+    subsets = ", ".join(f"{f} {limit or 'none'}" for f, limit in zip(LIMITS, limits, strict=True))
+    found = {"split": unique(runs["split"]), "subsets": subsets if any(limits) else "none"}
     if torch.empty:
         return found | {"features": unique(runs["features"])}
     size = torch["image_size"].astype(int).astype(str)
@@ -218,38 +183,30 @@ def settings(runs: pd.DataFrame) -> dict[str, str]:
 def published_gaps(runs: pd.DataFrame, part: str) -> list[str]:
     """How these runs' protocol differs from the published study's ('q1a', 'q1b' or 'q2')."""
     theirs = {"split": "assignment", "subsets": "none"}
-    if part != "q1b":
-        epochs = (
-            published.Q2_EPOCHS
-            if part == "q2"
-            else published.Q1A_EPOCHS.get(runs["dataset"].iloc[0])
-        )
-        theirs |= {"input": "224×224×3", "epochs": str(epochs)} | (
-            {"device": "GPU"} if part == "q1a" else {}
-        )
+    if part == "q1a":
+        epochs = published.Q1A_EPOCHS.get(runs["dataset"].iloc[0])
+        theirs |= {"input": "224×224×3", "epochs": str(epochs), "device": "GPU"}
+    elif part == "q2":
+        theirs |= {"input": "224×224×3", "epochs": str(published.Q2_EPOCHS)}
     ours = settings(runs)
-    gaps = [
-        f"{key} {ours[key]} here, {value} published"
-        for key, value in theirs.items()
-        if ours.get(key, value) != value
-    ]
+    differ = [key for key, value in theirs.items() if ours.get(key, value) != value]
+    gaps = [f"{key} {ours[key]} here, {theirs[key]} published" for key in differ]
     hardware = f" (published GPU: {published.Q2_GPU})" * (part == "q2")
     return gaps + [f"train times from other hardware{hardware}"] * (part != "q1a")
 
 
 def protocol(runs: pd.DataFrame) -> str:
+    """The footnote that states the protocol: the settings, the split's sizes, the seeds."""
     found, sized = settings(runs), runs.dropna(subset=["train_images"])
-    counts = (
-        sized[["train_images", "val_images", "test_images"]].fillna(0).astype(int).drop_duplicates()
-    )
+    counts = sized[["train_images", "val_images", "test_images"]].fillna(0).astype(int)
     sizes = "; ".join(
-        f"{t:,} train / {v:,} val / {e:,} test" for t, v, e in counts.itertuples(index=False)
+        f"{t:,} train / {v:,} val / {e:,} test"
+        for t, v, e in counts.drop_duplicates().itertuples(index=False)
     )
     found["split"] += f" ({sizes} images)" if sizes else ""
     several = runs.groupby("config")["key"].size().max() > 1
-    found["seeds"] = unique(
-        runs["seed"].sort_values()
-    ) + " (cells are mean ± sample std over seeds)" * bool(several)
+    found["seeds"] = unique(runs["seed"].sort_values())
+    found["seeds"] += " (cells are mean ± sample std over seeds)" * bool(several)
     return "Protocol — " + "; ".join(f"{k}: {v}" for k, v in found.items()) + "."
 
 
@@ -271,9 +228,8 @@ def machine(runs: pd.DataFrame) -> str:
 def missing_notes(exp: Experiment, at_most: int = 8) -> list[str]:
     """A line per reason runs have no result: 'failed: <reason> — <config> (seeds 0, 1)'."""
     lines = []
-    for (state, reason), runs in exp.runs[exp.runs["state"].ne("ok")].groupby(
-        ["state", "reason"], sort=False
-    ):
+    missing = exp.runs[exp.runs["state"].ne("ok")]
+    for (state, reason), runs in missing.groupby(["state", "reason"], sort=False):
         seeds = runs.groupby("config", sort=False)["seed"].agg(list)
         configs = zip(runs.drop_duplicates("config").to_dict("records"), seeds, strict=True)
         who = [

@@ -20,6 +20,15 @@ NAMES = {
 LABELS = {"batch_size": "batch size", "device_kind": "device"}
 SHORT = {"batch_size": "B{}", "optimizer": "{}", "kernel": "{}", "device_kind": "{}"}
 """How a label names these axes: 'B16, SGD', not 'batch size 16, optimizer SGD'."""
+# The formats of the quantities, each the one way the report writes it.
+percent = "{:.2f}".format
+seconds = "{:,.2f}".format
+ratio = "{:.2f}×".format
+count = "{:,.0f}".format
+
+
+def giga(value: float) -> str:
+    return f"{value / 1e9:.3f}"
 
 
 def name(value: object) -> str:
@@ -52,9 +61,7 @@ def label(row: Mapping[str, Any], axes: Iterable[str] = (), dataset: bool = True
     for axis in axes:
         if axis not in ("model", "dataset") and pd.notna(row.get(axis)):
             value = show(axis, row[axis])
-            parts.append(
-                SHORT[axis].format(value) if axis in SHORT else f"{field_label(axis)} {value}"
-            )
+            parts.append(SHORT.get(axis, f"{field_label(axis)} {{}}").format(value))
     return ", ".join(parts)
 
 
@@ -64,24 +71,8 @@ def formatted(values: pd.Series, fmt: Callable[[Any], str], missing: str = "") -
     return pd.Series(text, index=values.index, dtype=object)
 
 
-def percent(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def seconds(value: float) -> str:
-    return f"{value:,.2f}"
-
-
-def giga(value: float) -> str:
-    return f"{value / 1e9:.3f}"
-
-
-def ratio(value: float) -> str:
-    return f"{value:.2f}×"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(number: int, word: str) -> str:
+    return f"{number:,} {word}{'' if number == 1 else 's'}"
 
 
 def counts(values: Iterable[str]) -> str:
