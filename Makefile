@@ -43,7 +43,8 @@ lint: setup
 # Speed/accuracy benchmarks (issue 7); each prints a markdown table, and the numbers with their
 # machine go to benchmarks/README.md. QUICK=1: small cases, one repeat, under 10 minutes on the
 # 2-core CPU; the full set takes about an hour there. The speedrun keeps its runs in
-# results/speedrun.db, so a second `make bench` only re-prints that table.
+# results/speedrun.db, so a second `make bench` only re-prints that table. jobs.py (--jobs 1/2/auto
+# over a study, about 25 minutes) runs in the full set only.
 bench: setup
 	$(BIN)/mnistbench data fetch
 	$(BIN)/python benchmarks/svm_backends.py $(if $(QUICK),--quick)
@@ -52,6 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/speedrun.py $(if $(QUICK),--quick)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/report_scale.py
+	$(if $(QUICK),,$(BIN)/python benchmarks/jobs.py --repeats 3)
 
 # GPU check (benchmarks/gpu_check.py): the CUDA tests, published-protocol throughput, Q2's GPU
 # rows, AMP resume, GPU sharing and the projected time of configs/assignment.toml, in under

@@ -190,8 +190,8 @@ class RunSpec:
         "auto", engine="torch", identity="never", choices=MEMORY_FORMATS
     )
     """Activation layout: 'channels_last' (NHWC), 'contiguous' (NCHW) or 'auto' (whichever
-    trains this shape faster on this machine, timed once and cached; the result's protocol says
-    which ran and the rates it was chosen by). Changes speed, not what is computed, so it is not
+    does the run's training and evaluation faster on this machine, timed once per shape and
+    cached; the result's protocol says which ran and the rates it was chosen by). Changes speed, not what is computed, so it is not
     part of the run's identity."""
 
     # --- SVM engine ---

@@ -36,6 +36,7 @@ from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
 from mnistbench.devices import resolve_device
+from mnistbench.estimate import torch_run_images
 from mnistbench.layout import choose_layout
 from mnistbench.loops import (
     Diverged,
@@ -112,10 +113,12 @@ def prepare(spec: RunSpec, data: Dataset) -> Setup:
     optimizer and schedule over the whole run."""
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
-    layout = choose_layout(spec, device)  # after the threads are set: it times steps
-    backends = configure_backends(device) | layout.protocol()
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
     split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    sizes = (len(split.train_labels), len(split.val_labels), len(split.test_labels))
+    work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
+    layout = choose_layout(spec, device, work=work)  # after the threads are set: it times steps
+    backends = configure_backends(device) | layout.protocol()
     preprocess = make_preprocess(spec, split, layout.channels_last)
     on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
