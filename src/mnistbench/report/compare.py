@@ -134,11 +134,46 @@ def region(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> tuple
     return " and ".join(parts), int(inside.sum())
 
 
+def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> list[str]:
+    """A few rules 'kernel rbf, gamma ≥ 0.3 (40 of 45)' that hold most flagged configs and few
+    others (the under-fit or memorising ends of a sweep): greedily, the threshold on a numeric
+    axis, for one value of a categorical axis or all, that adds the most flagged and the fewest
+    other configs, while it adds more of the first. Sorted cumulative sums: O(n log n)."""
+    hit, rules = pd.Series(among.index.isin(flagged.index), among.index), []
+    covered = pd.Series(False, among.index)
+    categorical = [a for a in axes if not numeric(among[a])]
+    subsets = [("", pd.Series(True, among.index))] + [
+        (f"{field_label(a)} {show(a, v)}, ", among[a].eq(v))
+        for a in categorical
+        for v in among[a].dropna().unique()
+    ]
+    for _ in range(3):
+        gain = (hit & ~covered).astype(int) - (~hit & ~covered).astype(int)
+        best = (0, "", "", "", 0.0)
+        for axis in (a for a in axes if numeric(among[a])):
+            for where, subset in subsets:
+                per_value = gain[subset].groupby(among.loc[subset, axis]).sum()
+                for side, total in (("≤", per_value.cumsum()), ("≥", per_value[::-1].cumsum())):
+                    found = (total.max(), where, axis, side, total.idxmax())
+                    best = found if found[0] > best[0] else best
+        if best[0] <= 0:
+            break
+        _, where, axis, side, edge = best
+        subset = dict(subsets)[where]
+        inside = subset & (among[axis] <= edge if side == "≤" else among[axis] >= edge)
+        rules.append(
+            f"{where}{field_label(axis)} {side} {edge:g} ({(inside & hit).sum()} of {inside.sum()})"
+        )
+        covered |= inside
+    return rules + [f"{(hit & ~covered).sum()} elsewhere"] * bool((hit & ~covered).any())
+
+
 def findings(
     flagged: pd.DataFrame, exp: Experiment, each: Callable[[dict], str], together: str
 ) -> list[Insight]:
     """One sentence per flagged config when there are few ('<config> reached 60.00%, <each>');
-    for more, one that says where they are: the box of axis values they fill, if any."""
+    for more, one that says where they are: the box of axis values they fill, else thresholds
+    on the axes that hold most of them."""
     if len(flagged) <= AT_MOST:
         found = []
         for row in flagged.to_dict("records"):
@@ -147,8 +182,12 @@ def findings(
             found.append(Insight("outlier", text, row, keys(exp, [row["config"]])))
         return found
     box, inside = region(flagged, exp.configs, exp.axes)
-    where = f"the {inside} configs with {box}" if box else f"{len(exp.configs)} configs"
-    text = f"{len(flagged)} of {where} ({exp.slug}) {together}"
+    if box and inside <= 1.25 * len(flagged):  # they fill a box: 'C ≤ 0.3 and gamma ≥ 0.1'
+        text = f"{len(flagged)} of the {inside} configs with {box} ({exp.slug}) {together}"
+    else:  # scattered, or along the ends of several axes: the rules that hold most of them
+        box = "; ".join(thresholds(flagged, exp.configs, exp.axes))
+        text = f"{len(flagged)} of {len(exp.configs)} configs ({exp.slug}) {together}"
+        text += f" Where: {box}." if box else ""
     data = {"configs": len(flagged), "region": box, "inside": inside}
     return [Insight("outlier", text, data, keys(exp, flagged["config"]))]
 
