@@ -132,3 +132,17 @@ def test_the_layout_that_does_the_runs_training_and_evaluation_faster_is_chosen(
     )
     assert choice.channels_last is chosen
     assert choice.protocol()["memory_format_choice"]["eval channels_last"] == 240.0
+
+
+def test_a_calibration_probe_trains_in_the_layout_of_the_run_it_stands_for(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("MNISTBENCH_CACHE_DIR", str(tmp_path))
+    rates = {"contiguous": 100.0, "channels_last": 90.0}
+    rates |= {"eval contiguous": 100.0, "eval channels_last": 240.0}
+    monkeypatch.setattr(layout, "time_layouts", lambda spec, device: rates)
+    data, spec = synthetic_dataset(n_train=32, n_test=16), SPEC.replace(eval_each_epoch=False)
+    assert not prepare(
+        spec, data
+    ).preprocess.channels_last  # its own work: 160 trained, 16 evaluated
+    assert prepare(spec, data, work=(5_000, 10_000)).preprocess.channels_last

@@ -299,3 +299,18 @@ def test_load_runs_is_one_row_per_run_with_spec_result_and_environment(tmp_path:
     } <= set(runs)
     assert runs["config"].nunique() == len(GRID)  # the seed is not part of a config
     assert Experiment("grid", "grid", runs).axes == ["batch_size", "optimizer", "lr"]
+
+
+def test_scattered_failures_over_an_axis_only_one_kernel_has_are_summarised(tmp_path: Path) -> None:
+    # degree exists for poly only: within the rbf subset that axis has no values at all.
+    cs = [0.01, 0.1, 1.0, 10.0, 100.0]
+    poly = [(SVM.replace(kernel="poly", C=c, degree=d), c, d) for c in cs for d in (2, 3, 4, 5)]
+    rbf = [(SVM.replace(kernel="rbf", C=c, gamma=g), c, g) for c in cs for g in (0.01, 0.1, 1.0)]
+    runs = [
+        (spec, 11.0 if (cs.index(c) + int(other * 100)) % 3 == 0 else 95.0, 0.1)
+        for spec, c, other in poly + rbf
+    ]
+    report = report_of(store_of(tmp_path / "mixed.db", "sweep", runs))
+    flagged = {spec.key() for spec, accuracy, _ in runs if accuracy == 11.0}
+    summaries = [i for i in topic(report, "outlier") if "region" in i.data]
+    assert len(flagged) > 3 and any(set(i.runs) == flagged for i in summaries)  # near chance

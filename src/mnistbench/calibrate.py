@@ -38,9 +38,10 @@ from mnistbench.checkpoint import save_checkpoint, save_final_model
 from mnistbench.config import RunSpec, default_threads
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import get_dataset
-from mnistbench.devices import auto_device
-from mnistbench.estimate import Sizes, SvmRates, TorchRates, split_sizes
+from mnistbench.devices import auto_device, resolve_device
+from mnistbench.estimate import Sizes, SvmRates, TorchRates, split_sizes, torch_run_images
 from mnistbench.files import atomic_write_text
+from mnistbench.layout import choose_layout
 from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
 from mnistbench.measure import (
     Stopwatch,
@@ -255,9 +256,15 @@ def time_torch_shape(spec: RunSpec, data: Dataset, seconds: float = TRAIN_SECOND
         epochs=1,
     )
     threads = torch.get_num_threads()
+    sizes = run_sizes(spec)
+    work = torch_run_images(spec.epochs, sizes.train, sizes.val, sizes.test, spec.eval_each_epoch)
     try:
+        # The layout the real run will train in, timed (once per machine and shape) before the
+        # clock starts: real runs find it cached, so it is no part of their set-up time.
+        torch.set_num_threads(spec.threads)
+        choose_layout(spec, resolve_device(spec.device), work=work)
         started = time.perf_counter()
-        setup = train_torch.prepare(probe, data)
+        setup = train_torch.prepare(probe, data, work=work)
         train_torch.measure_flops_and_warm_up(setup)
         set_up = time.perf_counter() - started
         train_ips = _timed_steps(setup, seconds)

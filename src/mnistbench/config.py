@@ -191,8 +191,8 @@ class RunSpec:
     )
     """Activation layout: 'channels_last' (NHWC), 'contiguous' (NCHW) or 'auto' (whichever
     does the run's training and evaluation faster on this machine, timed once per shape and
-    cached; the result's protocol says which ran and the rates it was chosen by). Changes speed, not what is computed, so it is not
-    part of the run's identity."""
+    cached; the result's protocol says which ran and the rates it was chosen by). Changes
+    speed, not what is computed, so it is not part of the run's identity."""
 
     # --- SVM engine ---
     kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)

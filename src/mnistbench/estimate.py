@@ -21,7 +21,7 @@ class RunCost:
 
     label: str
     train_images: int  # epochs x train-split size
-    eval_images: int  # validation after each evaluated epoch + the final test pass
+    eval_images: int  # held-out pass of each evaluated epoch (+ a test pass after a validation)
     train_images_per_second: float
     eval_images_per_second: float
     overhead_seconds: float = 0.0  # start-up, warm-up, data loading: measured, not guessed

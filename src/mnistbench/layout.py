@@ -6,11 +6,11 @@ shape: at 28 px channels_last was a wash on one Xeon and 10 % faster on an AMD E
 steps and a few evaluation batches in each layout, alternated so that a burst of other work on
 the machine slows both alike, the fastest of each kept. The layout chosen is the one in which
 the run's own work (images trained, images evaluated) takes less time: at 28 px on a Zen 3 EPYC
-NCHW trains 2 % faster at batch 32 while NHWC evaluates 2.4x faster at batch 1024. The rates are
-cached per machine and shape in
-`layouts.json` under the user's cache folder (MNISTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/
-mnistbench, else ~/.cache/mnistbench), so only the first run of a shape on a machine pays for
-it (about a second at 28 px). The choice and its measured rates go into the run's protocol.
+NCHW trained 14 % faster at batch 32 while NHWC evaluated about 2x faster. The rates are cached
+per machine and shape in `layouts.json` under the user's cache folder (MNISTBENCH_CACHE_DIR,
+else $XDG_CACHE_HOME/mnistbench, else ~/.cache/mnistbench), so only the first run of a shape on
+a machine pays for it (2-3 s at 28 px). The choice and its measured rates go into the run's
+protocol.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ CACHE_NAME = "layouts.json"
 CACHE_VERSION = 2  # raised when what a cached entry means changes (2: evaluation rates too)
 TIMED_SECONDS = 0.6  # per layout, after one warm-up step each
 MIN_STEPS, MAX_STEPS = 3, 30  # timed steps per layout
-EVAL_PROBE_BATCH = 256  # evaluation is timed on batches of up to this many (a second, not five)
+# Evaluation is timed on batches of up to this many images: about a second at 28 px; above 64 px
+# (slow per image) a small batch, as calibrate.py times evaluation there.
+EVAL_PROBE_BATCH, EVAL_PROBE_BATCH_LARGE = 256, 32
 # channels_last must win by this much to be chosen: within it the two are a wash, and NCHW is
 # what every other tool uses (no conversion of the inputs at each step).
 MARGIN = 1.03
@@ -139,7 +141,8 @@ def time_layouts(spec: RunSpec, device: torch.device) -> dict[str, float]:
     batch ('eval <layout>'), on random data, each layout's fastest step. torch's RNG is left as
     it was: the run's seeded draws must not depend on whether this measurement ran."""
     devices = [device] if device.type == "cuda" else []
-    probe = min(eval_batch_size(spec.image_size), EVAL_PROBE_BATCH)
+    largest = EVAL_PROBE_BATCH if spec.image_size <= 64 else EVAL_PROBE_BATCH_LARGE
+    probe = min(eval_batch_size(spec.image_size), largest)
     with torch.random.fork_rng(devices=devices):
         train = {name: _make_step(spec, device, name == "channels_last") for name in LAYOUTS}
         rates = _alternate(train, spec.batch_size, device)

@@ -108,17 +108,19 @@ class Setup:
     training: Training
 
 
-def prepare(spec: RunSpec, data: Dataset) -> Setup:
+def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -> Setup:
     """Device, threads and backends; the split, its preprocessing and device copy; the model,
-    optimizer and schedule over the whole run."""
+    optimizer and schedule over the whole run. The layout is chosen for `work` (images trained,
+    evaluated), by default this run's: a calibration probe passes the real run's."""
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
     split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
     sizes = (len(split.train_labels), len(split.val_labels), len(split.test_labels))
-    work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
-    layout = choose_layout(spec, device, work=work)  # after the threads are set: it times steps
-    backends = configure_backends(device) | layout.protocol()
+    default_work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
+    backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing
+    layout = choose_layout(spec, device, work=work or default_work)  # times steps: threads set
+    backends |= layout.protocol()
     preprocess = make_preprocess(spec, split, layout.channels_last)
     on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)

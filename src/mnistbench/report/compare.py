@@ -25,6 +25,8 @@ OUTLIER_POINTS = 10.0
 CHANCE_MARGIN = 5.0
 """A config within this many points of chance (100 / classes) did not learn."""
 SIGNIFICANCE = 0.05
+BOX_FILLED = 1.25
+"""Flagged configs fill their box when it holds at most this many times as many configs."""
 AT_MOST = 3
 """Findings of one kind in one experiment named one by one; more become one region sentence."""
 
@@ -153,6 +155,8 @@ def thresholds(flagged: pd.DataFrame, among: pd.DataFrame, axes: list[str]) -> l
         for axis in (a for a in axes if numeric(among[a])):
             for where, subset in subsets:
                 per_value = gain[subset].groupby(among.loc[subset, axis]).sum()
+                if per_value.empty:  # an axis none of the subset has (poly's degree, rbf)
+                    continue
                 for side, total in (("≤", per_value.cumsum()), ("≥", per_value[::-1].cumsum())):
                     found = (total.max(), where, axis, side, total.idxmax())
                     best = found if found[0] > best[0] else best
@@ -182,7 +186,7 @@ def findings(
             found.append(Insight("outlier", text, row, keys(exp, [row["config"]])))
         return found
     box, inside = region(flagged, exp.configs, exp.axes)
-    if box and inside <= 1.25 * len(flagged):  # they fill a box: 'C ≤ 0.3 and gamma ≥ 0.1'
+    if box and inside <= BOX_FILLED * len(flagged):  # they fill a box: 'C ≤ 0.3 and gamma ≥ 0.1'
         text = f"{len(flagged)} of the {inside} configs with {box} ({exp.slug}) {together}"
     else:  # scattered, or along the ends of several axes: the rules that hold most of them
         box = "; ".join(thresholds(flagged, exp.configs, exp.axes))
