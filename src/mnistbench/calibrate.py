@@ -41,7 +41,7 @@ from mnistbench.data.registry import get_dataset
 from mnistbench.devices import auto_device, resolve_device
 from mnistbench.estimate import Sizes, SvmRates, TorchRates, split_sizes, torch_run_images
 from mnistbench.files import atomic_write_text
-from mnistbench.layout import choose_layout
+from mnistbench.layout import EVAL_PROBE_BATCH_LARGE, choose_layout
 from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
 from mnistbench.measure import (
     Stopwatch,
@@ -57,7 +57,6 @@ CACHE_VERSION = 2  # raised when what a cached entry means changes
 CACHE_NAME = "calibration.json"
 TRAIN_SECONDS = 1.0  # timed training steps per ResNet shape (after the warm-up)
 MIN_STEPS, MAX_STEPS = 1, 40  # timed steps: one at least, then until TRAIN_SECONDS
-EVAL_IMAGES_LARGE = 32  # images evaluated to time a shape above 64 px (slow per image)
 SVM_TRAIN_IMAGES = 2000  # the reference fit (the run's own size when it is smaller)
 SVM_WARM_UP_IMAGES = 200  # a first fit per back-end and process: imports, thread pools
 SVM_TEST_IMAGES = 500
@@ -316,7 +315,7 @@ def _timed_evaluation(setup: train_torch.Setup) -> float:
     size = setup.spec.image_size
     count = min(len(setup.data.eval_labels), eval_batch_size(size))
     if size > 64:  # per-image work dominates there: a few images tell the rate
-        count = min(count, EVAL_IMAGES_LARGE)
+        count = min(count, EVAL_PROBE_BATCH_LARGE)
     watch = Stopwatch(setup.device)
     watch.start()
     evaluate(

@@ -39,7 +39,7 @@ CACHE_VERSION = 2  # raised when what a cached entry means changes (2: evaluatio
 TIMED_SECONDS = 0.6  # per layout, after one warm-up step each
 MIN_STEPS, MAX_STEPS = 3, 30  # timed steps per layout
 # Evaluation is timed on batches of up to this many images: about a second at 28 px; above 64 px
-# (slow per image) a small batch, as calibrate.py times evaluation there.
+# (slow per image) a few images tell the rate (calibrate.py times evaluation there with as many).
 EVAL_PROBE_BATCH, EVAL_PROBE_BATCH_LARGE = 256, 32
 # channels_last must win by this much to be chosen: within it the two are a wash, and NCHW is
 # what every other tool uses (no conversion of the inputs at each step).
@@ -178,12 +178,7 @@ LAYOUTS = ("contiguous", "channels_last")
 
 def _make_step(spec: RunSpec, device: torch.device, channels_last: bool) -> Callable[[], None]:
     """One training step of the spec's model, optimizer and precision on a fixed random batch."""
-    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
-    images = torch.randn(spec.batch_size, spec.channels, spec.image_size, spec.image_size)
-    images = images.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    model, images = _model_and_batch(spec, device, channels_last, spec.batch_size)
     labels = torch.randint(0, 10, (spec.batch_size,), device=device)
     precision = make_precision(spec.amp, device)
     optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)
@@ -202,11 +197,8 @@ def _make_eval(
     spec: RunSpec, device: torch.device, channels_last: bool, batch: int
 ) -> Callable[[], None]:
     """One evaluation batch of the spec's model and precision: forward only, no autograd."""
-    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device).eval()
-    images = torch.randn(batch, spec.channels, spec.image_size, spec.image_size).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    model, images = _model_and_batch(spec, device, channels_last, batch)
+    model.eval()
     precision = make_precision(spec.amp, device)
 
     def forward() -> None:
@@ -214,6 +206,18 @@ def _make_eval(
             model(images)
 
     return forward
+
+
+def _model_and_batch(
+    spec: RunSpec, device: torch.device, channels_last: bool, batch: int
+) -> tuple[nn.Module, torch.Tensor]:
+    """The spec's model and a random batch of its input shape, in the layout timed."""
+    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    images = torch.randn(batch, spec.channels, spec.image_size, spec.image_size).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    return model, images
 
 
 def _timed(step: Callable[[], None], device: torch.device) -> float:

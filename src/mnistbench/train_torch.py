@@ -247,7 +247,7 @@ def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult
         test = progress.final_test or evaluate_on(
             setup, setup.split.test_images.to(device), setup.split.test_labels.to(device)
         )
-        fill_test_result(result, test, len(setup.split.val_labels) > 0)
+        fill_test_result(result, test)
     result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
     return result
 
@@ -320,9 +320,9 @@ def evaluate_on(setup: Setup, images: torch.Tensor, labels: torch.Tensor) -> Eva
 # --- The result -----------------------------------------------------------------------------
 
 
-def fill_test_result(result: RunResult, test: Evaluation, has_val: bool) -> None:
+def fill_test_result(result: RunResult, test: Evaluation) -> None:
     """The test evaluation's numbers in the result (and the last validation accuracy)."""
-    if has_val and result.history[-1].eval_split == "val":
+    if result.history[-1].eval_split == "val":
         result.val_accuracy = result.history[-1].eval_accuracy
     result.eval_seconds = test.seconds
     result.test_accuracy = test.accuracy
