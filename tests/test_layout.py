@@ -29,10 +29,48 @@ class FakeTimer:
 def test_a_layout_set_in_the_spec_is_used_without_measuring(tmp_path: Path) -> None:
     never = FakeTimer(1, 1)
     for setting, channels_last in (("channels_last", True), ("contiguous", False)):
-        spec = RunSpec(**{**SPEC.to_dict(), "memory_format": setting})
-        choice = choose_layout(spec, CPU, cache=tmp_path / "l.json", timer=never)
-        assert choice.channels_last is channels_last and choice.images_per_second is None
+        for convs in ("matmul", "conv"):
+            spec = SPEC.replace(memory_format=setting, small_map_convs=convs)
+            choice = choose_layout(spec, CPU, cache=tmp_path / "l.json", timer=never)
+            assert choice.channels_last is channels_last and choice.images_per_second is None
+            assert choice.protocol()["small_map_convs"] == convs
     assert never.calls == 0 and not (tmp_path / "l.json").exists()
+
+
+# Rates like a Zen 3 EPYC's at 28 px, batch 32: matmul on the 2x2 and 1x1 maps doubles NCHW.
+SMALL_MAP_RATES = {
+    "contiguous": 100.0,
+    "channels_last": 150.0,
+    "contiguous matmul": 250.0,
+    "channels_last matmul": 160.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("memory_format", "convs", "expected"),
+    [
+        ("auto", "auto", ("contiguous", "matmul")),  # the fastest pair, not the best layout alone
+        ("auto", "conv", ("channels_last", "conv")),
+        ("channels_last", "auto", ("channels_last", "matmul")),  # 160 > 1.03 x 150
+        ("contiguous", "auto", ("contiguous", "matmul")),
+        ("auto", "matmul", ("contiguous", "matmul")),
+    ],
+)
+def test_matmul_on_small_maps_is_chosen_with_the_layout_where_it_trains_faster(
+    tmp_path: Path, memory_format: str, convs: str, expected: tuple[str, str]
+) -> None:
+    spec = SPEC.replace(memory_format=memory_format, small_map_convs=convs)
+    choice = choose_layout(spec, CPU, cache=tmp_path / "l.json", timer=lambda s, d: SMALL_MAP_RATES)
+    protocol = choice.protocol()
+    assert (protocol["memory_format"], protocol["small_map_convs"]) == expected
+    assert choice.matmul_small_maps is (expected[1] == "matmul")
+    assert protocol["memory_format_choice"]["contiguous matmul"] == 250.0
+
+
+def test_matmul_within_the_margin_is_left_to_the_backends_convolution(tmp_path: Path) -> None:
+    rates = {**SMALL_MAP_RATES, "contiguous matmul": 102.0, "channels_last matmul": 151.0}
+    choice = choose_layout(SPEC, CPU, cache=tmp_path / "l.json", timer=lambda s, d: rates)
+    assert choice.protocol()["small_map_convs"] == "conv" and choice.channels_last
 
 
 @pytest.mark.parametrize(
@@ -81,9 +119,15 @@ def test_the_measurement_times_both_layouts_and_leaves_the_rng_as_it_was(monkeyp
     expected = torch.rand(3)
     torch.manual_seed(7)
     rates = time_layouts(SPEC, CPU)
-    assert set(rates) == {"contiguous", "channels_last", "eval contiguous", "eval channels_last"}
+    layouts = {"contiguous", "channels_last", "eval contiguous", "eval channels_last"}
+    # ResNet-18 at 28 px has 2x2 and 1x1 maps: matmul on them is timed in both layouts
+    assert set(rates) == layouts | {"contiguous matmul", "channels_last matmul"}
     assert min(rates.values()) > 0
     assert torch.equal(torch.rand(3), expected)
+    # At 32 px with the cifar stem the smallest map is 4x4: nothing for matmul to change
+    assert (
+        set(time_layouts(SPEC.replace(image_size=32, stem="cifar", batch_size=2), CPU)) == layouts
+    )
 
 
 def test_a_run_states_the_layout_it_trains_in_and_why(tmp_path: Path, monkeypatch) -> None:
@@ -107,7 +151,8 @@ def test_a_burst_of_other_work_during_one_layouts_steps_does_not_decide(monkeypa
     nchw = iter([1.0] + [5.0] * 100)
     nhwc = iter([1.2] * 100)
     turn = iter(range(1000))
-    monkeypatch.setattr(layout, "_make_step", lambda spec, device, channels_last: lambda: None)
+    monkeypatch.setattr(layout, "count_small_map_convs", lambda model, channels, size: 0)
+    monkeypatch.setattr(layout, "_make_step", lambda spec, device, last, matmul: lambda: None)
     monkeypatch.setattr(layout, "_make_eval", lambda spec, device, last, batch: lambda: None)
     monkeypatch.setattr(
         layout, "_timed", lambda step, device: next(nchw if next(turn) % 2 == 0 else nhwc)

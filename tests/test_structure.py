@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "measure",
         "devices",
         "models",
+        "smallmaps",
         "progress",
         "batches",
         "recipe",

@@ -131,7 +131,9 @@ def test_amp_on_cpu_runs_bf16(monkeypatch):
 @pytest.mark.slow
 def test_channels_last_trains_the_same_model_as_contiguous():
     data = synthetic_dataset(n_train=128)
-    spec = RunSpec(**{**TINY, "epochs": 1}, image_size=64, optimizer="sgd", lr=0.01)
+    spec = RunSpec(
+        **{**TINY, "epochs": 1}, image_size=64, optimizer="sgd", lr=0.01, small_map_convs="conv"
+    )
     nhwc = run(spec.replace(memory_format="channels_last"), data)
     nchw = run(spec.replace(memory_format="contiguous"), data)
     assert nhwc.protocol["memory_format"] == "channels_last"

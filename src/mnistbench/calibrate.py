@@ -80,7 +80,8 @@ def run_sizes(spec: RunSpec) -> Sizes:
 def torch_shape_key(spec: RunSpec) -> str:
     """The spec's fields that change a ResNet run's speed per image (not its length)."""
     precision = make_precision(spec.amp, torch.device(_device_kind(spec.device))).label
-    layout = spec.memory_format  # "auto" resolves the same way for every run on one machine
+    # "auto" resolves the same way for every run of a shape on one machine
+    layout = f"{spec.memory_format}/{spec.small_map_convs}"
     optimizer = "sgd" if spec.optimizer == "sgd" else "adam"  # adam and adamw: one update cost
     return (
         f"{spec.model} {spec.image_size}px x{spec.channels} {spec.stem} B{spec.batch_size} "

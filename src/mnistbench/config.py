@@ -32,6 +32,7 @@ AUGMENTS = ("none", "translate", "flip", "translate+flip")
 LOADERS = ("memory", "dataloader")
 STEMS = ("imagenet", "cifar")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+SMALL_MAP_CONVS = ("auto", "matmul", "conv")
 KERNELS = ("poly", "rbf", "linear")
 SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
 GAMMAS = ("scale", "auto")
@@ -193,6 +194,13 @@ class RunSpec:
     does the run's training and evaluation faster on this machine, timed once per shape and
     cached; the result's protocol says which ran and the rates it was chosen by). Changes
     speed, not what is computed, so it is not part of the run's identity."""
+    small_map_convs: str = spec_field(
+        "auto", engine="torch", identity="never", choices=SMALL_MAP_CONVS
+    )
+    """How training computes convolutions on maps of 2x2 pixels or less (layer3 and layer4 at
+    28 px with the imagenet stem): 'matmul' (unfold + one matrix product, smallmaps.py), 'conv'
+    (the backend's convolution) or 'auto' (whichever trains faster on this machine, timed with
+    the layout). The same sums in another order: speed, not identity."""
 
     # --- SVM engine ---
     kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)

@@ -11,6 +11,10 @@ per machine and shape in `layouts.json` under the user's cache folder (MNISTBENC
 else $XDG_CACHE_HOME/mnistbench, else ~/.cache/mnistbench), so only the first run of a shape on
 a machine pays for it (2-3 s at 28 px). The choice and its measured rates go into the run's
 protocol.
+
+The same probe times the training step with convolutions on tiny maps as matrix products
+(small_map_convs, smallmaps.py) where the model has such maps: on a Zen 3 EPYC that doubled
+ResNet-18's training rate at 28 px; it is kept where it wins here.
 """
 
 from __future__ import annotations
@@ -33,16 +37,18 @@ from mnistbench.loops import eval_batch_size
 from mnistbench.measure import machine_key, synchronize
 from mnistbench.models import build_resnet
 from mnistbench.recipe import Precision, make_optimizer, make_precision
+from mnistbench.smallmaps import count_small_map_convs, use_matmul_for_small_maps
 
 CACHE_NAME = "layouts.json"
-CACHE_VERSION = 2  # raised when what a cached entry means changes (2: evaluation rates too)
-TIMED_SECONDS = 0.6  # per layout, after one warm-up step each
+# Raised when what a cached entry means changes (2: evaluation rates; 3: matmul on small maps).
+CACHE_VERSION = 3
+TIMED_SECONDS = 0.6  # per variant, after one warm-up step each
 MIN_STEPS, MAX_STEPS = 3, 30  # timed steps per layout
 # Evaluation is timed on batches of up to this many images: about a second at 28 px; above 64 px
 # (slow per image) a few images tell the rate (calibrate.py times evaluation there with as many).
 EVAL_PROBE_BATCH, EVAL_PROBE_BATCH_LARGE = 256, 32
-# channels_last must win by this much to be chosen: within it the two are a wash, and NCHW is
-# what every other tool uses (no conversion of the inputs at each step).
+# channels_last (or matmul on small maps) must win by this much to be chosen: within it the two
+# are a wash, and NCHW with the backend's convolutions is what every other tool runs.
 MARGIN = 1.03
 
 StepTimer = Callable[[RunSpec, torch.device], dict[str, float]]
@@ -54,14 +60,18 @@ class LayoutChoice:
 
     channels_last: bool
     reason: str  # "set in the spec", "measured now" or "measured earlier (cached)"
-    images_per_second: dict[str, float] | None = None  # per layout, when measured
+    images_per_second: dict[str, float] | None = None  # per variant, when measured
+    matmul_small_maps: bool = False  # small_map_convs: train tiny maps as matrix products
 
     @property
     def memory_format(self) -> str:
         return "channels_last" if self.channels_last else "contiguous"
 
     def protocol(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"memory_format": self.memory_format}
+        entry: dict[str, Any] = {
+            "memory_format": self.memory_format,
+            "small_map_convs": "matmul" if self.matmul_small_maps else "conv",
+        }
         if self.images_per_second is not None:
             entry["memory_format_choice"] = {"reason": self.reason, **self.images_per_second}
         return entry
@@ -92,10 +102,11 @@ def choose_layout(
     cache: Path | None = None,
     timer: StepTimer | None = None,
 ) -> LayoutChoice:
-    """The spec's layout: as set, or for "auto" the one that does `work` (images trained,
-    images evaluated) faster here, from rates cached or else measured now."""
-    if spec.memory_format != "auto":
-        return LayoutChoice(spec.memory_format == "channels_last", "set in the spec")
+    """The spec's layout and small-map convolutions: as set, or for "auto" the ones that do
+    `work` (images trained, images evaluated) faster here, from rates cached or measured now."""
+    if spec.memory_format != "auto" and spec.small_map_convs != "auto":
+        channels_last, matmul = spec.memory_format == "channels_last", spec.small_map_convs
+        return LayoutChoice(channels_last, "set in the spec", matmul_small_maps=matmul == "matmul")
     path = cache or cache_dir() / CACHE_NAME
     key = shape_key(spec, device, make_precision(spec.amp, device))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,25 +115,39 @@ def choose_layout(
     with FileLock(str(path) + ".lock"):
         cached = _read_cache(path).get(key)
         if cached is not None:
-            return _decide(cached, work, "measured earlier (cached)")
+            return _decide(spec, cached, work, "measured earlier (cached)")
         rates = (timer or time_layouts)(spec, device)
         entries = _read_cache(path)
         entries[key] = rates
         atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}))
-    return _decide(rates, work, "measured now")
+    return _decide(spec, rates, work, "measured now")
 
 
-def _decide(rates: dict[str, float], work: tuple[int, int], reason: str) -> LayoutChoice:
-    """channels_last when the work takes MARGIN less time in it. Rates: training img/s per
-    layout, and evaluation img/s as 'eval <layout>' (where measured)."""
+def _decide(
+    spec: RunSpec, rates: dict[str, float], work: tuple[int, int], reason: str
+) -> LayoutChoice:
+    """Within what the spec sets: matmul on small maps when it trains MARGIN faster in a layout,
+    and channels_last when the work takes MARGIN less time in it. Rates: training img/s per
+    layout ('<layout>', '<layout> matmul' where the model has small maps) and evaluation img/s
+    as 'eval <layout>' (where measured)."""
     trained, evaluated = work
+
+    def matmul(layout: str) -> bool:
+        if spec.small_map_convs != "auto":
+            return spec.small_map_convs == "matmul"
+        return rates.get(f"{layout} matmul", 0.0) > MARGIN * rates[layout]
 
     def seconds(layout: str) -> float:
         evaluating = evaluated / rates[f"eval {layout}"] if f"eval {layout}" in rates else 0.0
-        return trained / rates[layout] + evaluating
+        training = rates.get(f"{layout} matmul", rates[layout]) if matmul(layout) else rates[layout]
+        return trained / training + evaluating
 
-    faster = seconds("contiguous") > MARGIN * seconds("channels_last")
-    return LayoutChoice(faster, reason, dict(rates))
+    if spec.memory_format == "auto":
+        channels_last = seconds("contiguous") > MARGIN * seconds("channels_last")
+    else:
+        channels_last = spec.memory_format == "channels_last"
+    layout = "channels_last" if channels_last else "contiguous"
+    return LayoutChoice(channels_last, reason, dict(rates), matmul(layout))
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, float]]:
@@ -137,14 +162,24 @@ def _read_cache(path: Path) -> dict[str, dict[str, float]]:
 
 
 def time_layouts(spec: RunSpec, device: torch.device) -> dict[str, float]:
-    """Images per second of the spec's training step in each layout, and of an evaluation
-    batch ('eval <layout>'), on random data, each layout's fastest step. torch's RNG is left as
-    it was: the run's seeded draws must not depend on whether this measurement ran."""
+    """Images per second of the spec's training step in each layout (and with matmul on small
+    maps, '<layout> matmul', where the model has them), and of an evaluation batch
+    ('eval <layout>'), on random data, each variant's fastest step. torch's RNG is left as it
+    was: the run's seeded draws must not depend on whether this measurement ran."""
     devices = [device] if device.type == "cuda" else []
     largest = EVAL_PROBE_BATCH if spec.image_size <= 64 else EVAL_PROBE_BATCH_LARGE
     probe = min(eval_batch_size(spec.image_size), largest)
     with torch.random.fork_rng(devices=devices):
-        train = {name: _make_step(spec, device, name == "channels_last") for name in LAYOUTS}
+        model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem)
+        variants = [(name, False) for name in LAYOUTS]
+        if count_small_map_convs(model, spec.channels, spec.image_size):
+            variants += [(name, True) for name in LAYOUTS]
+        train = {
+            f"{name} matmul" if matmul else name: _make_step(
+                spec, device, name == "channels_last", matmul
+            )
+            for name, matmul in variants
+        }
         rates = _alternate(train, spec.batch_size, device)
         evaluate = {
             name: _make_eval(spec, device, name == "channels_last", probe) for name in LAYOUTS
@@ -163,8 +198,9 @@ def _alternate(
         step()  # warm-up: allocations, kernel selection
     times: dict[str, list[float]] = {name: [] for name in steps}
     started = time.perf_counter()
+    budget = len(steps) * TIMED_SECONDS
     while len(times["contiguous"]) < MAX_STEPS and (
-        len(times["contiguous"]) < MIN_STEPS or time.perf_counter() - started < 2 * TIMED_SECONDS
+        len(times["contiguous"]) < MIN_STEPS or time.perf_counter() - started < budget
     ):
         for name, step in steps.items():
             times[name].append(_timed(step, device))
@@ -176,9 +212,13 @@ def _alternate(
 LAYOUTS = ("contiguous", "channels_last")
 
 
-def _make_step(spec: RunSpec, device: torch.device, channels_last: bool) -> Callable[[], None]:
+def _make_step(
+    spec: RunSpec, device: torch.device, channels_last: bool, matmul: bool
+) -> Callable[[], None]:
     """One training step of the spec's model, optimizer and precision on a fixed random batch."""
     model, images = _model_and_batch(spec, device, channels_last, spec.batch_size)
+    if matmul:
+        use_matmul_for_small_maps(model)
     labels = torch.randint(0, 10, (spec.batch_size,), device=device)
     precision = make_precision(spec.amp, device)
     optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)

@@ -14,6 +14,7 @@ from mnistbench.config import AMP_CUDA_ONLY, RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData
 from mnistbench.models import build_resnet
+from mnistbench.smallmaps import use_matmul_for_small_maps
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,21 @@ class Training:
     precision: Precision
 
 
-def make_training(spec: RunSpec, device: torch.device, channels_last: bool, steps: int) -> Training:
-    """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec."""
+def make_training(
+    spec: RunSpec,
+    device: torch.device,
+    channels_last: bool,
+    steps: int,
+    matmul_small_maps: bool = False,
+) -> Training:
+    """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec, in
+    the layout and small-map convolutions chosen for the run (layout.choose_layout)."""
     torch.manual_seed(spec.seed)  # the model's initial weights depend on the seed only
     model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if matmul_small_maps:
+        use_matmul_for_small_maps(model)
     precision = make_precision(spec.amp, device)
     optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)
     return Training(

@@ -124,7 +124,10 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     preprocess = make_preprocess(spec, split, layout.channels_last)
     on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
-    training = make_training(spec, device, preprocess.channels_last, steps_per_epoch * spec.epochs)
+    steps = steps_per_epoch * spec.epochs
+    training = make_training(
+        spec, device, preprocess.channels_last, steps, layout.matmul_small_maps
+    )
     return Setup(spec, device, backends, split, preprocess, on_device, steps_per_epoch, training)
 
 
