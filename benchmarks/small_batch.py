@@ -4,10 +4,14 @@ The published study's batch 16 at MNIST's own 28x28x1, SGD, fp32, timed side by 
 invocation, the variants alternating across repeats so a slow spell hits all of them:
   notebook          torchvision MNIST, ToTensor + Normalize in 2 DataLoader workers, per-step
                     loss.item() (the published notebook's pipeline, without its upscaling)
-  engine            train_torch.run as `mnistbench train` runs it (memory_format auto)
-  engine NCHW / NHWC   the engine with the layout set
+  engine            train_torch.run as `mnistbench train` runs it (memory_format and
+                    small_map_convs auto: both chosen by timing on this machine)
+  engine NCHW conv  the engine with oneDNN's convolutions everywhere (what it ran before
+                    small_map_convs)
+  engine NCHW matmul / NHWC matmul   the 2x2 and 1x1 maps as matrix products, layout set
   engine 1 thread   the engine on one of the cores
   plain loop        the smallest in-memory loop: one random-order batch slice, fused SGD, no sync
+  plain + matmul    the same with the small-map convolutions as matrix products
   plain + compile   the same with torch.compile(model) (only with --compile; compile time apart)
 Every figure is training images per second over the same timed steps after a warm-up, the
 median of --repeats; ratios are to the notebook's median from this invocation.
@@ -32,6 +36,7 @@ from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
 from mnistbench.measure import cpu_model
 from mnistbench.models import build_resnet
+from mnistbench.smallmaps import use_matmul_for_small_maps
 from train_throughput import engine_result
 
 BATCH = 16
@@ -65,12 +70,14 @@ def notebook(steps: int, root: Path, threads: int) -> float:
 
 
 def plain_loop(steps: int, images: torch.Tensor, labels: torch.Tensor, threads: int,
-               compiled: bool = False) -> float:  # fmt: skip
+               compiled: bool = False, matmul: bool = False) -> float:  # fmt: skip
     """The least a step can be: slice a batch of resident float images, forward, backward,
     one fused SGD kernel; no host sync until the end."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_resnet("resnet18", channels=1)
+    if matmul:
+        use_matmul_for_small_maps(model)
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compiled else model
     optimizer = torch.optim.SGD(
         model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=True
@@ -95,9 +102,11 @@ def plain_loop(steps: int, images: torch.Tensor, labels: torch.Tensor, threads: 
     return steps * BATCH / (time.perf_counter() - started)
 
 
-def engine(steps: int, data, threads: int, memory_format: str = "auto") -> float:
+def engine(
+    steps: int, data, threads: int, memory_format: str = "auto", convs: str = "auto"
+) -> float:
     result = engine_result("resnet18", BATCH, 28, False, steps, data, threads, "cpu",
-                           memory_format=memory_format)  # fmt: skip
+                           memory_format=memory_format, small_map_convs=convs)  # fmt: skip
     return result.images_per_second
 
 
@@ -116,10 +125,12 @@ def main() -> None:
     variants: dict[str, Callable[[], float]] = {
         "notebook": lambda: notebook(steps, root, threads),
         "engine": lambda: engine(steps, data, threads),
-        "engine NCHW": lambda: engine(steps, data, threads, "contiguous"),
-        "engine NHWC": lambda: engine(steps, data, threads, "channels_last"),
+        "engine NCHW conv": lambda: engine(steps, data, threads, "contiguous", "conv"),
+        "engine NCHW matmul": lambda: engine(steps, data, threads, "contiguous", "matmul"),
+        "engine NHWC matmul": lambda: engine(steps, data, threads, "channels_last", "matmul"),
         "engine 1 thread": lambda: engine(steps, data, 1),
         "plain loop": lambda: plain_loop(steps, images, labels, threads),
+        "plain + matmul": lambda: plain_loop(steps, images, labels, threads, matmul=True),
     }
     if args.compile:
         variants["plain + compile"] = lambda: plain_loop(steps, images, labels, threads, True)

@@ -38,7 +38,7 @@ from mnistbench.train_torch import run
 
 def engine_result(
     model: str, batch: int, size: int, amp: bool, steps: int, data, threads: int,
-    device: str = "cpu", memory_format: str = "auto",
+    device: str = "cpu", memory_format: str = "auto", small_map_convs: str = "auto",
 ) -> RunResult:  # fmt: skip
     """The real engine (train_torch.run) on `steps` steps of MNIST at `size` px (3 channels when
     upscaled, as published), SGD at the published lr; evaluation off except one tiny batch."""
@@ -46,7 +46,7 @@ def engine_result(
         dataset="mnist", model=model, batch_size=batch, epochs=1, image_size=size,
         channels=3 if size > 28 else 1, amp=amp, device=device, threads=threads, optimizer="sgd",
         lr=1e-3, lr_schedule="none", train_limit=steps * batch, test_limit=batch,
-        eval_each_epoch=False, memory_format=memory_format,
+        eval_each_epoch=False, memory_format=memory_format, small_map_convs=small_map_convs,
     )  # fmt: skip
     return run(spec, data)
 

@@ -348,8 +348,9 @@ def test_a_checkpoint_of_another_spec_or_version_is_ignored_and_said(tmp_path, f
         {"optimizer": "adam", "lr": 1e-3},
         {"optimizer": "adamw", "lr": 1e-3, "loader": "dataloader", "val_fraction": 0.1},
         {"optimizer": "sgd", "lr": 0.01, "loader": "dataloader", "num_workers": 1},
+        {"optimizer": "adam", "lr": 1e-3, "ema_decay": 0.9, "tta": "flip", "augment": "erase"},
     ],
-    ids=["adam", "adamw-dataloader-val", "sgd-dataloader-workers"],
+    ids=["adam", "adamw-dataloader-val", "sgd-dataloader-workers", "adam-ema-tta-erase"],
 )
 def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
     """Optimizer state, schedule, loader order and validation all come back from a checkpoint."""

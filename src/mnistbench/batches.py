@@ -6,6 +6,7 @@ resumed epoch replays exactly the draws an uninterrupted run would have made.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from mnistbench.config import RunSpec
 from mnistbench.data.splits import SplitData
 
 TRANSLATE_PIXELS = 2  # augment='translate': random shift of up to ±2 px
+# augment='erase': torchvision RandomErasing's defaults (probability, area fraction, aspect),
+# drawn per image; the rectangle is set to 0, the background of these datasets.
+ERASE_PROBABILITY, ERASE_AREA, ERASE_ASPECT = 0.5, (0.02, 0.33), (0.3, 3.3)
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
@@ -39,6 +43,27 @@ def hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where((draws < 0.5).to(images.device)[:, None, None], images.flip(-1), images)
 
 
+def erase(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2020), each image (B, H, W) on its own draw: with
+    probability ERASE_PROBABILITY a rectangle of ERASE_AREA of the image, of aspect (h/w) in
+    ERASE_ASPECT (log-uniform), is blanked."""
+    batch, height, width = images.shape
+    draws = torch.rand(5, batch, generator=generator, device=generator.device).to(images.device)
+    area = height * width * (ERASE_AREA[0] + draws[0] * (ERASE_AREA[1] - ERASE_AREA[0]))
+    low, high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.exp(low + draws[1] * (high - low))
+    rows = torch.sqrt(area * aspect).round().clamp(1, height)
+    cols = torch.sqrt(area / aspect).round().clamp(1, width)
+    top = (draws[2] * (height - rows + 1)).floor()
+    left = (draws[3] * (width - cols + 1)).floor()
+    y = torch.arange(height, device=images.device)[None, :]
+    x = torch.arange(width, device=images.device)[None, :]
+    in_rows = (y >= top[:, None]) & (y < (top + rows)[:, None])
+    in_cols = (x >= left[:, None]) & (x < (left + cols)[:, None])
+    chosen = (draws[4] < ERASE_PROBABILITY)[:, None, None]
+    return images.masked_fill(in_rows[:, :, None] & in_cols[:, None, :] & chosen, 0)
+
+
 def make_augment(
     name: str, generator: torch.Generator
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -52,6 +77,8 @@ def make_augment(
             images = translate(images, TRANSLATE_PIXELS, generator)
         if "flip" in parts:
             images = hflip(images, generator)
+        if "erase" in parts:
+            images = erase(images, generator)
         return images
 
     return augment

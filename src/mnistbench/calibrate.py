@@ -83,9 +83,11 @@ def torch_shape_key(spec: RunSpec) -> str:
     # "auto" resolves the same way for every run of a shape on one machine
     layout = f"{spec.memory_format}/{spec.small_map_convs}"
     optimizer = "sgd" if spec.optimizer == "sgd" else "adam"  # adam and adamw: one update cost
+    # The levers added later enter only when used, so earlier calibrations keep their keys
+    levers = (" ema" if spec.ema_decay else "") + (f" tta-{spec.tta}" if spec.tta != "none" else "")
     return (
         f"{spec.model} {spec.image_size}px x{spec.channels} {spec.stem} B{spec.batch_size} "
-        f"{precision} {optimizer} {layout} {spec.loader} {spec.augment}"
+        f"{precision} {optimizer} {layout} {spec.loader} {spec.augment}{levers}"
     )
 
 
@@ -301,7 +303,7 @@ def _timed_steps(setup: train_torch.Setup, seconds: float) -> float:
         train_one_epoch(
             training.model, training.criterion, training.optimizer, batches(), setup.preprocess,
             setup.device, training.precision, epoch=1, scheduler=training.scheduler,
-            augment=epoch_augment(setup.spec, 1, setup.device),
+            augment=epoch_augment(setup.spec, 1, setup.device), ema=training.ema,
         )  # fmt: skip
     total = watch.stop()
     steps = [end - begin for begin, end in itertools.pairwise(stamps)]
@@ -322,6 +324,7 @@ def _timed_evaluation(setup: train_torch.Setup) -> float:
     evaluate(
         setup.training.model, setup.data.eval_images[:count], setup.data.eval_labels[:count],
         setup.preprocess, setup.device, setup.training.precision, count,
+        tta=setup.spec.tta == "flip",
     )  # fmt: skip
     return count / watch.stop()
 

@@ -58,6 +58,7 @@ def save_checkpoint(
             "optimizer": training.optimizer.state_dict(),
             "scheduler": training.scheduler.state_dict() if training.scheduler else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": training.ema.state_dict() if training.ema is not None else None,
             "rng": _rng_state(_device_of(training)),
             "history": [dataclasses.asdict(entry) for entry in history],  # plain data
             "train_seconds": train_seconds,
@@ -67,13 +68,16 @@ def save_checkpoint(
 
 
 def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
-    """Put a checkpoint's model, optimizer, schedule, GradScaler and RNG states back."""
+    """Put a checkpoint's model, optimizer, schedule, GradScaler, weight average and RNG
+    states back."""
     training.model.load_state_dict(state["model"])
     training.optimizer.load_state_dict(state["optimizer"])
     if training.scheduler is not None and state["scheduler"] is not None:
         training.scheduler.load_state_dict(state["scheduler"])
     if training.precision.scaler is not None and state["scaler"] is not None:
         training.precision.scaler.load_state_dict(state["scaler"])
+    if training.ema is not None and state.get("ema") is not None:
+        training.ema.load_state_dict(state["ema"])
     _set_rng_state(state["rng"], _device_of(training))
 
 

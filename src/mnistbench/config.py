@@ -17,18 +17,39 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from mnistbench.data.registry import UnknownDatasetError, canonical_name
-from mnistbench.errors import UserError
+from mnistbench.specfields import (
+    Engine,
+    FieldRole,
+    Identity,
+    SpecError,
+    check_choice,
+    check_positive,
+    field_default,
+    field_role,
+    spec_field,
+)
+
+__all__ = ["Engine", "FieldRole", "Identity", "RunSpec", "SpecError", "field_role", "spec_field"]
 
 MODELS = ("resnet18", "resnet50", "svm")
 SPLITS = ("official", "assignment")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
-AUGMENTS = ("none", "translate", "flip", "translate+flip")
+AUGMENTS = (
+    "none",
+    "translate",
+    "flip",
+    "translate+flip",
+    "erase",
+    "translate+erase",
+    "flip+erase",
+    "translate+flip+erase",
+)
+TTAS = ("none", "flip")
 LOADERS = ("memory", "dataloader")
 STEMS = ("imagenet", "cifar")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -41,80 +62,6 @@ AMP_CUDA_ONLY = "cuda"  # amp = "cuda": mixed precision on CUDA only, fp32 elsew
 # The identity scheme. Bump it only to change every run's key on purpose: each store then runs
 # everything again. Version 1 hashes the canonical fields as JSON (no version in the text).
 KEY_VERSION = 1
-
-Engine = Literal["run", "torch", "svm"]
-Identity = Literal["always", "non-default", "never"]
-
-
-@dataclass(frozen=True)
-class FieldRole:
-    """What a RunSpec field is for, declared with the field.
-
-    engine: "run" (both engines read it), "torch" or "svm".
-    identity: "always" (part of the key), "never" (changes speed, not what is computed) or
-        "non-default" (part of the key only when it differs from its default: the rule for every
-        field added after KEY_VERSION 1's fields, so that old keys stay valid).
-    applies: when the field means something for this spec (momentum only for SGD); a field that
-        does not apply is left out of the key.
-    """
-
-    engine: Engine
-    identity: Identity = "always"
-    applies: Callable[[RunSpec], bool] | None = None
-    choices: tuple[str, ...] | None = None
-    """The values allowed (validated, and offered by the CLI's --help)."""
-
-
-def spec_field(
-    default: Any = dataclasses.MISSING,
-    *,
-    engine: Engine,
-    identity: Identity = "always",
-    applies: Callable[[RunSpec], bool] | None = None,
-    choices: tuple[str, ...] | None = None,
-    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
-) -> Any:
-    """A RunSpec field with its role (see FieldRole)."""
-    metadata = {"role": FieldRole(engine, identity, applies, choices)}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _default(spec_field_: dataclasses.Field) -> Any:
-    if spec_field_.default_factory is not dataclasses.MISSING:
-        return spec_field_.default_factory()
-    return spec_field_.default
-
-
-def field_role(spec_field_: dataclasses.Field) -> FieldRole:
-    return spec_field_.metadata["role"]
-
-
-class SpecError(UserError, ValueError):
-    """A bad RunSpec value: names the field, the value and what is allowed."""
-
-    def __init__(self, field_name: str, value: object, allowed: str) -> None:
-        super().__init__(f"{field_name}={value!r} is invalid: {allowed}")
-        self.field_name, self.value, self.allowed = field_name, value, allowed
-        self.flag = "--" + field_name.replace("_", "-")  # what the CLI calls the field
-
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SpecError(name, value, f"choose one of {', '.join(allowed)}")
-
-
-def _positive(name: str, value: object, *, integer: bool = False, zero_ok: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, kinds)
-        or value < 0
-        or (value == 0 and not zero_ok)
-    ):
-        what = "an integer" if integer else "a number"
-        raise SpecError(name, value, f"must be {what} {'>= 0' if zero_ok else '> 0'}")
 
 
 def default_threads() -> int:
@@ -165,8 +112,17 @@ class RunSpec:
     label_smoothing: float = spec_field(0.0, engine="torch")
     """Cross-entropy label smoothing in [0, 1)."""
     augment: str = spec_field("none", engine="torch", choices=AUGMENTS)
-    """'none', 'translate' (random shift of up to ±2 px), 'flip' (random left-right mirror: for
-    FashionMNIST's clothes, not for digits) or 'translate+flip'; per image, on the device."""
+    """'none', or any of 'translate' (random shift of up to ±2 px), 'flip' (random left-right
+    mirror: for FashionMNIST's clothes, not for digits) and 'erase' (random erasing: half the
+    images lose a rectangle of 2-33 % of their area) joined by '+', in that order; per image,
+    on the device."""
+    ema_decay: float = spec_field(0.0, engine="torch", identity="non-default")
+    """Keep an exponential moving average of the weights and batch-norm statistics, updated
+    after every step with this decay (0 = off; 0.99 averages about the last 100 steps).
+    Evaluations, the test result and the saved model use the average."""
+    tta: str = spec_field("none", engine="torch", identity="non-default", choices=TTAS)
+    """Test-time augmentation: 'flip' classifies each image by the mean class probabilities of
+    it and its mirror image (for left-right symmetric classes, as FashionMNIST's; not digits)."""
     device: str = spec_field("auto", engine="torch")
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     amp: bool | str = spec_field(False, engine="torch")
@@ -227,7 +183,7 @@ class RunSpec:
         for declared in dataclasses.fields(self):  # declared choices, of this run's engine
             role = field_role(declared)
             if role.choices and role.engine in ("run", "svm" if self.is_svm else "torch"):
-                _choice(declared.name, getattr(self, declared.name), role.choices)
+                check_choice(declared.name, getattr(self, declared.name), role.choices)
         try:
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
         except UnknownDatasetError as exc:
@@ -238,26 +194,28 @@ class RunSpec:
             raise SpecError(
                 "val_fraction", self.val_fraction, "the assignment split fixes 70/10/20"
             )
-        _positive("seed", self.seed, integer=True, zero_ok=True)
+        check_positive("seed", self.seed, integer=True, zero_ok=True)
         for name in ("train_limit", "test_limit"):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name), integer=True)
-        _positive("threads", self.threads, integer=True)
+                check_positive(name, getattr(self, name), integer=True)
+        check_positive("threads", self.threads, integer=True)
         if self.model == "svm":
             self._validate_svm()
         else:
             self._validate_torch()
 
     def _validate_torch(self) -> None:
-        _positive("lr", self.lr)
-        _positive("momentum", self.momentum, zero_ok=True)
+        check_positive("lr", self.lr)
+        check_positive("momentum", self.momentum, zero_ok=True)
         if self.momentum >= 1:
             raise SpecError("momentum", self.momentum, "must be in [0, 1)")
-        _positive("weight_decay", self.weight_decay, zero_ok=True)
-        _positive("batch_size", self.batch_size, integer=True)
-        _positive("epochs", self.epochs, integer=True)
+        check_positive("weight_decay", self.weight_decay, zero_ok=True)
+        check_positive("batch_size", self.batch_size, integer=True)
+        check_positive("epochs", self.epochs, integer=True)
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
             raise SpecError("label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise SpecError("ema_decay", self.ema_decay, "must be in [0, 1) (0: no average)")
         if not (
             self.device in ("auto", "cpu", "cuda", "mps")
             or (self.device.startswith("cuda:") and self.device[5:].isdigit())
@@ -265,7 +223,7 @@ class RunSpec:
             raise SpecError("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
         if not (self.amp is True or self.amp is False or self.amp == AMP_CUDA_ONLY):
             raise SpecError("amp", self.amp, f"choose true, false or {AMP_CUDA_ONLY!r}")
-        _positive("num_workers", self.num_workers, integer=True, zero_ok=True)
+        check_positive("num_workers", self.num_workers, integer=True, zero_ok=True)
         self._validate_loader_options()
         if (
             isinstance(self.image_size, bool)
@@ -294,12 +252,12 @@ class RunSpec:
                 )
 
     def _validate_svm(self) -> None:
-        _positive("C", self.C)
+        check_positive("C", self.C)
         if isinstance(self.gamma, str):
-            _choice("gamma", self.gamma, GAMMAS)
+            check_choice("gamma", self.gamma, GAMMAS)
         else:
-            _positive("gamma", self.gamma)
-        _positive("degree", self.degree, integer=True)
+            check_positive("gamma", self.gamma)
+        check_positive("degree", self.degree, integer=True)
         if self.features not in ("pixels", "standardized") and not (
             self.features.startswith("pca:")
             and self.features[4:].isdigit()
@@ -324,7 +282,7 @@ class RunSpec:
                 role.identity == "never"
                 or role.engine not in ("run", self.engine())
                 or (role.applies is not None and not role.applies(self))
-                or (role.identity == "non-default" and value == _default(spec_field_))
+                or (role.identity == "non-default" and value == field_default(spec_field_))
             ):
                 continue
             canonical[spec_field_.name] = value
@@ -376,7 +334,7 @@ class RunSpec:
         for spec_field_ in dataclasses.fields(cls):
             value = values.get(spec_field_.name, dataclasses.MISSING)
             if value is dataclasses.MISSING:
-                value = _default(spec_field_)
+                value = field_default(spec_field_)
             object.__setattr__(spec, spec_field_.name, value)
         return spec
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from mnistbench.batches import Batches, make_augment, warm_up_shapes
 from mnistbench.config import RunSpec
@@ -53,8 +54,10 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reporter: Reporter | None = None,
+    ema: AveragedModel | None = None,
 ) -> EpochStats:
-    """One pass over `batches`. Raises Diverged naming the first step whose loss was not finite."""
+    """One pass over `batches` (updating `ema` after each step, when given). Raises Diverged
+    naming the first step whose loss was not finite."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -71,6 +74,8 @@ def train_one_epoch(
         precision.backward_and_step(loss, optimizer)
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         steps += 1
         images_seen += len(labels)
         # Accumulate on the device; the host looks only every PROGRESS_EVERY steps.
@@ -82,21 +87,32 @@ def train_one_epoch(
         if steps % PROGRESS_EVERY == 0:
             _check_finite(first_bad_step, epoch)
             if reporter is not None:
-                elapsed = time.perf_counter() - started
-                reporter.update(
-                    steps,
-                    {
-                        "loss": loss_sum.item() / images_seen,
-                        "acc": 100.0 * correct.item() / images_seen,
-                        "img/s": images_seen / elapsed,
-                    },
-                )
+                _report(reporter, steps, loss_sum, correct, images_seen, started)
     _check_finite(first_bad_step, epoch)
     return EpochStats(
         loss=loss_sum.item() / max(images_seen, 1),
         accuracy=100.0 * correct.item() / max(images_seen, 1),
         images=images_seen,
         steps=steps,
+    )
+
+
+def _report(
+    reporter: Reporter,
+    steps: int,
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    images_seen: int,
+    started: float,
+) -> None:
+    """The running loss, accuracy and rate so far (reading the sums syncs with the device)."""
+    reporter.update(
+        steps,
+        {
+            "loss": loss_sum.item() / images_seen,
+            "acc": 100.0 * correct.item() / images_seen,
+            "img/s": images_seen / (time.perf_counter() - started),
+        },
     )
 
 
@@ -116,14 +132,20 @@ def evaluate(
     precision: Precision,
     batch_size: int = 256,
     num_classes: int = 10,
+    tta: bool = False,
 ) -> tuple[float, torch.Tensor]:
-    """(accuracy %, confusion matrix [true, predicted]) over device-resident uint8 images."""
+    """(accuracy %, confusion matrix [true, predicted]) over device-resident uint8 images; with
+    `tta`, each image is classified by its and its mirror image's mean class probabilities."""
     model.eval()
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     for start in range(0, len(labels), batch_size):
         batch_labels = labels[start : start + batch_size]
+        inputs = preprocess(images[start : start + batch_size])
         with precision.autocast(device):
-            predicted = model(preprocess(images[start : start + batch_size])).argmax(1)
+            scores = model(inputs)
+            if tta:
+                scores = scores.float().softmax(1) + model(inputs.flip(-1)).float().softmax(1)
+        predicted = scores.argmax(1)
         confusion += torch.bincount(
             batch_labels * num_classes + predicted, minlength=num_classes * num_classes
         )

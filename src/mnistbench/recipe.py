@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnistbench.config import AMP_CUDA_ONLY, RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
@@ -122,6 +123,12 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     precision: Precision
+    ema: AveragedModel | None = None  # the weights' moving average (ema_decay), when kept
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that evaluations, the test result and the saved model use."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def make_training(
@@ -147,7 +154,16 @@ def make_training(
         optimizer=optimizer,
         scheduler=make_scheduler(spec, optimizer, steps),
         precision=precision,
+        ema=make_ema(model, spec.ema_decay),
     )
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """torch's EMA of the parameters and buffers (batch-norm statistics too, so the average
+    evaluates with statistics that match its weights); None when decay is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def configure_backends(device: torch.device) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from mnistbench.recipe import (
     make_training,
 )
 from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
+from mnistbench.specfields import field_default
 
 # --- The run, step by step --------------------------------------------------------------------
 
@@ -251,6 +252,8 @@ def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult
             setup, setup.split.test_images.to(device), setup.split.test_labels.to(device)
         )
         fill_test_result(result, test)
+        if setup.training.ema is not None or setup.spec.tta != "none":
+            result.protocol["test_accuracy_by_lever"] = accuracy_by_lever(setup, test)
     result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
     return result
 
@@ -260,7 +263,7 @@ def keep_final_model(
 ) -> None:
     """Save the trained model for later prediction; it supersedes the epoch checkpoint."""
     final = final_model_path(checkpoint_dir, setup.spec)
-    save_final_model(final, setup.spec, setup.training.model, setup.preprocess)
+    save_final_model(final, setup.spec, setup.training.evaluated, setup.preprocess)
     result.model_path = str(final)
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)
@@ -300,7 +303,7 @@ def train_epoch(setup: Setup, epoch: int, reporter: Reporter) -> EpochStats:
         training.model, training.criterion, training.optimizer,
         epoch_batches(spec, setup.split, setup.data, epoch, device), setup.preprocess, device,
         training.precision, epoch=epoch, scheduler=training.scheduler,
-        augment=epoch_augment(spec, epoch, device), reporter=reporter,
+        augment=epoch_augment(spec, epoch, device), reporter=reporter, ema=training.ema,
     )  # fmt: skip
 
 
@@ -309,15 +312,42 @@ def evaluate_held_out(setup: Setup) -> Evaluation:
     return evaluate_on(setup, setup.data.eval_images, setup.data.eval_labels)
 
 
-def evaluate_on(setup: Setup, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
-    """The model on device-resident images, timed apart from training."""
+def evaluate_on(
+    setup: Setup,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    averaged: bool = True,
+    tta: bool | None = None,
+) -> Evaluation:
+    """The model on device-resident images, timed apart from training: the weight average
+    (when kept) and test-time augmentation as the spec says, unless told otherwise."""
+    training = setup.training
     watch = Stopwatch(setup.device)
     watch.start()
     accuracy, confusion = evaluate(
-        setup.training.model, images, labels, setup.preprocess, setup.device,
-        setup.training.precision, eval_batch_size(setup.spec.image_size),
+        training.evaluated if averaged else training.model, images, labels, setup.preprocess,
+        setup.device, training.precision, eval_batch_size(setup.spec.image_size),
+        tta=setup.spec.tta == "flip" if tta is None else tta,
     )  # fmt: skip
     return Evaluation(accuracy, confusion, watch.stop())
+
+
+def accuracy_by_lever(setup: Setup, test: Evaluation) -> dict[str, float]:
+    """What the run's evaluation levers did: the test accuracy with and without the weight
+    average and the mirror-image TTA, where the spec uses them ('raw' is neither). A user sees
+    each lever's effect on this very run, at the cost of up to three more test passes."""
+    images = setup.split.test_images.to(setup.device)
+    labels = setup.split.test_labels.to(setup.device)
+    uses_ema, uses_tta = setup.training.ema is not None, setup.spec.tta == "flip"
+    accuracies: dict[str, float] = {}
+    for averaged in (False, True) if uses_ema else (False,):
+        for tta in (False, True) if uses_tta else (False,):
+            name = "+".join(["ema"] * averaged + ["flip"] * tta) or "raw"
+            same = averaged == uses_ema and tta == uses_tta  # the result's own evaluation
+            again = None if same else evaluate_on(setup, images, labels, averaged=averaged, tta=tta)
+            accuracies[name] = test.accuracy if again is None else again.accuracy
+    return accuracies
 
 
 # --- The result -----------------------------------------------------------------------------
@@ -355,4 +385,10 @@ def protocol(
         "amp": spec.amp,  # as asked (True, False or "cuda"); precision is what ran here
         "precision": precision.label,
         "device": str(device),
-    }
+    } | {name: getattr(spec, name) for name in ("ema_decay", "tta") if _is_set(spec, name)}
+
+
+def _is_set(spec: RunSpec, name: str) -> bool:
+    """Whether a lever added after the first results is used: stated only then, so that the
+    protocol of every earlier result reads the same."""
+    return getattr(spec, name) != field_default(RunSpec.__dataclass_fields__[name])

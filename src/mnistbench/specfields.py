@@ -1,0 +1,93 @@
+"""How a RunSpec field declares its role (spec_field), and the error a bad value raises.
+
+Kept apart from config.py, which declares the fields themselves: the machinery is the same
+for every field, the declarations are what a reader of a run's settings looks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mnistbench.errors import UserError
+
+if TYPE_CHECKING:
+    from mnistbench.config import RunSpec
+
+Engine = Literal["run", "torch", "svm"]
+Identity = Literal["always", "non-default", "never"]
+
+
+@dataclass(frozen=True)
+class FieldRole:
+    """What a RunSpec field is for, declared with the field.
+
+    engine: "run" (both engines read it), "torch" or "svm".
+    identity: "always" (part of the key), "never" (changes speed, not what is computed) or
+        "non-default" (part of the key only when it differs from its default: the rule for every
+        field added after KEY_VERSION 1's fields, so that old keys stay valid).
+    applies: when the field means something for this spec (momentum only for SGD); a field that
+        does not apply is left out of the key.
+    """
+
+    engine: Engine
+    identity: Identity = "always"
+    applies: Callable[[RunSpec], bool] | None = None
+    choices: tuple[str, ...] | None = None
+    """The values allowed (validated, and offered by the CLI's --help)."""
+
+
+def spec_field(
+    default: Any = dataclasses.MISSING,
+    *,
+    engine: Engine,
+    identity: Identity = "always",
+    applies: Callable[[RunSpec], bool] | None = None,
+    choices: tuple[str, ...] | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A RunSpec field with its role (see FieldRole)."""
+    metadata = {"role": FieldRole(engine, identity, applies, choices)}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_default(spec_field_: dataclasses.Field) -> Any:
+    if spec_field_.default_factory is not dataclasses.MISSING:
+        return spec_field_.default_factory()
+    return spec_field_.default
+
+
+def field_role(spec_field_: dataclasses.Field) -> FieldRole:
+    return spec_field_.metadata["role"]
+
+
+class SpecError(UserError, ValueError):
+    """A bad RunSpec value: names the field, the value and what is allowed."""
+
+    def __init__(self, field_name: str, value: object, allowed: str) -> None:
+        super().__init__(f"{field_name}={value!r} is invalid: {allowed}")
+        self.field_name, self.value, self.allowed = field_name, value, allowed
+        self.flag = "--" + field_name.replace("_", "-")  # what the CLI calls the field
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(name, value, f"choose one of {', '.join(allowed)}")
+
+
+def check_positive(
+    name: str, value: object, *, integer: bool = False, zero_ok: bool = False
+) -> None:
+    kinds = (int,) if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or value < 0
+        or (value == 0 and not zero_ok)
+    ):
+        what = "an integer" if integer else "a number"
+        raise SpecError(name, value, f"must be {what} {'>= 0' if zero_ok else '> 0'}")
