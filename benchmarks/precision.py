@@ -2,9 +2,10 @@
 
 Precision stays the user's choice (bf16 changes the numerics); this says what each costs on the
 machine at hand. Each shape's training step (ResNet-18, SGD, fake batch) is timed in fp32 and
-in bf16 autocast, each in NCHW and NHWC (channels_last), by the same alternating timer that
-`memory_format = "auto"` uses (mnistbench.layout.time_layouts): a warm-up step, then at least 3
-timed steps per layout, the fastest step of each. Sizes above 28 px use 3 channels, as the
+in bf16 autocast, each in NCHW and NHWC (channels_last), with and without the small-map
+convolutions as matrix products (small_map_convs; where the model has 2x2 maps), by the same
+alternating timer that `memory_format = "auto"` uses (mnistbench.layout.time_layouts): a
+warm-up step, then at least 3 timed steps per variant, the fastest step of each. Sizes above 28 px use 3 channels, as the
 published protocol.
 
     python benchmarks/precision.py                       # 28, 64 and 224 px
@@ -18,7 +19,7 @@ import argparse
 import torch
 
 from mnistbench.config import RunSpec
-from mnistbench.layout import LAYOUTS, time_layouts
+from mnistbench.layout import time_layouts
 from mnistbench.measure import cpu_model
 
 SHAPES = ((28, 16), (28, 32), (28, 128), (64, 32), (224, 16))
@@ -42,29 +43,39 @@ def main() -> None:
     print(f"{cpu_model()}, {args.threads} threads, torch {torch.__version__}; ResNet-18 training "
           "steps, images/s (fastest of at least 3 alternating steps)\n")  # fmt: skip
     print(
-        "| input | batch | fp32 NCHW | fp32 NHWC | bf16 NCHW | bf16 NHWC | fastest | bf16 / fp32 |"
+        "| input | batch | precision | NCHW | NHWC | NCHW matmul | NHWC matmul | fastest | vs fp32 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---|---:|")
     for size, batch in shapes:
-        rates = {}
+        rows = {}
         for amp, precision in ((False, "fp32"), (True, "bf16")):
             spec = RunSpec(
                 model="resnet18", image_size=size, channels=1 if size == 28 else 3,
                 batch_size=batch, optimizer="sgd", amp=amp, device="cpu", threads=args.threads,
             )  # fmt: skip
             measured = time_layouts(spec, torch.device("cpu"))
-            for layout in LAYOUTS:  # training rates; the 'eval <layout>' ones are not shown
-                rates[f"{precision} {'NHWC' if layout == 'channels_last' else 'NCHW'}"] = measured[
-                    layout
-                ]
-        fastest = max(rates, key=rates.__getitem__)
-        best = {p: max(v for k, v in rates.items() if k.startswith(p)) for p in ("fp32", "bf16")}
-        cells = " | ".join(
-            f"{rates[k]:.1f}" for k in ("fp32 NCHW", "fp32 NHWC", "bf16 NCHW", "bf16 NHWC")
-        )
+            # training rates ('eval <layout>' are not shown); matmul where the model has 2x2 maps
+            rows[precision] = {
+                VARIANTS[name]: rate for name, rate in measured.items() if name in VARIANTS
+            }
+        fp32_best = max(rows["fp32"].values())
         channels = 1 if size == 28 else 3
-        print(f"| {size}×{size}×{channels} | {batch} | {cells} | {fastest} | "
-              f"{best['bf16'] / best['fp32']:.2f}x |", flush=True)  # fmt: skip
+        for precision, rates in rows.items():
+            cells = " | ".join(
+                f"{rates[name]:.1f}" if name in rates else "-" for name in VARIANTS.values()
+            )
+            fastest = max(rates, key=rates.__getitem__)
+            print(f"| {size}×{size}×{channels} | {batch} | {precision} | {cells} | {fastest} | "
+                  f"{max(rates.values()) / fp32_best:.2f}x |", flush=True)  # fmt: skip
+
+
+# time_layouts' names -> the table's columns
+VARIANTS = {
+    "contiguous": "NCHW",
+    "channels_last": "NHWC",
+    "contiguous matmul": "NCHW matmul",
+    "channels_last matmul": "NHWC matmul",
+}
 
 
 if __name__ == "__main__":

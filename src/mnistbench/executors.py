@@ -38,8 +38,7 @@ def run_sequential(todo: list[PlannedRun], context: RunContext) -> None:
             data = cached_dataset(run.spec.dataset, context.root)
             result = run_spec(run.spec, data, checkpoints, context.reporter)
         except KeyboardInterrupt:
-            context.heartbeat.discard(run.key)
-            context.store.release(run.key)  # a clean Ctrl-C: the run goes back to pending
+            context.release(run)  # a clean Ctrl-C: the run goes back to pending
             raise
         except Exception as exc:  # a failed run is recorded; the study goes on
             context.finish(run, None, exc)
@@ -111,12 +110,21 @@ def _feed_workers(
             if not context.claim(run):
                 plan.slots.release(run.key)
                 continue
-            context.reporter.run_started(run.spec.label())
             threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
-            future = pool.submit(
-                run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
-                placement.gpu_index,
-            )  # fmt: skip
+            try:
+                future = pool.submit(
+                    run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
+                    placement.gpu_index,
+                )  # fmt: skip
+            except BrokenProcessPool:
+                # A worker died after the last wait() returned: this run never started, so it
+                # goes back to the queue (and to pending) for the next pool's fresh workers.
+                broken = True
+                plan.slots.release(run.key)
+                context.release(run)
+                queue.insert(0, run)
+                break
+            context.reporter.run_started(run.spec.label())
             in_flight[future] = run
         if not in_flight:
             continue

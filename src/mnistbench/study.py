@@ -318,6 +318,12 @@ class RunContext:
         self.heartbeat.add(run.key)
         return True
 
+    def release(self, run: PlannedRun) -> None:
+        """Give a claimed run back unstarted (Ctrl-C, a worker pool that broke before it took
+        the run): it is pending again, for this study's next pass or another process."""
+        self.heartbeat.discard(run.key)
+        self.store.release(run.key)
+
     def finish(
         self, run: PlannedRun, result: RunResult | None, error: BaseException | None
     ) -> None:
