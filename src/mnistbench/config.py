@@ -51,7 +51,7 @@ AUGMENTS = (
 )
 TTAS = ("none", "flip")
 LOADERS = ("memory", "dataloader")
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "halve", "cifar")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 SMALL_MAP_CONVS = ("auto", "matmul", "conv")
 KERNELS = ("poly", "rbf", "linear")
@@ -140,7 +140,8 @@ class RunSpec:
     channels: int = spec_field(1, engine="torch")
     """Model input channels: 1 (native) or 3 (published protocol: gray repeated)."""
     stem: str = spec_field("imagenet", engine="torch", choices=STEMS)
-    """'imagenet' (7x7/2 conv + max-pool) or 'cifar' (3x3/1 conv, no max-pool)."""
+    """'imagenet' (7x7/2 conv + max-pool), 'halve' (3x3/2 conv, no max-pool: 14x14 maps at
+    layer1 from 28 px, ~4x imagenet's FLOPs) or 'cifar' (3x3/1 conv, no max-pool: 28x28)."""
     eval_each_epoch: bool = spec_field(True, engine="torch")
     """Evaluate on the validation (or, without one, test) split after every epoch."""
     memory_format: str = spec_field(
