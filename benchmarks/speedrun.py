@@ -19,7 +19,7 @@ from mnistbench import published
 from mnistbench.progress import PlainReporter
 from mnistbench.result import RunResult
 from mnistbench.store import Store
-from mnistbench.study import run_study
+from mnistbench.study import expand, run_study
 from mnistbench.studyfile import StudyFileError, StudySpec, load_study
 
 # The published study's best test accuracies, and this issue's training-time budgets (2-core CPU).
@@ -43,21 +43,26 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
 
+def finished(study: StudySpec, store: Store) -> dict[str, list[RunResult]]:
+    """Each experiment's finished ('ok') results, in the file's order. The runs as `study run`
+    keyed them on this machine (`expand`: device 'auto' made concrete), not the file's specs."""
+    results: dict[str, list[RunResult]] = {e.name: [] for e in study.experiments}
+    for run in expand(study):
+        record = store.get(run.key)
+        if record is not None and record.result is not None and record.result.status == "ok":
+            results[run.experiment].append(record.result)
+    return results
+
+
 def table(study: StudySpec, store: Store) -> list[str]:
     lines = [
         "| experiment | seeds | test acc % (mean ± std) | train s (mean ± std) | best run "
         "| target | seeds meeting it |",
         "|---|---|---|---|---|---|---|",
     ]
-    for experiment in study.experiments:
-        results: list[RunResult] = []
-        for spec in experiment.specs():
-            record = store.get(spec.key())
-            if record is not None and record.result is not None:
-                results.append(record.result)
-        ok = [r for r in results if r.status == "ok"]
+    for name, ok in finished(study, store).items():
         if not ok:
-            lines.append(f"| {experiment.name} | 0 | not run | | | | |")
+            lines.append(f"| {name} | 0 | not run | | | | |")
             continue
         dataset = ok[0].spec["dataset"]
         target_acc, budget = TARGETS[dataset]
@@ -66,7 +71,7 @@ def table(study: StudySpec, store: Store) -> list[str]:
         best = max(ok, key=lambda r: (r.test_accuracy, -r.train_seconds))
         met = sum(r.test_accuracy >= target_acc and r.train_seconds <= budget for r in ok)
         lines.append(
-            f"| {experiment.name} | {len(ok)} | {mean_std(accuracies)} | {mean_std(seconds)} | "
+            f"| {name} | {len(ok)} | {mean_std(accuracies)} | {mean_std(seconds)} | "
             f"{best.test_accuracy:.2f} % in {best.train_seconds:.1f} s (seed {best.spec['seed']}) "
             f"| >= {target_acc:.2f} % in <= {budget:.0f} s | {met}/{len(ok)} |"
         )
@@ -81,30 +86,28 @@ def lever_table(study: StudySpec, store: Store) -> list[str]:
     test_accuracy_by_lever: one training run, evaluated raw, with mirror TTA, with the weight
     average and with both); empty when no run used one."""
     lines = []
-    for experiment in study.experiments:
-        for spec in experiment.specs():
-            record = store.get(spec.key())
-            result = record.result if record is not None else None
-            if result is None or result.status != "ok":
-                continue
+    for name, results in finished(study, store).items():
+        for result in results:
+            spec = result.spec
             by_lever = result.protocol.get("test_accuracy_by_lever")
             if not by_lever:
                 continue
             cells = " | ".join(
-                f"{by_lever[name]:.2f}" if name in by_lever else "" for name in LEVERS
+                f"{by_lever[lever]:.2f}" if lever in by_lever else "" for lever in LEVERS
             )
-            precision = "bf16" if spec.amp is True else "fp32"
+            precision = "bf16" if spec["amp"] is True else "fp32"
             lines.append(
-                f"| {experiment.name} | {spec.seed} | {precision} | {spec.epochs} | {spec.augment} "
+                f"| {name} | {spec['seed']} | {spec['stem']} | {precision} | {spec['epochs']} "
+                f"| {spec['augment']} "
                 f"| {result.train_seconds:.1f} | {cells} |"
             )
     if not lines:
         return []
     header = [
-        "| experiment | seed | precision | epochs | augment | train s | "
+        "| experiment | seed | stem | precision | epochs | augment | train s | "
         + " | ".join(LEVERS)
         + " |",
-        "|---|---:|---|---:|---|---:|" + "---:|" * len(LEVERS),
+        "|---|---:|---|---|---:|---|---:|" + "---:|" * len(LEVERS),
     ]
     return ["", *header, *lines]
 

@@ -122,7 +122,9 @@ class RunSpec:
     Evaluations, the test result and the saved model use the average."""
     tta: str = spec_field("none", engine="torch", identity="non-default", choices=TTAS)
     """Test-time augmentation: 'flip' classifies each image by the mean class probabilities of
-    it and its mirror image (for left-right symmetric classes, as FashionMNIST's; not digits)."""
+    it and its mirror image. Only for a model trained on mirror images too (augment 'flip'):
+    FashionMNIST's shoes all face one way, and a model that never saw them mirrored lost
+    1.6-2.5 points with it (benchmarks/README.md); never for digits."""
     device: str = spec_field("auto", engine="torch")
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     amp: bool | str = spec_field(False, engine="torch")
