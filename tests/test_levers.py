@@ -9,7 +9,7 @@ from mnistbench.checkpoint import final_model_path
 from mnistbench.config import RunSpec, SpecError
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.loops import evaluate
-from mnistbench.recipe import make_precision
+from mnistbench.recipe import ema_decay_at, make_ema, make_precision
 from mnistbench.train_torch import run
 from tests.conftest import synthetic_dataset
 
@@ -88,3 +88,31 @@ def test_the_levers_are_part_of_a_runs_identity_only_when_used() -> None:
             base.replace(ema_decay=bad)
     with pytest.raises(SpecError, match="tta"):
         base.replace(tta="rotate")
+
+
+def test_the_weight_average_forgets_the_initial_weights_within_a_short_run():
+    """After 30 steps at decay 0.99 a plain EMA still holds 74 % of the initial weights; the
+    warm-up (min(decay, (1 + n) / (10 + n))) has averaged them away."""
+    model = torch.nn.Linear(2, 2)
+    ema = make_ema(model, 0.99)
+    with torch.no_grad():
+        model.weight.fill_(-1.0)
+        ema.update_parameters(model)  # the first update copies: the weights after step 1
+        model.weight.fill_(1.0)  # trained weights, far from those
+        for _ in range(30):
+            ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, torch.ones(2, 2), atol=1e-3)
+
+
+def test_the_weight_average_decays_at_the_asked_rate_once_warmed_up():
+    assert float(ema_decay_at(0.99, torch.tensor(5))) == pytest.approx(6 / 15)
+    assert float(ema_decay_at(0.99, torch.tensor(10_000))) == pytest.approx(0.99)
+    model = torch.nn.Linear(2, 2)
+    ema = make_ema(model, 0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        for _ in range(2_000):
+            ema.update_parameters(model)
+        model.weight.fill_(2.0)
+        ema.update_parameters(model)  # one step at 0.99: 1 + 0.01
+    assert torch.allclose(ema.module.weight, torch.full((2, 2), 1.01), atol=1e-5)

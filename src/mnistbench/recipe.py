@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from mnistbench.config import AMP_CUDA_ONLY, RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
@@ -159,11 +159,38 @@ def make_training(
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
-    """torch's EMA of the parameters and buffers (batch-norm statistics too, so the average
-    evaluates with statistics that match its weights); None when decay is 0."""
+    """torch's AveragedModel of the parameters and buffers (batch-norm statistics too, so the
+    average evaluates with statistics that match its weights), updated by `warmed_up_ema`;
+    None when decay is 0."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=warmed_up_ema(decay), use_buffers=True)
+
+
+def ema_decay_at(decay: float, updates: torch.Tensor) -> torch.Tensor:
+    """The decay of the update after `updates` earlier ones: min(decay, (1 + n) / (10 + n)), as
+    TensorFlow's ExponentialMovingAverage and timm's ModelEmaV3 warm up. A plain EMA keeps
+    decay^n of the random initial weights after n steps (9.5 % after a 234-step epoch at 0.99:
+    77.6 % on MNIST where the trained weights scored 99.1 %); the warm-up averages over at most
+    the steps there have been."""
+    n = updates.to(torch.float32)
+    return torch.clamp((1 + n) / (10 + n), max=decay)
+
+
+def warmed_up_ema(decay: float) -> Any:
+    """An AveragedModel multi_avg_fn: the EMA with `ema_decay_at`'s warm-up. The decay stays a
+    tensor on the device, so a CUDA step never waits for the host."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: Any) -> None:
+        if not torch.is_floating_point(averaged[0]):  # batch-norm's num_batches_tracked
+            torch._foreach_copy_(averaged, current)
+            return
+        keep = ema_decay_at(decay, updates).to(averaged[0].dtype)
+        torch._foreach_mul_(averaged, keep)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - keep))
+
+    return update
 
 
 def configure_backends(device: torch.device) -> dict[str, Any]:
