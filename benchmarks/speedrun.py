@@ -20,7 +20,7 @@ from mnistbench.progress import PlainReporter
 from mnistbench.result import RunResult
 from mnistbench.store import Store
 from mnistbench.study import expand, run_study
-from mnistbench.studyfile import StudyFileError, StudySpec, load_study
+from mnistbench.studyfile import StudyFileError, StudySpec, load_study, parse_overrides
 
 # The published study's best test accuracies, and this training-time budgets (2-core CPU).
 BUDGET_SECONDS = {"mnist": 45.0, "fashion-mnist": 360.0}
@@ -118,13 +118,21 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("results/speedrun.db"))
     parser.add_argument("--only", nargs="+", help="experiment names to run")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the file's seeds")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="fields set in every run, as `study run --set` (e.g. amp=false on a CPU without "
+        "native bf16)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="= --only mnist --seeds 0")
     parser.add_argument("--fresh", action="store_true", help="delete the store and re-measure")
     args = parser.parse_args()
     if args.quick:
         args.only, args.seeds = args.only or ["mnist"], args.seeds or [0]
     try:
-        study = restrict(load_study(args.study), args.only, args.seeds)
+        study = load_study(args.study)
+        if args.set:
+            study = study.with_overrides(parse_overrides(args.set))
+        study = restrict(study, args.only, args.seeds)
     except StudyFileError as exc:
         raise SystemExit(str(exc)) from exc
     if args.fresh:
