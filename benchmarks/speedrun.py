@@ -95,9 +95,8 @@ def lever_table(study: StudySpec, store: Store) -> list[str]:
             cells = " | ".join(
                 f"{by_lever[lever]:.2f}" if lever in by_lever else "" for lever in LEVERS
             )
-            precision = "bf16" if spec["amp"] is True else "fp32"
             lines.append(
-                f"| {name} | {spec['seed']} | {spec['stem']} | {precision} | {spec['epochs']} "
+                f"| {name} | {spec['seed']} | {spec['stem']} | {result.precision} | {spec['epochs']} "
                 f"| {spec['augment']} "
                 f"| {result.train_seconds:.1f} | {cells} |"
             )

@@ -169,7 +169,7 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
 
 def ema_decay_at(decay: float, updates: torch.Tensor) -> torch.Tensor:
     """The decay of the update after `updates` earlier ones: min(decay, (1 + n) / (10 + n)), as
-    TensorFlow's ExponentialMovingAverage and timm's ModelEmaV3 warm up. A plain EMA keeps
+    TensorFlow's ExponentialMovingAverage warms up (num_updates). A plain EMA keeps
     decay^n of the random initial weights after n steps (9.5 % after a 234-step epoch at 0.99:
     77.6 % on MNIST where the trained weights scored 99.1 %); the warm-up averages over at most
     the steps there have been."""
@@ -178,15 +178,17 @@ def ema_decay_at(decay: float, updates: torch.Tensor) -> torch.Tensor:
 
 
 def warmed_up_ema(decay: float) -> Any:
-    """An AveragedModel multi_avg_fn: the EMA with `ema_decay_at`'s warm-up. The decay stays a
-    tensor on the device, so a CUDA step never waits for the host."""
+    """An AveragedModel multi_avg_fn (called per device and dtype group, with the number of
+    earlier updates as a tensor): the EMA with `ema_decay_at`'s warm-up, its decay kept in fp32
+    (in bf16, 0.999 would round to 1.0 and the average would never move)."""
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: Any) -> None:
         if not torch.is_floating_point(averaged[0]):  # batch-norm's num_batches_tracked
-            torch._foreach_copy_(averaged, current)
+            for average, value in zip(averaged, current, strict=True):
+                average.copy_(value)
             return
-        keep = ema_decay_at(decay, updates).to(averaged[0].dtype)
+        keep = ema_decay_at(decay, updates)
         torch._foreach_mul_(averaged, keep)
         torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - keep))
 
