@@ -8,7 +8,7 @@ Training time is the engine's synchronised train_seconds: warm-up and evaluation
     python benchmarks/speedrun.py             # every experiment, every seed of the file
 
 Precision: each CPU experiment trains in bf16 or fp32, whichever of the two trains its shape
-faster on this machine (timed first, a few seconds; said in the output): bf16 is 1.2-1.3x fp32
+faster on this machine (timed first, a few seconds; said in the output): bf16 is up to 1.5x fp32
 at 28 px on a Zen 5 EPYC and 3-16x slower on a Zen 3 one. --precision file, or --set amp=...,
 keeps what is asked.
 """
