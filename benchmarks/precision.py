@@ -5,8 +5,8 @@ machine at hand. Each shape's training step (ResNet-18, SGD, fake batch) is time
 in bf16 autocast, each in NCHW and NHWC (channels_last), with and without the small-map
 convolutions as matrix products (small_map_convs; where the model has 2x2 maps), by the same
 alternating timer that `memory_format = "auto"` uses (mnistbench.layout.time_layouts): a
-warm-up step, then at least 3 timed steps per variant, the fastest step of each. Sizes above 28 px use 3 channels, as the
-published protocol.
+warm-up step, then at least 3 timed steps per variant, the fastest step of each. Sizes above
+28 px use 3 channels, as the published protocol.
 
     python benchmarks/precision.py                       # 28, 64 and 224 px
     python benchmarks/precision.py --sizes 28 --batches 16 32 128

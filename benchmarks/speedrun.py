@@ -26,7 +26,7 @@ import torch
 from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.devices import concrete_spec
-from mnistbench.layout import time_layouts
+from mnistbench.layout import choose_layout
 from mnistbench.progress import PlainReporter
 from mnistbench.result import RunResult
 from mnistbench.store import Store
@@ -125,13 +125,14 @@ def lever_table(study: StudySpec, store: Store) -> list[str]:
 def faster_precision(spec: RunSpec) -> tuple[bool, str]:
     """amp for a CPU run of this shape: bf16 autocast (True) where its training step is faster
     here than fp32's, else False; with the two rates, said. Each rate is the fastest layout's,
-    timed as `memory_format = "auto"` times them (a few seconds per shape)."""
+    from the layout cache that `memory_format = "auto"` keeps (timed now where it has none, a
+    few seconds per shape), so the run itself then finds its layout there."""
     device = torch.device("cpu")
-    rates = {
-        amp: max(rate for name, rate in time_layouts(spec.replace(amp=amp), device).items()
-                 if not name.startswith("eval"))
-        for amp in (False, True)
-    }  # fmt: skip
+    rates = {}
+    for amp in (False, True):
+        probe = spec.replace(amp=amp, memory_format="auto", small_map_convs="auto")
+        measured = choose_layout(probe, device).images_per_second or {}
+        rates[amp] = max(rate for name, rate in measured.items() if not name.startswith("eval"))
     bf16 = rates[True] > rates[False]
     return bf16, f"fp32 {rates[False]:.0f} img/s, bf16 {rates[True]:.0f} img/s"
 
@@ -172,11 +173,9 @@ def main() -> None:
     if args.quick:
         args.only, args.seeds = args.only or ["mnist"], args.seeds or [0]
     try:
-        study = load_study(args.study)
-        if args.set:
-            study = study.with_overrides(parse_overrides(args.set))
-        study = restrict(study, args.only, args.seeds)
-        if args.precision == "auto" and "amp" not in parse_overrides(args.set):
+        overrides = parse_overrides(args.set)
+        study = restrict(load_study(args.study).with_overrides(overrides), args.only, args.seeds)
+        if args.precision == "auto" and "amp" not in overrides:
             study = with_faster_precision(study, print)
     except StudyFileError as exc:
         raise SystemExit(str(exc)) from exc

@@ -50,7 +50,9 @@ def build_resnet(
         if channels != 3:
             model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     else:
-        raise ValueError(f"unknown stem {stem!r}; choose imagenet, halve or cifar")
+        raise ValueError(
+            f"unknown stem {stem!r}; choose one of {', '.join(['imagenet', *SMALL_STEM_STRIDES])}"
+        )
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     return model
 
