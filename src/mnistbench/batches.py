@@ -89,18 +89,26 @@ def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def memory_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Batches:
-    """Batches sliced by index from device-resident tensors, in a seeded random order.
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Each batch's indices into n images (on `device`), in a seeded random order.
 
     A final batch of one image is dropped: BatchNorm cannot train on it.
     """
-    order = torch.randperm(len(labels), generator=generator).to(images.device)
-    for start in range(0, len(order), batch_size):
+    order = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         if len(index) > 1:
-            yield images[index], labels[index]
+            yield index
+
+
+def memory_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Batches:
+    """Batches sliced by index from device-resident tensors, in a seeded random order."""
+    for index in batch_indices(len(labels), batch_size, generator, images.device):
+        yield images[index], labels[index]
 
 
 def dataloader_batches(
@@ -177,6 +185,13 @@ def epoch_batches(
     if spec.loader == "memory":
         return memory_batches(data.train_images, data.train_labels, spec.batch_size, generator)
     return dataloader_batches(split.train_images, split.train_labels, spec, generator, device)
+
+
+def epoch_indices(spec: RunSpec, data: DeviceData, epoch: int) -> Iterator[torch.Tensor]:
+    """This epoch's batches as indices into data's train split: memory_batches' order."""
+    generator = epoch_generator(spec.seed, epoch)
+    n = len(data.train_labels)
+    return batch_indices(n, spec.batch_size, generator, data.train_labels.device)
 
 
 def epoch_augment(

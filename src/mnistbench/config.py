@@ -54,6 +54,7 @@ LOADERS = ("memory", "dataloader")
 STEMS = ("imagenet", "halve", "cifar")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 SMALL_MAP_CONVS = ("auto", "matmul", "conv")
+CUDA_GRAPHS = ("auto", "off")
 KERNELS = ("poly", "rbf", "linear")
 SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
 GAMMAS = ("scale", "auto")
@@ -160,6 +161,11 @@ class RunSpec:
     28 px with the imagenet stem): 'matmul' (unfold + one matrix product, smallmaps.py), 'conv'
     (the backend's convolution) or 'auto' (whichever trains faster on this machine, timed with
     the layout). The same sums in another order: speed, not identity."""
+    cuda_graphs: str = spec_field("auto", engine="torch", identity="never", choices=CUDA_GRAPHS)
+    """'auto': on CUDA, capture the training step in CUDA graphs (one replay per step instead
+    of hundreds of kernel launches) where the run allows it (no lr schedule, no weight
+    average); 'off': eager steps. The same training, GradScaler skips included, so not part of
+    the run's identity; the protocol says whether graphs ran, and if not, why."""
 
     # --- SVM engine ---
     kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)

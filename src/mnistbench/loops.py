@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,63 @@ class EpochStats:
     steps: int
 
 
+@dataclass
+class StepCounters:
+    """An epoch's running metrics, kept on the device (the host reads them every few steps).
+    A captured step (cudagraphs.py) writes to them, so they live at fixed addresses: reset,
+    never replaced."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    steps: torch.Tensor
+    first_bad_step: torch.Tensor  # the epoch's first step whose loss was not finite, else -1
+
+    @classmethod
+    def on(cls, device: torch.device) -> StepCounters:
+        def zero(dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros((), device=device, dtype=dtype)
+
+        counters = cls(zero(torch.float32), zero(torch.long), zero(torch.long), zero(torch.long))
+        counters.reset()
+        return counters
+
+    def reset(self) -> None:
+        for counter in (self.loss_sum, self.correct, self.steps):
+            counter.zero_()
+        self.first_bad_step.fill_(-1)
+
+    def count(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one step, by device operations only (a graph holds them)."""
+        detached = loss.detach().float()
+        self.steps += 1
+        self.loss_sum += detached * labels.shape[0]
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        bad_now = ~torch.isfinite(detached) & (self.first_bad_step < 0)
+        self.first_bad_step.copy_(torch.where(bad_now, self.steps, self.first_bad_step))
+
+
+def training_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    counters: StepCounters,
+    *,
+    autocast_cache: bool = True,
+) -> None:
+    """Forward, backward and optimizer step (through the GradScaler when there is one), then
+    the counters: the step that runs eagerly and the one a CUDA graph captures. Under capture,
+    autocast must not cache its casts (torch's CUDA graphs notes): autocast_cache=False."""
+    with precision.autocast(inputs.device, cache_enabled=autocast_cache):
+        logits = model(inputs)
+        loss = criterion(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    precision.backward_and_step(loss, optimizer)
+    counters.count(loss, logits, labels)
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -56,42 +114,47 @@ def train_one_epoch(
     reporter: Reporter | None = None,
     ema: AveragedModel | None = None,
 ) -> EpochStats:
-    """One pass over `batches` (updating `ema` after each step, when given). Raises Diverged
-    naming the first step whose loss was not finite."""
+    """One eager pass over `batches` (updating `ema` after each step, when given). Raises
+    Diverged naming the first step whose loss was not finite."""
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
-    images_seen, steps, started = 0, 0, time.perf_counter()
-    for images, labels in batches:
+    counters = StepCounters.on(device)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        images, labels = batch
         if augment is not None:
             images = augment(images)
-        inputs = preprocess(images)
-        with precision.autocast(device):
-            logits = model(inputs)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(loss, optimizer)
+        training_step(model, criterion, optimizer, precision, preprocess(images), labels, counters)
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
+        return len(labels)
+
+    return drive_epoch(step, batches, counters, epoch, reporter)
+
+
+def drive_epoch(
+    step: Callable[[Any], int],
+    batches: Iterable[Any],
+    counters: StepCounters,
+    epoch: int,
+    reporter: Reporter | None,
+) -> EpochStats:
+    """Run `step` (which returns the images it trained) on each batch, the counters read every
+    PROGRESS_EVERY steps for progress and the finiteness check: eager and captured epochs alike."""
+    images_seen, steps, started = 0, 0, time.perf_counter()
+    counters.reset()
+    for batch in batches:
+        images_seen += step(batch)
         steps += 1
-        images_seen += len(labels)
-        # Accumulate on the device; the host looks only every PROGRESS_EVERY steps.
-        detached = loss.detach().float()
-        loss_sum += detached * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
-        bad_now = ~torch.isfinite(detached) & (first_bad_step < 0)
-        first_bad_step = torch.where(bad_now, steps, first_bad_step)
         if steps % PROGRESS_EVERY == 0:
-            _check_finite(first_bad_step, epoch)
+            _check_finite(counters.first_bad_step, epoch)
             if reporter is not None:
-                _report(reporter, steps, loss_sum, correct, images_seen, started)
-    _check_finite(first_bad_step, epoch)
+                _report(reporter, steps, counters.loss_sum, counters.correct, images_seen, started)
+    _check_finite(counters.first_bad_step, epoch)
     return EpochStats(
-        loss=loss_sum.item() / max(images_seen, 1),
-        accuracy=100.0 * correct.item() / max(images_seen, 1),
+        loss=counters.loss_sum.item() / max(images_seen, 1),
+        accuracy=100.0 * counters.correct.item() / max(images_seen, 1),
         images=images_seen,
         steps=steps,
     )

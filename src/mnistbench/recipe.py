@@ -4,6 +4,7 @@ preprocessing and per-device backend settings. Nothing here trains; train_torch 
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,16 @@ class Precision:
     autocast_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
 
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    def autocast(
+        self, device: torch.device, *, cache_enabled: bool = True
+    ) -> contextlib.AbstractContextManager[Any]:
+        """Autocast to the dtype (a no-op in fp32); cache_enabled=False under CUDA graph
+        capture, where a cached cast would be freed while the graph still reads it."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+        return torch.autocast(
+            device_type=device.type, dtype=self.autocast_dtype, cache_enabled=cache_enabled
+        )
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Backward and optimizer step, through the GradScaler when there is one (it skips the
@@ -58,18 +65,26 @@ def make_precision(amp: bool | str, device: torch.device) -> Precision:
 
 
 def make_optimizer(
-    spec: RunSpec, model: nn.Module, device: torch.device, *, grad_scaler: bool = False
+    spec: RunSpec,
+    model: nn.Module,
+    device: torch.device,
+    *,
+    grad_scaler: bool = False,
+    captured: bool = False,
 ) -> torch.optim.Optimizer:
     """The spec's optimizer; on CPU and CUDA the fused implementation (one kernel for all
-    parameters instead of a loop of small ones): the same update, faster (benchmarks/README.md,
-    section 2).
+    parameters instead of a loop of small ones): the same update, faster (benchmarks/README.md).
 
-    Except SGD under a GradScaler (fp16 AMP on CUDA): fused SGD takes over the scaler's overflow
-    check, and on a step the scaler must skip it still writes the momentum buffer, so the weights
-    blow up a few steps later; fused Adam/AdamW honour the skip (found on a GPU, benchmarks/
-    README.md section 6; tests/test_train_torch.py reproduces it on CPU).
+    Except SGD under a GradScaler in an eager step: fused SGD takes over the scaler's overflow
+    check, and when it skips its very first step it leaves its momentum buffers uninitialised
+    (torch allocates them with empty_like), so the weights blow up a few steps later; fused
+    Adam/AdamW honour the skip (tests/test_train_torch.py reproduces it on CPU). A `captured`
+    step (cudagraphs.py) creates every optimizer state, zeroed, before its first step, so it
+    uses fused SGD too; there Adam is also `capturable`, as a graph capture requires.
     """
-    fused_ok = device.type in ("cpu", "cuda") and not (grad_scaler and spec.optimizer == "sgd")
+    fused_ok = device.type in ("cpu", "cuda") and (
+        captured or not (grad_scaler and spec.optimizer == "sgd")
+    )
     fused = {"fused": True} if fused_ok else {}
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
@@ -79,8 +94,11 @@ def make_optimizer(
             weight_decay=spec.weight_decay,
             **fused,
         )
+    capturable = {"capturable": True} if captured and device.type == "cuda" else {}
     optimizer_class = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_class(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, **fused)
+    return optimizer_class(
+        model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, **fused, **capturable
+    )
 
 
 def make_scheduler(
@@ -114,6 +132,11 @@ def make_preprocess(spec: RunSpec, split: SplitData, channels_last: bool) -> Pre
     )
 
 
+# Runs that share a process (one thread each, sharing a GPU) seed and draw the process-wide RNG
+# one at a time, so that each model's initial weights depend on its seed alone.
+_GLOBAL_RNG = threading.Lock()
+
+
 @dataclass
 class Training:
     """What one run trains with; what a checkpoint saves and restores."""
@@ -137,17 +160,23 @@ def make_training(
     channels_last: bool,
     steps: int,
     matmul_small_maps: bool = False,
+    captured: bool = False,
 ) -> Training:
     """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec, in
-    the layout and small-map convolutions chosen for the run (layout.choose_layout)."""
-    torch.manual_seed(spec.seed)  # the model's initial weights depend on the seed only
-    model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem).to(device)
+    the layout and small-map convolutions chosen for the run (layout.choose_layout), with an
+    optimizer fit for a `captured` step (make_optimizer)."""
+    with _GLOBAL_RNG:  # the model's initial weights depend on the seed only
+        torch.manual_seed(spec.seed)
+        model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem)
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if matmul_small_maps:
         use_matmul_for_small_maps(model)
     precision = make_precision(spec.amp, device)
-    optimizer = make_optimizer(spec, model, device, grad_scaler=precision.scaler is not None)
+    optimizer = make_optimizer(
+        spec, model, device, grad_scaler=precision.scaler is not None, captured=captured
+    )
     return Training(
         model=model,
         criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),

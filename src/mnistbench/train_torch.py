@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from mnistbench.batches import DeviceData, count_batches, epoch_augment, epoch_batches
+from mnistbench.batches import (
+    DeviceData,
+    count_batches,
+    epoch_augment,
+    epoch_batches,
+    epoch_indices,
+    warm_up_shapes,
+)
 from mnistbench.checkpoint import (
     checkpoint_path,
     final_model_path,
@@ -31,6 +38,7 @@ from mnistbench.checkpoint import (
     save_final_model,
 )
 from mnistbench.config import RunSpec
+from mnistbench.cudagraphs import CapturedSteps, capture, graph_protocol, not_captured_because
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData, limit_split, make_split
@@ -41,7 +49,9 @@ from mnistbench.layout import choose_layout
 from mnistbench.loops import (
     Diverged,
     EpochStats,
+    StepCounters,
     count_train_flops,
+    drive_epoch,
     eval_batch_size,
     evaluate,
     train_one_epoch,
@@ -87,6 +97,7 @@ def run(
     ckpt_path = checkpoint_path(checkpoint_dir, spec) if checkpoint_dir else None
     progress = resume(setup, ckpt_path, reporter)
     flops = measure_flops_and_warm_up(setup)
+    capture_steps(setup)
     reset_peak_memory(setup.device)
     train_epochs(setup, progress, ckpt_path, reporter)
     result = assemble_result(setup, progress, flops)
@@ -107,6 +118,8 @@ class Setup:
     data: DeviceData
     steps_per_epoch: int
     training: Training
+    not_captured_because: str | None  # None: the training step is to be captured (CUDA)
+    captured: CapturedSteps | None = None  # once capture_steps has captured it
 
 
 def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -> Setup:
@@ -126,10 +139,30 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     on_device = DeviceData.from_split(split, device)
     steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
     steps = steps_per_epoch * spec.epochs
+    why_eager = not_captured_because(spec, device)
     training = make_training(
-        spec, device, preprocess.channels_last, steps, layout.matmul_small_maps
+        spec, device, preprocess.channels_last, steps, layout.matmul_small_maps,
+        captured=why_eager is None,
+    )  # fmt: skip
+    return Setup(
+        spec, device, backends, split, preprocess, on_device, steps_per_epoch, training, why_eager
     )
-    return Setup(spec, device, backends, split, preprocess, on_device, steps_per_epoch, training)
+
+
+def capture_steps(setup: Setup) -> None:
+    """Capture the run's training step in CUDA graphs, one per batch shape, when the run
+    allows it (cudagraphs.py); the protocol records the outcome, a failed capture's reason
+    too, and the run then trains eagerly."""
+    if setup.not_captured_because is None:
+        spec, data = setup.spec, setup.data
+        gather = spec.loader == "memory" and spec.augment == "none"
+        setup.captured, setup.not_captured_because = capture(
+            setup.training, setup.preprocess, StepCounters.on(setup.device),
+            warm_up_shapes(len(data.train_labels), spec.batch_size),
+            tuple(data.train_images.shape[1:]),
+            (data.train_images, data.train_labels) if gather else None,
+        )  # fmt: skip
+    setup.backends |= graph_protocol(setup.not_captured_because)
 
 
 @dataclass
@@ -299,12 +332,30 @@ def diverged_entry(exc: Diverged) -> EpochRecord:
 def train_epoch(setup: Setup, epoch: int, reporter: Reporter) -> EpochStats:
     """One epoch of the run: its batches and augmentation, drawn from (seed, epoch)."""
     spec, training, device = setup.spec, setup.training, setup.device
+    if setup.captured is not None:
+        return train_captured_epoch(setup, setup.captured, epoch, reporter)
     return train_one_epoch(
         training.model, training.criterion, training.optimizer,
         epoch_batches(spec, setup.split, setup.data, epoch, device), setup.preprocess, device,
         training.precision, epoch=epoch, scheduler=training.scheduler,
         augment=epoch_augment(spec, epoch, device), reporter=reporter, ema=training.ema,
     )  # fmt: skip
+
+
+def train_captured_epoch(
+    setup: Setup, captured: CapturedSteps, epoch: int, reporter: Reporter
+) -> EpochStats:
+    """One epoch of graph replays, on the eager epoch's batches: indices gathered inside the
+    graph, or batches (DataLoader's, or augmented here) copied into it."""
+    spec, device = setup.spec, setup.device
+    setup.training.model.train()
+    if captured.gathers:
+        batches = epoch_indices(spec, setup.data, epoch)
+        return drive_epoch(captured.step_indices, batches, captured.counters, epoch, reporter)
+    augment = epoch_augment(spec, epoch, device)
+    loaded = epoch_batches(spec, setup.split, setup.data, epoch, device)
+    batches = ((augment(images), labels) for images, labels in loaded) if augment else loaded
+    return drive_epoch(captured.step_batch, batches, captured.counters, epoch, reporter)
 
 
 def evaluate_held_out(setup: Setup) -> Evaluation:
