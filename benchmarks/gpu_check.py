@@ -1,23 +1,22 @@
-"""GPU check: prove mnistbench's CUDA paths and measure them, in one run of under 8 minutes.
+"""GPU check: prove mnistbench's CUDA paths and time its step, in under 6 minutes on one H200.
 
     make gpu-pack                                  # here: the datasets as .gz, into gpu-pack/
     PYTHONPATH=src python benchmarks/gpu_check.py OUT --pack gpu-pack   # on the GPU machine
 
 Phases, each written to OUT/gpu_check.json and OUT/gpu_check.md as soon as it ends (a run cut
 short keeps what it measured):
-  tests       the CUDA-only tests (tests/test_cuda.py) and the two tests that must also pass on
-              a GPU machine run from src/ (killed-run resume, study with a CUDA row)
+  tests       first, with time reserved: the CUDA tests (tests/test_cuda.py, the captured step
+              against the eager one in tests/test_cudagraphs.py) and the tests that must also
+              pass on a GPU machine run from src/ (killed-run resume, study with a CUDA row)
   throughput  ResNet-18/50 at the published protocol (224x224x3, fp16 AMP + GradScaler) at
-              batch 16 and 32, through the published DataLoader (pin_memory) and the memory
-              loader: img/s, peak GPU memory, loss checked finite
-  resume      an AMP run stopped after epoch 1 and resumed: the GradScaler state comes back
-  q2          the Q2 GPU rows of configs/assignment.toml for real (ResNet-50 on a subset if its
-              two epochs do not fit the budget; the result says so)
-  sharing     total img/s of 1, 2 and 4 runs sharing the GPU at batch 16 (processes)
-  cpu         this machine's CPU img/s at 224 px, for the projection's Q2 CPU rows
-  projection  the whole configs/assignment.toml on this machine, from the numbers above
-Without a GPU it says so in one line and exits 1. `--device cpu --smoke` runs every phase but
-the tests on tiny sizes, to check the script itself on a CPU.
+              batch 16 and 32: eager against captured steps (ms per step, img/s), and the memory
+              loader against the published pinned DataLoader under capture
+  resume      a captured AMP run stopped after epoch 1 and resumed: the GradScaler state returns
+  cpu         this machine's CPU img/s at 224 px (the Q2 CPU rows), with no validation pass
+The GPU lane (sharing, Q2's GPU rows, a real slice, the projection) is benchmarks/gpu_lane.py.
+Without a GPU it says so in one line and exits 1; without --pack on a machine whose data root
+lacks the datasets it exits 2 at once, naming `make gpu-pack`. `--device cpu --smoke` runs every
+phase but the tests on tiny sizes, to check the script itself on a CPU.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ import argparse
 import contextlib
 import json
 import math
-import multiprocessing
 import os
-import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,23 +40,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mnistbench import published  # noqa: E402
 from mnistbench.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.data.fetch import fetch_dataset  # noqa: E402
 from mnistbench.data.registry import DATASETS  # noqa: E402
-from mnistbench.estimate import RunCost, makespan, shared_makespan, torch_run_images  # noqa: E402
 from mnistbench.measure import cpu_model, device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
-from mnistbench.runner import run_spec  # noqa: E402
-from mnistbench.studyfile import load_study  # noqa: E402
 from mnistbench.train_torch import run  # noqa: E402
 
 SMOKE = False  # set by --smoke: tiny sizes, to check this script on a CPU
-PHASES = ("tests", "throughput", "resume", "q2", "sharing", "cpu", "projection")
-ASSIGNMENT = REPO / "configs" / "assignment.toml"
-SPLIT_SIZES = {"train": 49_000, "val": 7_000, "test": 14_000}  # the 70/10/20 split of 70k
+PHASES = ("tests", "throughput", "resume", "cpu")
 PROTOCOL = {  # the published protocol (configs/assignment.toml's defaults)
     "split": "assignment", "image_size": 224, "channels": 3, "stem": "imagenet", "amp": "cuda",
     "weight_decay": 5e-4, "momentum": 0.9, "lr_schedule": "none", "eval_each_epoch": False,
@@ -101,9 +93,10 @@ def engine_spec(model: str, batch: int, loader: str, steps: int, device: str, **
         "lr": 1e-3, "device": device, "loader": loader, "pin_memory": loader != "memory",
         "num_workers": 2 if loader != "memory" else 0, "train_limit": steps * batch,
         "test_limit": 1024, **PROTOCOL,
+        "split": "official",  # the same rates as the 70/10/20 split, without a 7k validation pass
     }  # fmt: skip
     if SMOKE:  # no 7k-image validation pass at 224 px on a CPU, and a small test pass
-        values |= {"split": "official", "test_limit": 64, "amp": False}
+        values |= {"split": "official", "test_limit": 64, "amp": False, "image_size": 32}
     return RunSpec(**{**values, **extra})
 
 
@@ -114,6 +107,7 @@ TEST_SELECTIONS = {
     # The CUDA-only tests, and the study test that must find its CUDA row done on a GPU machine.
     "cuda": [
         "tests/test_cuda.py",
+        "tests/test_cudagraphs.py",
         "tests/test_study.py::test_runs_what_is_missing_and_records_failures_and_skips",
     ],
     # CPU only (one thread), so it runs in the background beside the GPU phases.
@@ -170,7 +164,10 @@ def throughput_row(result, spec: RunSpec, steps: int) -> dict[str, Any]:
         "images_per_second": round(result.images_per_second or 0.0, 1),
         "eval_images_per_second": round(spec.test_limit / result.eval_seconds, 1)
         if result.eval_seconds else None,
+        "cuda_graphs": result.protocol.get("cuda_graphs"),
+        "cuda_graphs_reason": result.protocol.get("cuda_graphs_reason"),
         "steps": steps, "train_seconds": round(result.train_seconds, 2),
+        "ms_per_step": round(1000 * result.train_seconds / steps, 3),
         "peak_memory_gib": round((result.peak_memory_bytes or 0) / 2**30, 2),
         "loss": round(loss, 4), "loss_finite": math.isfinite(loss),
         "loss_scale": entry.loss_scale,
@@ -178,21 +175,33 @@ def throughput_row(result, spec: RunSpec, steps: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# (cuda_graphs, loader) per model: eager and captured on the memory loader, and ResNet-18 captured
+# through the published pinned DataLoader too (the loader comparison).
+THROUGHPUT_FORMS = {
+    "resnet18": [("off", "memory"), ("auto", "memory"), ("auto", "dataloader")],
+    "resnet50": [("off", "memory"), ("auto", "memory")],
+}
+
+
 def phase_throughput(check: Check, mnist, steps: dict[str, int]) -> dict:
     started = time.perf_counter()
     rows, diagnosis = [], None
-    for model in ("resnet18", "resnet50"):
+    for model, forms in THROUGHPUT_FORMS.items():
         for batch in (16, 32):
-            for loader in ("dataloader", "memory"):
-                spec = engine_spec(model, batch, loader, steps[model], str(check.device))
+            for graphs, loader in forms:
+                spec = engine_spec(model, batch, loader, steps[model], str(check.device),
+                                   cuda_graphs=graphs)  # fmt: skip
                 rows.append(throughput_row(run(spec, mnist), spec, steps[model]))
                 print(f"  {rows[-1]}", flush=True)
                 if not rows[-1]["loss_finite"] and diagnosis is None:
                     diagnosis = diagnose_divergence(spec, mnist)
-    ok = all(row["loss_finite"] for row in rows)
+    captured = [row["cuda_graphs"] == "on" for row in rows if row["cuda_graphs"] != "off"]
+    on_cuda = check.device.type == "cuda"
+    ok = all(row["loss_finite"] for row in rows) and (all(captured) or not on_cuda)
     check.record("throughput", {"ok": ok, "rows": rows, "divergence_diagnosis": diagnosis,
                                 "seconds": time.perf_counter() - started})  # fmt: skip
-    return {(r["model"], r["batch"], r["loader"]): r for r in rows if r["loss_finite"]}
+    return {(r["model"], r["batch"], r["loader"], r["cuda_graphs"]): r
+            for r in rows if r["loss_finite"]}  # fmt: skip
 
 
 def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
@@ -239,6 +248,8 @@ class _StopAtEpoch(Reporter):
 def phase_resume(check: Check, mnist, steps: int) -> None:
     started = time.perf_counter()
     spec = engine_spec("resnet18", 32, "dataloader", steps, str(check.device), epochs=2)
+    # Captured steps fed by the published pinned DataLoader, stopped and resumed: the graphs
+    # are captured again around the restored optimizer and GradScaler state.
     with tempfile.TemporaryDirectory() as directory:
         ckpt_dir = Path(directory)
         with contextlib.suppress(KeyboardInterrupt):
@@ -254,6 +265,7 @@ def phase_resume(check: Check, mnist, steps: int) -> None:
         "epoch1_loss_scale_after_resume": restored_scale,
         "epoch2_loss_scale": resumed.history[-1].loss_scale,
         "test_accuracy": resumed.test_accuracy,
+        "cuda_graphs": resumed.protocol.get("cuda_graphs"),
         "seconds": time.perf_counter() - started,
     }
     on_cuda = check.device.type == "cuda"
@@ -265,130 +277,14 @@ def phase_resume(check: Check, mnist, steps: int) -> None:
     check.record("resume", values)
 
 
-def phase_q2(check: Check, fashion, throughput: dict, smoke: bool) -> dict:
-    """The Q2 GPU rows as configs/assignment.toml defines them, through the study's engine."""
-    started = time.perf_counter()
-    specs = [s for s in load_study(ASSIGNMENT).experiment("q2_devices").specs()
-             if s.device == "cuda"]  # fmt: skip
-    rows = []
-    for spec in sorted(specs, key=lambda s: s.model):
-        smoke = {"split": "official", "test_limit": 64, "amp": False} if SMOKE else {}
-        spec = spec.replace(device=str(check.device), **smoke)
-        measured = throughput.get((spec.model, spec.batch_size, spec.loader), {})
-        rate = measured.get("images_per_second", 500.0)  # a guess only if throughput failed
-        full = spec.epochs * SPLIT_SIZES["train"]
-        reserve = 200.0  # for resume, sharing, cpu, projection and the tests after this phase
-        affordable = int(max(check.left() - reserve, 10.0) * rate * 0.8)
-        subset = None
-        if smoke:
-            subset = 2 * spec.batch_size
-        elif full > affordable and spec.model != "resnet18":  # ResNet-18's row always in full
-            subset = max(spec.batch_size * 20, affordable // spec.epochs)
-        if subset is not None:
-            spec = spec.replace(train_limit=subset)
-        with tempfile.TemporaryDirectory() as directory:
-            result = run_spec(spec, fashion, Path(directory))
-            model_loads_on_cpu = (
-                _loads_on_cpu(Path(result.model_path)) if result.model_path else False
-            )
-        reference = published.Q2[(spec.model, "cuda")]
-        rows.append({
-            "model": spec.model, "train_images": result.history[-1].images * spec.epochs,
-            "subset": subset, "status": result.status, "test_accuracy": result.test_accuracy,
-            "train_ms": round(1000 * result.train_seconds),
-            "images_per_second": round(result.images_per_second, 1),
-            "gmacs_per_image": round(result.macs_per_image / 1e9, 3),
-            "published_accuracy": reference.accuracy,
-            "published_train_ms": round(1000 * reference.train_seconds),
-            "model_loads_on_cpu": model_loads_on_cpu,
-            "loss_scale": result.history[-1].loss_scale,
-        })  # fmt: skip
-        print(f"  {rows[-1]}", flush=True)
-    ok = all(row["status"] == "ok" and row["model_loads_on_cpu"] for row in rows)
-    check.record("q2", {"ok": ok, "rows": rows, "seconds": time.perf_counter() - started})
-    return {row["model"]: row for row in rows}
-
-
-def _loads_on_cpu(path: Path) -> bool:
-    saved = torch.load(path, weights_only=False)  # no map_location: CUDA tensors would stay
-    return {tensor.device.type for tensor in saved["model"].values()} == {"cpu"}
-
-
-def _sharing_worker(device: str, root: str, steps: int, smoke: bool, barrier, results) -> None:
-    """One of k runs sharing the GPU: trains after all k have warmed up, reports its window."""
-    global SMOKE
-    SMOKE = smoke
-
-    class Window(Reporter):
-        def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-            barrier.wait(timeout=300)
-            self.began = time.time()
-
-        def end_epoch(self, summary: dict[str, object]) -> None:
-            self.ended = time.time()
-
-    window = Window()
-    torch.set_num_threads(2)
-    spec = engine_spec("resnet18", 16, "dataloader", steps, device, threads=2)
-    try:
-        result = run(spec, load_dataset("mnist", root), reporter=window)
-        if result.status != "ok":
-            raise RuntimeError(f"{result.status}: {result.message}")
-        results.put((window.began, window.ended, result.history[0].images))
-    except BaseException as exc:  # the driver must hear of it, not wait for a window
-        barrier.abort()  # release the other runs waiting to start together
-        results.put(f"{type(exc).__name__}: {exc}")
-
-
-def phase_sharing(check: Check, root: Path, steps: int, levels: tuple[int, ...]) -> dict:
-    started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    rows = []
-    for k in levels:
-        if check.left() < 60:
-            rows.append({"runs": k, "skipped": "out of time"})
-            continue
-        barrier, results = context.Barrier(k), context.Queue()
-        workers = [context.Process(target=_sharing_worker,
-                                   args=(str(check.device), str(root), steps, check.smoke,
-                                         barrier, results))
-                   for _ in range(k)]  # fmt: skip
-        for worker in workers:
-            worker.start()
-        try:
-            windows = [results.get(timeout=max(check.left(), 30.0)) for _ in workers]
-        except queue.Empty:
-            windows = ["no result in time"]
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
-        errors = [w for w in windows if isinstance(w, str)]
-        if errors:
-            rows.append({"runs": k, "skipped": "; ".join(sorted(set(errors)))})
-            continue
-        began, ended = min(w[0] for w in windows), max(w[1] for w in windows)
-        images = sum(w[2] for w in windows)
-        rows.append({"runs": k, "total_images_per_second": round(images / (ended - began), 1),
-                     "per_run_images_per_second": round(images / k / (ended - began), 1)})  # fmt: skip
-        print(f"  {rows[-1]}", flush=True)
-    measured = [row for row in rows if "total_images_per_second" in row]
-    alone = measured[0]["total_images_per_second"] if measured else None
-    for row in measured:
-        row["speedup_vs_one"] = round(row["total_images_per_second"] / alone, 2)
-    best = max(measured, key=lambda row: row["total_images_per_second"]) if measured else None
-    check.record("sharing", {"ok": bool(measured), "rows": rows, "best_runs": best and best["runs"],
-                             "seconds": time.perf_counter() - started})  # fmt: skip
-    return {row["runs"]: row for row in measured}
-
-
 def phase_cpu(check: Check, mnist, smoke: bool) -> dict:
-    """CPU training img/s at the Q2 protocol (224 px, batch 32, fp32 as published on CPU)."""
+    """CPU training img/s at the Q2 protocol (224 px, batch 32, fp32 as published on CPU), on
+    the test split alone: no validation pass (it took 114 of this phase's 165 s once)."""
     started = time.perf_counter()
     rows = {}
     for model, steps in (("resnet18", 2 if smoke else 6), ("resnet50", 1 if smoke else 3)):
-        spec = engine_spec(model, 32, "memory", steps, "cpu", amp=False,
-                           threads=torch.get_num_threads(), test_limit=64)  # fmt: skip
+        spec = engine_spec(model, 32, "memory", steps, "cpu", amp=False, test_limit=64,
+                           threads=torch.get_num_threads(), memory_format="contiguous")  # fmt: skip
         result = run(spec, mnist)
         rows[model] = {"images_per_second": round(result.images_per_second, 2),
                        "eval_images_per_second": round(64 / result.eval_seconds, 1),
@@ -398,64 +294,17 @@ def phase_cpu(check: Check, mnist, smoke: bool) -> dict:
     return rows
 
 
-def phase_projection(check: Check, throughput: dict, sharing: dict, cpu: dict) -> None:
-    """The whole configs/assignment.toml on this machine: GPU runs sharing the GPU at the best
-    measured level, CPU runs (SVMs, Q2 CPU rows) beside them on the CPU."""
-    started = time.perf_counter()
-    study = load_study(ASSIGNMENT)
-    gpu_seconds, cpu_resnet_seconds, svm_seconds = [], [], []
-    n = SPLIT_SIZES
-    for experiment in study.experiments:
-        for spec in experiment.specs():
-            if spec.is_svm:
-                svm_seconds.append(published.SVM[(spec.dataset, spec.kernel)].train_seconds)
-                continue
-            train, evaluated = torch_run_images(spec.epochs, n["train"], n["val"], n["test"],
-                                                spec.eval_each_epoch)  # fmt: skip
-            if spec.device == "cpu":
-                rates = cpu[spec.model]
-                cost = RunCost(spec.key(), train, evaluated, rates["images_per_second"],
-                               rates["eval_images_per_second"])  # fmt: skip
-                cpu_resnet_seconds.append(cost.seconds)
-                continue
-            rates = throughput[(spec.model, spec.batch_size, spec.loader)]
-            cost = RunCost(spec.key(), train, evaluated, rates["images_per_second"],
-                           rates["eval_images_per_second"], overhead_seconds=10.0)  # fmt: skip
-            gpu_seconds.append(cost.seconds)
-    best = max(sharing.values(), key=lambda row: row["total_images_per_second"])
-    gpu_alone = makespan(gpu_seconds, 1)
-    gpu_shared = shared_makespan(gpu_seconds, best["runs"], best.get("speedup_vs_one", 1.0))
-    # CPU lane: the ResNets on all cores one after another; the single-threaded SVMs beside them.
-    cpu_lane = max(sum(cpu_resnet_seconds), makespan(svm_seconds, len(svm_seconds)))
-    values = {
-        "ok": True,
-        "gpu_runs": len(gpu_seconds),
-        "gpu_seconds_one_at_a_time": round(gpu_alone),
-        "gpu_runs_at_once": best["runs"],
-        "gpu_seconds_shared": round(gpu_shared),
-        "cpu_resnet_seconds": [round(s) for s in cpu_resnet_seconds],
-        "svm_seconds_published": svm_seconds,
-        "cpu_lane_seconds": round(cpu_lane),
-        "study_wall_seconds": round(max(gpu_shared, cpu_lane)),
-        "study_wall_seconds_without_q2_cpu": round(max(gpu_shared, max(svm_seconds))),
-        "assumptions": "GPU runs at the measured img/s of their (model, batch, loader) with the "
-        "sharing speedup measured for ResNet-18 batch 16 applied to all; 10 s start-up per GPU run; "
-        "SVM times are the published ones (sklearn, one core each, in parallel); Q2 CPU rows at "
-        "the measured CPU img/s, one after another on all cores",
-        "seconds": time.perf_counter() - started,
-    }
-    check.record("projection", values)
-
-
 # --- output -------------------------------------------------------------------------------------
 
 
 def summary(phase: str, values: dict[str, Any]) -> str:
-    if phase == "projection":
-        return (f"assignment.toml ≈ {values['study_wall_seconds'] / 60:.1f} min "
-                f"(GPU lane {values['gpu_seconds_shared'] / 60:.1f} min with "
-                f"{values['gpu_runs_at_once']} at once, CPU lane {values['cpu_lane_seconds'] / 60:.1f} min)")  # fmt: skip
-    return f"{'ok' if values.get('ok') else 'FAILED'} in {values['seconds']} s"
+    verdict = f"{'ok' if values.get('ok') else 'FAILED'} in {values['seconds']} s"
+    if phase == "throughput" and values.get("rows"):
+        steps = {(r["model"], r["batch"], r["cuda_graphs"]): r["ms_per_step"]
+                 for r in values["rows"] if r["loader"] == "memory"}  # fmt: skip
+        eager, captured = steps.get(("resnet18", 16, "off")), steps.get(("resnet18", 16, "on"))
+        verdict += f"; ResNet-18 B16 step {eager} ms eager, {captured} ms captured"
+    return verdict
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -470,46 +319,39 @@ def markdown(results: dict[str, Any]) -> str:
         for name, v in phases.items()
     ]
     if "throughput" in phases:
-        lines += [
-            "",
-            "| model | batch | loader | img/s | peak GiB | loss |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [f"| {r['model']} | {r['batch']} | {r['loader']} | {r['images_per_second']} | "
-                  f"{r['peak_memory_gib']} | {r['loss']} |" for r in phases["throughput"]["rows"]]  # fmt: skip
-    if "q2" in phases:
-        lines += ["", "| Q2 GPU | images | test acc % | train ms | published acc % | published ms |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {r['model']} | {r['train_images']}{' (subset)' if r['subset'] else ''} | "
-                  f"{r['test_accuracy']} | {r['train_ms']:,} | {r['published_accuracy']} | "
-                  f"{r['published_train_ms']:,} |" for r in phases["q2"]["rows"]]  # fmt: skip
-    if "sharing" in phases:
-        lines += [
-            "",
-            "| runs sharing the GPU | total img/s | per run | vs one |",
-            "|---|---|---|---|",
-        ]
-        lines += [f"| {r['runs']} | {r.get('total_images_per_second', r.get('skipped'))} | "
-                  f"{r.get('per_run_images_per_second', '')} | {r.get('speedup_vs_one', '')} |"
-                  for r in phases["sharing"]["rows"]]  # fmt: skip
-    if "projection" in phases:
-        lines += [
-            "",
-            f"Projected `configs/assignment.toml`: {summary('projection', phases['projection'])}.",
-        ]
+        lines += ["", "| model | batch | loader | graphs | ms/step | img/s | peak GiB | loss |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['model']} | {r['batch']} | {r['loader']} | {r['cuda_graphs']} | "
+                  f"{r['ms_per_step']} | {r['images_per_second']} | {r['peak_memory_gib']} | "
+                  f"{r['loss']} |" for r in phases["throughput"].get("rows", [])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 # --- main ---------------------------------------------------------------------------------------
 
 
+def has_network(host: str = "pypi.org", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def prepare_data(pack: Path | None) -> Path:
-    """Both datasets in a data root: from the pack when given, else the usual root."""
-    root = Path(tempfile.mkdtemp(prefix="gpu-check-data-")) if pack else None
+    """Both datasets in a data root: from the pack when given, else the usual root. Without a
+    pack, on a machine whose root lacks them and that cannot reach the network, exit 2 at once
+    saying so, instead of trying every source."""
+    if pack is None:
+        root = Path(os.environ.get("MNISTBENCH_DATA", "data"))
+        present = all((root / info.folder / "raw").is_dir() for info in DATASETS.values())
+        if not present and not has_network():
+            sys.exit(f"gpu-check: the datasets are not in {root} and this machine has no network; "
+                     "run `make gpu-pack` where they are and carry gpu-pack/ (--pack gpu-pack)")  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="gpu-check-data-")) if pack else root
     for info in DATASETS.values():
-        fetch_dataset(info, root or Path(os.environ.get("MNISTBENCH_DATA", "data")),
-                      from_path=pack, log=lambda line: None)  # fmt: skip
-    return root or Path(os.environ.get("MNISTBENCH_DATA", "data"))
+        fetch_dataset(info, root, from_path=pack, log=lambda line: None)
+    return root
 
 
 def main() -> int:
@@ -517,7 +359,9 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--pack", type=Path, default=None,
                         help="folder of .gz IDX files from `make gpu-pack` (default: the data root)")  # fmt: skip
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole check")
+    parser.add_argument("--budget", type=float, default=330.0, help="seconds for the whole check")
+    parser.add_argument("--tests-seconds", type=float, default=150.0,
+                        help="the part of the budget reserved for the tests, which run first")  # fmt: skip
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the script itself")
     parser.add_argument("--only", nargs="+", choices=PHASES, default=list(PHASES))
@@ -529,37 +373,25 @@ def main() -> int:
     device = torch.device(args.device)
     global SMOKE
     SMOKE = args.smoke
-    check = Check(args.out, args.budget, device, args.smoke)
     root = prepare_data(args.pack)
-    mnist, fashion = load_dataset("mnist", root), load_dataset("fashion-mnist", root)
-    steps = {"resnet18": 2, "resnet50": 2} if args.smoke else {"resnet18": 300, "resnet50": 200}
+    check = Check(args.out, args.budget, device, args.smoke)
+    mnist = load_dataset("mnist", root)
+    steps = {"resnet18": 2, "resnet50": 2} if args.smoke else {"resnet18": 200, "resnet50": 120}
     print(f"gpu-check on {check.results['device']}; data in {root}; budget {args.budget:.0f} s",
           flush=True)  # fmt: skip
     only = set(args.only)
-    run_tests = "tests" in only and not args.smoke
-    if run_tests:  # CPU only, one thread: beside the GPU phases without disturbing them
-        tests_started = time.perf_counter()
-        background = start_tests("killed_run_from_src", root)
-    throughput, sharing, cpu = {}, {}, {}
-    if only & {"throughput", "q2", "projection"}:
-        throughput = guarded(check, "throughput", {}, phase_throughput, mnist, steps)
-    if "q2" in only:
-        guarded(check, "q2", None, phase_q2, fashion, throughput, args.smoke)
+    if "tests" in only and not args.smoke:  # first, in the time reserved for them
+        started = time.perf_counter()
+        background = start_tests("killed_run_from_src", root)  # CPU only, one thread
+        parts = {"cuda": finish_tests(start_tests("cuda", root), args.tests_seconds)}
+        parts["killed_run_from_src"] = finish_tests(background, 30.0)
+        phase_tests(check, parts, started)
+    if "throughput" in only:
+        guarded(check, "throughput", {}, phase_throughput, mnist, steps)
     if "resume" in only:
         guarded(check, "resume", None, phase_resume, mnist, 4 if args.smoke else 100)
-    if only & {"sharing", "projection"}:
-        levels = (1, 2) if args.smoke else (1, 2, 4)
-        sharing = guarded(
-            check, "sharing", {}, phase_sharing, root, 2 if args.smoke else 300, levels
-        )
-    if only & {"cpu", "projection"}:
-        cpu = guarded(check, "cpu", {}, phase_cpu, mnist, args.smoke)
-    if "projection" in only and throughput and sharing and cpu:
-        guarded(check, "projection", None, phase_projection, throughput, sharing, cpu)
-    if run_tests:  # last: the measurements above matter most when the budget runs short
-        parts = {"cuda": finish_tests(start_tests("cuda", root), max(check.left(), 60.0))}
-        parts["killed_run_from_src"] = finish_tests(background, max(check.left(), 30.0))
-        phase_tests(check, parts, tests_started)
+    if "cpu" in only:
+        guarded(check, "cpu", {}, phase_cpu, mnist, args.smoke)
     failed = [name for name, values in check.results["phases"].items() if not values.get("ok")]
     print(f"gpu-check: {'all phases ok' if not failed else 'FAILED: ' + ', '.join(failed)}; "
           f"{args.out / 'gpu_check.md'}")  # fmt: skip

@@ -2,7 +2,14 @@
 
 import pytest
 
-from mnistbench.estimate import RunCost, makespan, shared_makespan, torch_run_images
+from mnistbench.estimate import (
+    RunCost,
+    Sizes,
+    gpu_lane_seconds,
+    makespan,
+    rates_of_run,
+    torch_run_images,
+)
 
 
 def test_run_seconds_are_images_over_measured_rates_plus_overhead():
@@ -30,15 +37,26 @@ def test_makespan_places_longest_first_on_the_freest_slot():
     assert makespan([], slots=3) == 0
 
 
-def test_sharing_a_gpu_helps_only_by_its_measured_speedup():
-    alone = [100.0] * 8
-    assert shared_makespan(alone, runs_at_once=1, speedup=1.0) == 800
-    # Four at a time with 2x the total throughput: each run takes 200 s, two waves.
-    assert shared_makespan(alone, runs_at_once=4, speedup=2.0) == 400
-    # No gain from sharing: the same 800 s, just interleaved.
-    assert shared_makespan(alone, runs_at_once=4, speedup=1.0) == 800
-    with pytest.raises(ValueError):
-        shared_makespan(alone, runs_at_once=0, speedup=1.0)
+def test_a_gpu_lane_is_its_shared_runs_k_at_a_time_then_its_runs_alone():
+    def cost(seconds: float) -> RunCost:  # 1,000 images at 10/s, no evaluation
+        return RunCost("r", 1_000, 0, 1_000 / seconds, 1.0)
+
+    shared = [cost(100.0)] * 8  # each at the rate it trained while sharing
+    assert gpu_lane_seconds(shared, at_once=4, alone=[]) == 200  # two waves of four
+    assert gpu_lane_seconds(shared, at_once=1, alone=[]) == 800
+    assert gpu_lane_seconds(shared, at_once=4, alone=[cost(30.0), cost(20.0)]) == pytest.approx(250)
+    assert gpu_lane_seconds([], at_once=4, alone=[cost(30.0)]) == pytest.approx(30)
+
+
+def test_a_runs_rates_split_its_life_into_training_evaluation_and_overhead():
+    # 49k images trained in 10 s; 14k test images in 2 s; 5 x 7k validation + 14k test
+    # evaluated (49k at 7k/s: 7 s); a life of 20 s leaves 3 s of set-up.
+    rates = rates_of_run(49_000, 10.0, 49_000, 14_000, 2.0, life_seconds=20.0)
+    assert (rates.train_images_per_second, rates.eval_images_per_second) == (4_900, 7_000)
+    assert rates.run_overhead_seconds == pytest.approx(3.0)
+    # The same shape for 2 epochs, validated each: 98k trained, 14k + 14k evaluated.
+    projected = rates.cost("r", epochs=2, sizes=Sizes(49_000, 7_000, 14_000), eval_each_epoch=True)
+    assert projected.seconds == pytest.approx(20.0 + 4.0 + 3.0)
 
 
 # --- sizes, rates, refinement -------------------------------------------------------------------

@@ -61,14 +61,12 @@ def makespan(durations: list[float], slots: int) -> float:
     return max(finish)
 
 
-def shared_makespan(alone_seconds: list[float], runs_at_once: int, speedup: float) -> float:
-    """Wall time of runs that share one device `runs_at_once` at a time, where running that many
-    together gives `speedup` times the total throughput of one alone: each run then takes
-    runs_at_once / speedup times its time alone."""
-    if runs_at_once < 1 or speedup <= 0:
-        raise ValueError(f"need runs_at_once >= 1 and speedup > 0, got {runs_at_once}, {speedup}")
-    stretch = runs_at_once / speedup
-    return makespan([seconds * stretch for seconds in alone_seconds], runs_at_once)
+def gpu_lane_seconds(shared: list[RunCost], at_once: int, alone: list[RunCost]) -> float:
+    """Wall time of a GPU's lane of runs: those that share the GPU `at_once` at a time (their
+    costs at the rates measured while sharing that way), then those that must run alone (a
+    timed comparison such as Q2's GPU rows), one after another."""
+    together = makespan([cost.seconds for cost in shared], at_once) if shared else 0.0
+    return together + sum(cost.seconds for cost in alone)
 
 
 # --- The sizes a run works on ---------------------------------------------------------------
@@ -109,6 +107,23 @@ def split_sizes(
 
 
 # --- ResNets: images over measured rates, plus overheads ------------------------------------
+
+
+def rates_of_run(
+    train_images: int,
+    train_seconds: float,
+    evaluated_images: int,
+    test_images: int,
+    test_seconds: float,
+    life_seconds: float,
+) -> TorchRates:
+    """The rates one finished run shows: its own training rate, its evaluation rate (from its
+    timed test pass), and as overhead what its life held besides (set-up, warm-up, capture,
+    saving), for projecting runs of the same shape with other epochs."""
+    eval_rate = test_images / test_seconds
+    overhead = life_seconds - train_seconds - evaluated_images / eval_rate
+    return TorchRates(train_images / train_seconds, eval_rate, max(overhead, 0.0), source="run")
+
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for all queued work on the device (no-op on CPU)."""
+    """Wait for the work this thread queued on the device (no-op on CPU). On CUDA that is its
+    current stream: a run sharing the GPU with others on their own streams (sharedgpu.py)
+    waits for its own work only, and a run alone queues all of its work there."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
     elif device.type == "mps":
         torch.mps.synchronize()
 
