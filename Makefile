@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,fast,ray,models,mlflow
 STAMP := $(VENV)/.mnistbench-installed
 
-.PHONY: setup run test test-fast lint bench gpu-pack gpu-check clean clean-results
+.PHONY: setup run test test-fast lint bench gpu-pack gpu-check gpu-lane clean clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,20 +55,26 @@ bench: setup
 	$(BIN)/python benchmarks/report_scale.py
 	$(if $(QUICK),,$(BIN)/python benchmarks/jobs.py --repeats 3)
 
-# GPU check (benchmarks/gpu_check.py): the CUDA tests, published-protocol throughput, Q2's GPU
-# rows, AMP resume, GPU sharing and the projected time of configs/assignment.toml, in under
-# 8 minutes on one H100. It needs no install: the GPU machine's own torch with PYTHONPATH=src.
+# GPU check (benchmarks/gpu_check.py): the CUDA tests first, eager against captured steps at the
+# published protocol, a captured AMP run resumed, and the CPU rate at 224 px, in under 6 minutes
+# on one H200. GPU lane (benchmarks/gpu_lane.py): runs sharing the GPU, Q2's GPU rows, a real
+# slice of the Q1(a) shapes against its projection, and the GPU lane of configs/assignment.toml,
+# in about 4 minutes. Neither needs an install: the GPU machine's own torch with PYTHONPATH=src.
 # gpu-pack writes the verified datasets as .gz (41 MB) to gpu-pack/, for a machine that cannot
-# download them; gpu-check reads them from there when present. Without a GPU it exits 1.
+# download them; both read them from there when present, and otherwise from the data root or
+# the network (a machine with neither stops at once, naming gpu-pack). Without a GPU: exit 1.
 GPU_PACK ?= gpu-pack
 GPU_OUT ?= gpu-check
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_DATA = $(if $(wildcard $(GPU_PACK)),--pack $(GPU_PACK),$(info no $(GPU_PACK)/ here: the datasets come from the data root, else the network))
 gpu-pack:
 	PYTHONPATH=src $(GPU_PYTHON) -m mnistbench data pack $(GPU_PACK)
 
 gpu-check:
-	PYTHONPATH=src $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_OUT) \
-		$(if $(wildcard $(GPU_PACK)),--pack $(GPU_PACK)) $(GPU_CHECK_ARGS)
+	PYTHONPATH=src $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_OUT) $(GPU_DATA) $(GPU_CHECK_ARGS)
+
+gpu-lane:
+	PYTHONPATH=src $(GPU_PYTHON) benchmarks/gpu_lane.py $(GPU_OUT) $(GPU_DATA) $(GPU_LANE_ARGS)
 
 # clean: the venv and tool caches, and the checkpoints and final models of the shipped studies'
 # runs (`study clean`: their results stay in the store, and a run in progress is left alone).

@@ -354,17 +354,23 @@ def prepare_data(pack: Path | None) -> Path:
     return root
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder for gpu_check.json and gpu_check.md")
+def machine_arguments(doc: str, name: str, budget: float, phases: tuple[str, ...]):
+    """The arguments both GPU scripts take: where results and data are, the time, the device."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("out", type=Path, help=f"folder for {name}.json and {name}.md")
     parser.add_argument("--pack", type=Path, default=None,
                         help="folder of .gz IDX files from `make gpu-pack` (default: the data root)")  # fmt: skip
-    parser.add_argument("--budget", type=float, default=330.0, help="seconds for the whole check")
-    parser.add_argument("--tests-seconds", type=float, default=150.0,
-                        help="the part of the budget reserved for the tests, which run first")  # fmt: skip
+    parser.add_argument("--budget", type=float, default=budget, help="seconds for all phases")
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the script itself")
-    parser.add_argument("--only", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--only", nargs="+", choices=phases, default=list(phases))
+    return parser
+
+
+def main() -> int:
+    parser = machine_arguments(__doc__, "gpu_check", 330.0, PHASES)
+    parser.add_argument("--tests-seconds", type=float, default=150.0,
+                        help="the part of the budget reserved for the tests, which run first")  # fmt: skip
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); "

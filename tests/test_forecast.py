@@ -165,3 +165,12 @@ def test_estimates_for_the_live_eta_only_for_a_reporter_that_shows_one(tmp_path,
     assert estimates is not None and len(estimates) == len(runs)
     assert estimates[0] == (runs[0].spec.label(), pytest.approx(25.0))
     assert estimates[-1] == (runs[-1].spec.label(), 0.0)  # the skipped GPU run
+
+
+def test_a_run_counts_as_alone_by_its_executors_record_of_runs_at_once():
+    from mnistbench.forecast import ran_alone
+
+    assert ran_alone(None) and ran_alone(1)  # in this process; an old store's plain count
+    assert ran_alone({"runs_at_once": 1, "life_seconds": 3.0})  # a worker process, alone
+    assert not ran_alone({"runs_at_once": 2, "runs_on_same_gpu": 2})
+    assert not ran_alone(3)

@@ -7,7 +7,7 @@ import torch
 from mnistbench import layout
 from mnistbench.config import RunSpec
 from mnistbench.layout import choose_layout, time_layouts
-from mnistbench.train_torch import prepare
+from mnistbench.prepare_torch import prepare
 from tests.conftest import synthetic_dataset
 
 CPU = torch.device("cpu")

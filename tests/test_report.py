@@ -116,6 +116,7 @@ def torch_result(spec: RunSpec, accuracy: float, seconds: float, **extra: Any) -
             "sizes": {"train": 1000, "val": 0, "test": 100},
             "precision": "fp16" if on_gpu else "fp32",
             "pin_memory": False,
+            "cuda_graphs": "on" if on_gpu else "off",
         },
         **extra,
     )
@@ -126,7 +127,11 @@ def _finish(store: Store, spec: RunSpec, result: RunResult) -> None:
     store.finish(spec.key(), result)
 
 
-def build_synthetic_store(path: Path, gpu: bool = False) -> Path:
+def build_synthetic_store(
+    path: Path, gpu: bool = False, gpu_sharing: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """The store described at the top; `gpu_sharing`: per model, the concurrency its CUDA run
+    records (executors: how many runs shared its GPU)."""
     common = {"split": "official", "train_limit": 1000, "test_limit": 100, "threads": 2}
     with Store(path) as store:
         grid_specs = []
@@ -208,7 +213,10 @@ def build_synthetic_store(path: Path, gpu: bool = False) -> Path:
                 store.skip(spec.key(), SKIP_REASON)
                 continue
             seconds = gpu_s if spec.device == "cuda" else cpu_s
-            _finish(store, spec, torch_result(spec, accuracy, seconds, flops=flops))
+            result = torch_result(spec, accuracy, seconds, flops=flops)
+            if spec.device == "cuda" and spec.model in (gpu_sharing or {}):
+                result.environment["concurrency"] = gpu_sharing[spec.model]
+            _finish(store, spec, result)
     return path
 
 
@@ -364,6 +372,45 @@ def test_gpu_rows_give_a_speedup_per_model_with_its_flops(tmp_path: Path) -> Non
         == f"Machine: {CPU} (2 threads), GPU {GPU}; PyTorch 2.5.1, scikit-learn 1.5.0."
     )
     assert ("GPU", GPU) in report.environment
+
+
+def test_a_gpu_train_time_taken_beside_other_runs_is_marked_and_the_footnote_says_how_many(
+    tmp_path: Path,
+) -> None:
+    sharing = {
+        "resnet18": {"runs_at_once": 3, "runs_on_same_gpu": 2, "mean_runs_on_same_gpu": 1.5},
+        "resnet50": {"runs_at_once": 1, "runs_on_same_gpu": 1, "mean_runs_on_same_gpu": 1.0},
+    }
+    with Store(build_synthetic_store(tmp_path / "gpu.db", gpu=True, gpu_sharing=sharing)) as store:
+        report = build_report(store, STUDY, plots=False)
+    devices = table(report, "devices")
+    # Rows: ResNet-18 CPU, GPU, ResNet-50 CPU, GPU. Only the GPU run that shared is marked, and
+    # its number (and the speedup from it) stays the run's own train time.
+    assert devices.cells["train (s)"].tolist() == ["1,149.00", "62.00‡", "2,500.00", "100.00"]
+    assert devices.values.loc[1, "train (s)"] == 62.0
+    assert devices.values.loc[1, "speedup vs CPU"] == pytest.approx(1149 / 62)
+    assert [n for n in devices.notes if "‡" in n] == [
+        "‡ Shared its GPU with other runs; runs on that GPU on average over the run's life "
+        "(time-weighted, itself included): ResNet-18, FashionMNIST, GPU: 1.50. Its train time is "
+        "its own synchronised train time, not the group's wall time divided by the runs."
+    ]
+    others = [s.table for s in report.sections if s.exp.slug != "devices"]
+    assert not [cell for t in others for cell in t.cells.to_numpy().ravel() if "‡" in str(cell)]
+    assert not [n for t in others for n in t.notes if "‡" in n]
+    # How the GPU runs stepped is part of the stated protocol; CPU-only tables do not say it.
+    assert "GPU steps: captured in CUDA graphs" in " ".join(devices.notes)
+    assert not [n for t in others for n in t.notes if "GPU steps" in n]
+
+
+def test_a_result_stored_before_the_mean_existed_still_says_it_shared_its_gpu(
+    tmp_path: Path,
+) -> None:
+    sharing = {"resnet50": {"runs_at_once": 3, "runs_on_same_gpu": 3}}
+    with Store(build_synthetic_store(tmp_path / "old.db", gpu=True, gpu_sharing=sharing)) as store:
+        devices = table(build_report(store, STUDY, plots=False), "devices")
+    assert devices.cells.loc[3, "train (s)"] == "100.00‡"
+    (note,) = [n for n in devices.notes if "‡" in n]
+    assert "ResNet-50, FashionMNIST, GPU: up to 3 at once." in note
 
 
 # --- headline -----------------------------------------------------------------------------------

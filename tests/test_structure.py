@@ -44,10 +44,10 @@ LAYERS: list[tuple[str, ...]] = [
         "checkpoint",
         "modelfile",
     ),
-    ("loops", "layout", "train_torch", "train_svm"),
+    ("loops", "cudagraphs", "layout", "prepare_torch", "train_torch", "train_svm"),
     ("runner", "calibrate"),
     ("store_file", "store"),
-    ("scheduler", "executors", "study", "cleanup", "forecast"),
+    ("scheduler", "sharedgpu", "executors", "study", "cleanup", "forecast"),
     ("report",),
     # Using saved models: load, predict, evaluate, export, track in MLflow.
     (

@@ -1,7 +1,7 @@
 """Calibration: what one shape of run costs on this machine, timed in seconds and cached.
 
 A ResNet shape (model, input, batch, precision, optimizer, device, threads, ...) is timed with
-the run's own pieces: `train_torch.prepare` (split, preprocessing, model, optimizer, precision,
+the run's own pieces: `prepare_torch.prepare` (split, preprocessing, model, optimizer, precision,
 memory format, threads), `measure_flops_and_warm_up` (FLOP count and warm-up, as a run does
 them), then about a second of real training steps, one evaluation batch, and the epoch
 checkpoint and final-model writes, on random images of the real dataset's size. An SVM shape
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from mnistbench import train_torch
+from mnistbench import prepare_torch
 from mnistbench.batches import epoch_augment
 from mnistbench.checkpoint import save_checkpoint, save_final_model
 from mnistbench.config import RunSpec, default_threads
@@ -266,8 +266,8 @@ def time_torch_shape(spec: RunSpec, data: Dataset, seconds: float = TRAIN_SECOND
         torch.set_num_threads(spec.threads)
         choose_layout(spec, resolve_device(spec.device), work=work)
         started = time.perf_counter()
-        setup = train_torch.prepare(probe, data, work=work)
-        train_torch.measure_flops_and_warm_up(setup)
+        setup = prepare_torch.prepare(probe, data, work=work)
+        prepare_torch.measure_flops_and_warm_up(setup)
         set_up = time.perf_counter() - started
         train_ips = _timed_steps(setup, seconds)
         eval_ips = _timed_evaluation(setup)
@@ -282,7 +282,7 @@ def time_torch_shape(spec: RunSpec, data: Dataset, seconds: float = TRAIN_SECOND
     return TorchRates(train_ips, eval_ips, set_up + final_seconds, checkpoint_seconds)
 
 
-def _timed_steps(setup: train_torch.Setup, seconds: float) -> float:
+def _timed_steps(setup: prepare_torch.Setup, seconds: float) -> float:
     """Training images/s over at least MIN_STEPS steps and about `seconds`. On a CPU, from the
     median step: a burst of other work on the machine during one step does not count."""
     data, size, stamps = setup.data, setup.spec.batch_size, []  # when each step began
@@ -312,7 +312,7 @@ def _timed_steps(setup: train_torch.Setup, seconds: float) -> float:
     return size * len(stamps) / total
 
 
-def _timed_evaluation(setup: train_torch.Setup) -> float:
+def _timed_evaluation(setup: prepare_torch.Setup) -> float:
     """Evaluation images/s over one evaluation batch (forward only, as a run evaluates; fewer
     images above 64 px)."""
     size = setup.spec.image_size
@@ -329,7 +329,7 @@ def _timed_evaluation(setup: train_torch.Setup) -> float:
     return count / watch.stop()
 
 
-def _timed_writes(setup: train_torch.Setup) -> tuple[float, float]:
+def _timed_writes(setup: prepare_torch.Setup) -> tuple[float, float]:
     """Seconds to write an epoch checkpoint and the final model."""
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()

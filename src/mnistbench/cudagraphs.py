@@ -26,6 +26,7 @@ the protocol records which, and why.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,9 @@ from mnistbench.loops import StepCounters, training_step
 from mnistbench.recipe import Training
 
 GRAPH_WARM_UP_STEPS = 3  # eager steps on a side stream before each capture (torch's notes)
+# Runs sharing a process (sharedgpu.py) capture one at a time; the others go on meanwhile, which
+# the "thread_local" capture mode allows.
+_CAPTURING = threading.Lock()
 
 
 def not_captured_because(spec: RunSpec, device: torch.device) -> str | None:
@@ -192,6 +196,10 @@ class CapturedSteps:
     def _capture(self, graph: _Graph) -> None:
         """Warm up on a side stream, capture, and undo what the warm-up steps changed."""
         saved = save_step_state(self.training)
+        with _CAPTURING:
+            self._warm_up_and_capture(graph, saved)
+
+    def _warm_up_and_capture(self, graph: _Graph, saved: _State) -> None:
         try:
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):

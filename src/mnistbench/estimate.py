@@ -125,7 +125,6 @@ def rates_of_run(
     return TorchRates(train_images / train_seconds, eval_rate, max(overhead, 0.0), source="run")
 
 
-
 @dataclass(frozen=True)
 class TorchRates:
     """What one training shape (model, input, batch, precision, device, ...) costs here."""

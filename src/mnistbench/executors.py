@@ -3,9 +3,10 @@
 Each executor takes the runs still to do and a RunContext (study.py), which claims a run before
 it starts and records it when it ends: executors only decide where and when runs compute.
 - run_sequential: one run after another in this process, with live epoch progress;
-- run_processes: spawned worker processes, fed as slots free up (`--jobs` CPU runs at once, and
-  on each GPU as many runs as their GPU fractions allow, scheduler.py); a worker that dies fails
-  its runs and fresh workers take the rest;
+- run_processes: `--jobs` CPU runs at once in spawned worker processes, and on each GPU as many
+  runs as their GPU fractions allow (scheduler.py) as threads of this process, each with its
+  own CUDA stream (sharedgpu.py), fed as slots free up; a worker that dies fails its runs and
+  fresh workers take the rest;
 - run_ray: one Ray task per run with its num_cpus/num_gpus request, handled as they finish.
 """
 
@@ -13,15 +14,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistbench.config import default_threads
+from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from mnistbench.runner import cached_dataset, run_in_worker, run_spec
 from mnistbench.scheduler import Slots, gpu_slots, worker_threads
+from mnistbench.sharedgpu import in_own_stream
 from mnistbench.studyfile import Experiment, StudySpec
 
 if TYPE_CHECKING:
@@ -79,20 +83,23 @@ def run_processes(
     )  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
     queue = list(todo)
-    while queue:
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=jobs + gpu_capacity, mp_context=spawn
-        ) as pool:
-            broken = _feed_workers(pool, queue, plan, context)
-        if broken and queue:
-            context.reporter.log(
-                "a worker process died: its runs are recorded as failed (--retry-failed runs "
-                "them again); new workers take the remaining runs"
-            )
+    gpu_pool = GpuThreads(max(gpu_capacity, 1))
+    try:
+        while queue:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+                broken = _feed_workers(pool, gpu_pool, queue, plan, context)
+            if broken and queue:
+                context.reporter.log(
+                    "a worker process died: its runs are recorded as failed (--retry-failed "
+                    "runs them again); new workers take the remaining runs"
+                )
+    finally:
+        gpu_pool.stop()
 
 
 def _feed_workers(
     pool: concurrent.futures.ProcessPoolExecutor,
+    gpu_pool: GpuThreads,
     queue: list[PlannedRun],
     plan: _WorkerPlan,
     context: RunContext,
@@ -110,9 +117,10 @@ def _feed_workers(
             if not context.claim(run):
                 plan.slots.release(run.key)
                 continue
-            threads = plan.cpu_threads if placement.gpu_index is None else plan.gpu_threads
+            on_cpu = placement.gpu_index is None
+            threads = plan.cpu_threads if on_cpu else plan.gpu_threads
             try:
-                future = pool.submit(
+                future = (pool.submit if on_cpu else gpu_pool.submit)(
                     run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
                     placement.gpu_index,
                 )  # fmt: skip
@@ -145,6 +153,43 @@ def _feed_workers(
                 result.environment["concurrency"] = concurrency
                 context.finish(run, result, None)
     return broken
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised inside a GPU thread's run at its next progress report once the study stops."""
+
+
+class _StopWhenAsked(Reporter):
+    """A GPU thread's reporter: shows nothing, and stops its run when the study stops (a thread
+    cannot be killed; at its next report the run stops, its last epoch checkpoint kept)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.update(0, {})
+
+    def update(self, steps_done: int, metrics: dict[str, float]) -> None:
+        if self.stop.is_set():
+            raise StopRequested("the study stopped")
+
+
+class GpuThreads:
+    """GPU runs as threads of this process, each with its own CUDA stream (sharedgpu.py):
+    runs sharing a GPU overlap their kernels there, where processes would take turns."""
+
+    def __init__(self, max_runs: int) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_runs, thread_name_prefix="gpu-run")
+        self.stopping = threading.Event()
+
+    def submit(self, work: Any, *args: Any) -> concurrent.futures.Future:
+        reporter = _StopWhenAsked(self.stopping)
+        return self.pool.submit(in_own_stream, lambda: work(*args, reporter=reporter))
+
+    def stop(self) -> None:
+        """Ask running GPU runs to stop at their next report, and wait for them."""
+        self.stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class WorkerDied(RuntimeError):

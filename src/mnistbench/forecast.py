@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -179,7 +179,7 @@ def observations(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[Obs
             record.status != "done" or result is None or result.status != "ok"
             or not (record.started_at and record.finished_at)
             or result.environment.get("cpu") != here or result.resumed_from_epoch is not None
-            or result.environment.get("concurrency", 1) != 1
+            or not ran_alone(result.environment.get("concurrency"))
             or not result.train_seconds or not result.eval_seconds
         ):  # fmt: skip
             continue
@@ -189,6 +189,16 @@ def observations(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[Obs
             continue
         found.setdefault(key, []).append(observed)
     return found
+
+
+def ran_alone(concurrency: dict[str, Any] | int | None) -> bool:
+    """Whether a run had the machine to itself: no concurrency recorded (this process), or
+    the executor's record of it (a dict since worker processes; a plain 1 once) says one run."""
+    if concurrency is None:
+        return True
+    if isinstance(concurrency, dict):
+        return concurrency.get("runs_at_once", 1) == 1
+    return concurrency == 1
 
 
 def _observed(record: RunRecord) -> tuple[tuple[str, str], Observed]:

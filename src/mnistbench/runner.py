@@ -45,19 +45,22 @@ def run_in_worker(
     checkpoint_dir: str | None,
     threads: int | None,
     gpu_index: int | None = None,
+    reporter: Reporter | None = None,
 ) -> dict:
     """Entry point for worker processes and Ray tasks: plain dicts in and out (picklable).
 
     `threads` overrides the spec's thread count so that N parallel workers share the cores
     instead of each one claiming all of them; `gpu_index` is the GPU the scheduler placed the
     run on ('cuda' and 'auto' then mean that one). Neither is part of the run's identity.
+    `reporter`: where progress goes (a GPU run in a thread of the study's process gets one
+    that stops it when the study stops); by default nowhere.
     """
     spec = RunSpec.from_dict(spec_dict)
     if threads is not None:
         spec = spec.replace(threads=threads)
     if gpu_index is not None:
         torch.cuda.set_device(gpu_index)
-    reporter = Reporter()
+    reporter = reporter or Reporter()
     data = cached_dataset(spec.dataset, root)
     directory = Path(checkpoint_dir) if checkpoint_dir else None
     result = run_spec(spec, data, directory, reporter)

@@ -5,13 +5,16 @@ it: 0.25 lets four runs share a GPU, 1 (the default) gives a run a GPU of its ow
 small-batch runs on one GPU finish sooner in total than the same runs one after another, because
 one batch-16 run leaves most of a large GPU idle (benchmarks/README.md, GPU section). A CPU run
 (an SVM, a ResNet on device "cpu") takes one of `jobs` worker slots; CPU and GPU runs proceed side
-by side. Every run records how many runs shared its GPU, so no timing taken under contention is
-passed off as one taken alone.
+by side. Every run records how many runs shared its GPU (the most at once, and the mean over its
+life, time-weighted) and a CPU run how many GPU runs fed from the same cores beside it
+(`Slots.release`), so no timing taken under contention is passed off as one taken alone.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,17 +65,34 @@ class Placement:
 
 
 @dataclass
+class _Life:
+    """One running run's sharing so far, advanced at every place and release (Slots._advance)."""
+
+    placed_at: float
+    gpu_run_seconds: float = 0.0
+    """The integral over its life of the runs on its GPU (itself included), in run-seconds."""
+    peak_same_gpu: int = 0
+    peak_all: int = 0
+    peak_gpu_runs: int = 0
+    """The most GPU runs (on any GPU) at once while it ran."""
+
+
+@dataclass
 class Slots:
-    """Free capacity: CPU worker slots and, per GPU, the fraction not yet handed out."""
+    """Free capacity: CPU worker slots and, per GPU, the fraction not yet handed out; and, per
+    running run, how many runs it has shared the machine and its GPU with so far."""
 
     cpu_workers: int
     gpus: int
+    clock: Callable[[], float] = time.monotonic
+    """The driver's clock, read at every place and release (tests pass one they drive)."""
     free_cpu: int = field(init=False)
     free_gpu: list[float] = field(init=False)
     running: dict[str, Placement] = field(init=False, default_factory=dict)
-    # Per running key: the most runs seen at once on its GPU (itself included), and in all.
-    peak_same_gpu: dict[str, int] = field(init=False, default_factory=dict)
-    peak_all: dict[str, int] = field(init=False, default_factory=dict)
+    lives: dict[str, _Life] = field(init=False, default_factory=dict)
+    # Per GPU with runs on it: when it last went from idle to busy (its group's start).
+    busy_since: dict[int, float] = field(init=False, default_factory=dict)
+    _last_event: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         if self.cpu_workers < 1:
@@ -95,39 +115,84 @@ class Slots:
             index = max(candidates, key=lambda i: self.free_gpu[i])
             self.free_gpu[index] -= gpu_share
             placement = Placement(index, gpu_share)
+        now = self._advance()  # the runs so far shared the GPU without this one until now
+        if placement.gpu_index is not None:
+            self.busy_since.setdefault(placement.gpu_index, now)
         self.running[key] = placement
-        self.peak_same_gpu[key] = 0
-        self.peak_all[key] = 0
+        self.lives[key] = _Life(placed_at=now)
         self._update_peaks()
         return placement
 
-    def release(self, key: str) -> dict[str, int]:
-        """Free a finished run's room; return how many runs it shared the machine with."""
-        placement = self.running.pop(key)
+    def release(self, key: str) -> dict[str, int | float]:
+        """Free a finished run's room; return how many runs it shared the machine with.
+
+        Every run: `runs_at_once` (the most runs at once, itself included) and `life_seconds`
+        (placement to release on the driver's clock: worker start, data loading and
+        evaluation included, so longer than the run's own synchronised train_seconds).
+        A GPU run: `runs_on_same_gpu` (the most on its GPU at once) and `mean_runs_on_same_gpu`
+        (the runs on its GPU averaged over its life, time-weighted: 1.0 is a run that never
+        shared), and `group_wall_seconds`, the wall time from when its GPU last went from idle
+        to busy to this run's end: the group of runs that kept that GPU busy together. A run's
+        own time is its train_seconds, never this divided by the runs. A CPU run: `gpu_runs_alongside`, the most GPU runs at once while it ran; their
+        host threads feed from the same cores, so its time was not taken alone when this is
+        above 0. The cores are split between the two kinds for the whole study: worker_threads
+        gives the CPU workers the cores that the GPU runs' host threads leave (on too few cores
+        every worker still gets one thread, and they oversubscribe), and the result's
+        environment records the threads the run had (`threads`).
+        """
+        now = self._advance()
+        placement, life = self.running.pop(key), self.lives.pop(key)
         if placement.gpu_index is None:
             self.free_cpu += 1
         else:
             self.free_gpu[placement.gpu_index] += placement.share
-        concurrency = {"runs_at_once": self.peak_all.pop(key)}
-        same_gpu = self.peak_same_gpu.pop(key)
-        if placement.gpu_index is not None:
-            concurrency["runs_on_same_gpu"] = same_gpu
+        seconds = now - life.placed_at
+        concurrency: dict[str, int | float] = {
+            "runs_at_once": life.peak_all, "life_seconds": round(seconds, 3),
+        }  # fmt: skip
+        if placement.gpu_index is None:
+            concurrency["gpu_runs_alongside"] = life.peak_gpu_runs
+            return concurrency
+        # A run placed and released at one instant has no life to average over: its peak.
+        mean = life.gpu_run_seconds / seconds if seconds > 0 else life.peak_same_gpu
+        concurrency["runs_on_same_gpu"] = life.peak_same_gpu
+        concurrency["mean_runs_on_same_gpu"] = round(mean, 2)
+        concurrency["group_wall_seconds"] = round(now - self.busy_since[placement.gpu_index], 3)
+        if placement.gpu_index not in self._runs_per_gpu():
+            del self.busy_since[placement.gpu_index]  # idle: the next run starts a new group
         return concurrency
 
     def idle(self) -> bool:
         return not self.running
 
-    def _update_peaks(self) -> None:
-        total = len(self.running)
+    def _runs_per_gpu(self) -> dict[int, int]:
         per_gpu: dict[int, int] = {}
         for placement in self.running.values():
             if placement.gpu_index is not None:
                 per_gpu[placement.gpu_index] = per_gpu.get(placement.gpu_index, 0) + 1
+        return per_gpu
+
+    def _advance(self) -> float:
+        """Add the time since the last event to each running GPU run's integral, at the number
+        of runs its GPU had over that time (constant between events); the clock's time now."""
+        now = self.clock()
+        elapsed, per_gpu = now - self._last_event, self._runs_per_gpu()
         for key, placement in self.running.items():
-            self.peak_all[key] = max(self.peak_all[key], total)
             if placement.gpu_index is not None:
-                same = per_gpu[placement.gpu_index]
-                self.peak_same_gpu[key] = max(self.peak_same_gpu[key], same)
+                self.lives[key].gpu_run_seconds += per_gpu[placement.gpu_index] * elapsed
+        self._last_event = now
+        return now
+
+    def _update_peaks(self) -> None:
+        total, per_gpu = len(self.running), self._runs_per_gpu()
+        gpu_runs = sum(per_gpu.values())
+        for key, placement in self.running.items():
+            life = self.lives[key]
+            life.peak_all = max(life.peak_all, total)
+            if placement.gpu_index is None:
+                life.peak_gpu_runs = max(life.peak_gpu_runs, gpu_runs)
+            else:
+                life.peak_same_gpu = max(life.peak_same_gpu, per_gpu[placement.gpu_index])
 
 
 def gpu_share(spec: RunSpec, resources: dict[str, Any], gpus: int) -> float | None:

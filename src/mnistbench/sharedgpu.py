@@ -9,7 +9,7 @@ own stream (measure.synchronize), so its train time is its own synchronised time
 shared the GPU, never the group's wall time divided by the number of runs.
 
 Each result records, in environment["concurrency"], how many runs shared the GPU over its life
-(time-weighted, scheduler.Slots), its life, and the wall time of the whole group.
+(time-weighted), its life, and its group's wall time (scheduler.Slots.release).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -35,37 +34,22 @@ def in_own_stream(work: Callable[[], RunResult]) -> RunResult:
         return work()
 
 
-@dataclass
-class SharingClock:
-    """Who is on the GPU when: Slots' time-weighted count of runs sharing it, guarded for
-    threads, and the span of the whole group."""
+class _SharedSlots:
+    """Slots (scheduler.py) for one GPU, `at_once` runs on it, guarded for threads: who is on
+    the GPU when, for each run's time-weighted sharing and its group's wall time."""
 
-    at_once: int
-    clock: Callable[[], float] = time.monotonic
-    slots: Slots = field(init=False)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started: float | None = None
-    ended: float | None = None
-
-    def __post_init__(self) -> None:
-        self.slots = Slots(cpu_workers=1, gpus=1, clock=self.clock)
+    def __init__(self, at_once: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.at_once, self.lock = at_once, threading.Lock()
+        self.slots = Slots(cpu_workers=1, gpus=1, clock=clock)
 
     def enter(self, key: str) -> None:
         with self.lock:
             if self.slots.place(key, 1.0 / self.at_once) is None:
                 raise RuntimeError(f"no room on the GPU for {key}: more runs than at_once")
-            if self.started is None:
-                self.started = self.clock()
 
     def leave(self, key: str) -> dict[str, float | int]:
         with self.lock:
-            self.ended = self.clock()
             return self.slots.release(key)
-
-    def group_wall_seconds(self) -> float:
-        if self.started is None or self.ended is None:
-            return 0.0
-        return self.ended - self.started
 
 
 def run_sharing_gpu(
@@ -74,15 +58,15 @@ def run_sharing_gpu(
     """Run each of `works` (a run on the current CUDA device) `at_once` at a time, each in its
     own thread and stream; results (or the exception a run raised) in the order given, each
     with its sharing recorded."""
-    clock = SharingClock(at_once)
+    slots = _SharedSlots(at_once)
     sharing: dict[int, dict[str, float | int]] = {}
 
     def one(index: int) -> RunResult:
-        clock.enter(str(index))
+        slots.enter(str(index))
         try:
             return in_own_stream(works[index])
         finally:
-            sharing[index] = clock.leave(str(index))
+            sharing[index] = slots.leave(str(index))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
         futures = [pool.submit(one, index) for index in range(len(works))]
@@ -95,8 +79,7 @@ def run_sharing_gpu(
             continue
         result = future.result()
         result.environment["concurrency"] = sharing[index] | {
-            "group_wall_seconds": round(clock.group_wall_seconds(), 2),
-            "sharing": "threads, one CUDA stream each",
+            "sharing": "threads, one CUDA stream each"
         }
         outcomes.append(result)
     return outcomes

@@ -8,27 +8,20 @@ A checkpoint is written atomically after each epoch; a run with the same spec re
 and because batch order and augmentation are drawn from per-epoch seeds, a resumed run on CPU
 ends bit-for-bit where an uninterrupted one would.
 
-What a run trains with is built in recipe.py, its batches in batches.py, its checkpoints in
-checkpoint.py; this module trains, evaluates, and assembles the RunResult.
+A run is set up before its first epoch in prepare_torch.py (what it trains with is built in
+recipe.py, its batches in batches.py, its captured CUDA step in cudagraphs.py), its checkpoints
+written in checkpoint.py; this module trains, evaluates, and assembles the RunResult.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mnistbench.batches import (
-    DeviceData,
-    count_batches,
-    epoch_augment,
-    epoch_batches,
-    epoch_indices,
-    warm_up_shapes,
-)
+from mnistbench.batches import epoch_augment, epoch_batches, epoch_indices
 from mnistbench.checkpoint import (
     checkpoint_path,
     final_model_path,
@@ -38,40 +31,23 @@ from mnistbench.checkpoint import (
     save_final_model,
 )
 from mnistbench.config import RunSpec
-from mnistbench.cudagraphs import CapturedSteps, capture, graph_protocol, not_captured_because
+from mnistbench.cudagraphs import CapturedSteps
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
-from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.data.splits import SplitData
 from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
-from mnistbench.devices import resolve_device
-from mnistbench.estimate import torch_run_images
-from mnistbench.layout import choose_layout
 from mnistbench.loops import (
     Diverged,
     EpochStats,
-    StepCounters,
-    count_train_flops,
     drive_epoch,
     eval_batch_size,
     evaluate,
     train_one_epoch,
-    warm_up,
 )
-from mnistbench.measure import (
-    Stopwatch,
-    environment,
-    forward_flops,
-    peak_memory,
-    reset_peak_memory,
-)
+from mnistbench.measure import Stopwatch, environment, peak_memory, reset_peak_memory
+from mnistbench.prepare_torch import Flops, Setup, capture_steps, measure_flops_and_warm_up, prepare
 from mnistbench.progress import Reporter
-from mnistbench.recipe import (
-    Precision,
-    Training,
-    configure_backends,
-    make_preprocess,
-    make_training,
-)
+from mnistbench.recipe import Precision, Training
 from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
 from mnistbench.specfields import field_default
 
@@ -104,65 +80,6 @@ def run(
     if checkpoint_dir is not None and result.status == "ok":
         keep_final_model(result, setup, checkpoint_dir, ckpt_path)
     return result
-
-
-@dataclass
-class Setup:
-    """A run before its first epoch: where it runs, on what data, and with what."""
-
-    spec: RunSpec
-    device: torch.device
-    backends: dict[str, Any]  # the backend settings and the layout chosen, for the protocol
-    split: SplitData
-    preprocess: Preprocess
-    data: DeviceData
-    steps_per_epoch: int
-    training: Training
-    not_captured_because: str | None  # None: the training step is to be captured (CUDA)
-    captured: CapturedSteps | None = None  # once capture_steps has captured it
-
-
-def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -> Setup:
-    """Device, threads and backends; the split, its preprocessing and device copy; the model,
-    optimizer and schedule over the whole run. The layout is chosen for `work` (images trained,
-    evaluated), by default this run's: a calibration probe passes the real run's."""
-    device = resolve_device(spec.device)
-    torch.set_num_threads(spec.threads)
-    split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
-    sizes = (len(split.train_labels), len(split.val_labels), len(split.test_labels))
-    default_work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
-    backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing
-    layout = choose_layout(spec, device, work=work or default_work)  # times steps: threads set
-    backends |= layout.protocol()
-    preprocess = make_preprocess(spec, split, layout.channels_last)
-    on_device = DeviceData.from_split(split, device)
-    steps_per_epoch = count_batches(len(split.train_labels), spec.batch_size)
-    steps = steps_per_epoch * spec.epochs
-    why_eager = not_captured_because(spec, device)
-    training = make_training(
-        spec, device, preprocess.channels_last, steps, layout.matmul_small_maps,
-        captured=why_eager is None,
-    )  # fmt: skip
-    return Setup(
-        spec, device, backends, split, preprocess, on_device, steps_per_epoch, training, why_eager
-    )
-
-
-def capture_steps(setup: Setup) -> None:
-    """Capture the run's training step in CUDA graphs, one per batch shape, when the run
-    allows it (cudagraphs.py); the protocol records the outcome, a failed capture's reason
-    too, and the run then trains eagerly."""
-    if setup.not_captured_because is None:
-        spec, data = setup.spec, setup.data
-        gather = spec.loader == "memory" and spec.augment == "none"
-        setup.captured, setup.not_captured_because = capture(
-            setup.training, setup.preprocess, StepCounters.on(setup.device),
-            warm_up_shapes(len(data.train_labels), spec.batch_size),
-            tuple(data.train_images.shape[1:]),
-            (data.train_images, data.train_labels) if gather else None,
-        )  # fmt: skip
-    setup.backends |= graph_protocol(setup.not_captured_because)
 
 
 @dataclass
@@ -200,28 +117,6 @@ def resume(setup: Setup, ckpt_path: Path | None, reporter: Reporter) -> Progress
     reporter.log(f"resuming from {ckpt_path} after epoch {state['epoch']}")
     history = [EpochRecord.from_dict(entry) for entry in state["history"]]
     return Progress(history, state["train_seconds"], resumed_from=state["epoch"])
-
-
-@dataclass(frozen=True)
-class Flops:
-    forward_per_image: int  # one forward pass (eval mode)
-    train_per_image: int  # one training step's forward + backward
-
-
-def measure_flops_and_warm_up(setup: Setup) -> Flops:
-    """Count FLOPs on real images at the real input size (the count does not depend on the
-    batch), then warm up, both on a scratch copy of the model."""
-    training, on_device = setup.training, setup.data
-    probe = (setup.preprocess(on_device.train_images[:2]), on_device.train_labels[:2])
-    forward = forward_flops(training.model, probe[0]) // 2
-    scratch = copy.deepcopy(training.model)
-    train = count_train_flops(scratch, training.criterion, probe, training.precision, setup.device)
-    warm_up(
-        setup.spec, scratch, training.criterion, setup.preprocess, setup.device,
-        (on_device.train_images, on_device.train_labels),
-        (on_device.eval_images, on_device.eval_labels),
-    )  # fmt: skip
-    return Flops(forward, train)
 
 
 def train_epochs(

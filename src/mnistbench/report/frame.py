@@ -2,9 +2,10 @@
 
 Columns: identity (key, study, experiment), outcome (`state`: ok, diverged, failed, skipped,
 running or not run, and its `reason`), every RunSpec field (empty where the run's engine ignores
-it), the scalar RunResult fields (`model_path` included), the split sizes the run used and its
-environment (`env_*`). `memberships`, `history` and `confusion` hold objects for grouping and
-plots and are not exported. Everything else in the report derives from this frame.
+it), the scalar RunResult fields (`model_path` included), the split sizes the run used, its
+environment (`env_*`) and what it shared the machine with (SHARING). `memberships`, `history`
+and `confusion` hold objects for grouping and plots and are not exported. Everything else in
+the report derives from this frame.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ ENVIRONMENT = [
     "hostname", "cpu", "cpu_count", "threads", "gpu", "cuda", "cudnn", "python", "torch",
     "torchvision", "sklearn", "numpy", "mnistbench", "git_commit",
 ]  # fmt: skip
+SHARING = ["runs_at_once", "runs_on_same_gpu", "mean_runs_on_same_gpu", "gpu_runs_alongside"]
+"""The result's environment["concurrency"] (scheduler.Slots.release): how many runs shared the
+machine and the run's GPU with it; empty for a run that ran in the study's own process."""
+RAN = ["memory_format", "cuda_graphs"]
+"""What the run's protocol says ran where its spec may say 'auto': the columns ran_<name>."""
 METRICS = ["test_accuracy", "train_seconds", "flops_per_image", "macs_per_image",
            "images_per_second", "n_support"]  # fmt: skip
 OBJECTS = ("memberships", "history", "confusion")
@@ -76,10 +82,13 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     sizes = result.protocol.get("sizes") if result else None
     sizes = sizes if isinstance(sizes, dict) else {}
     row |= {f"{s}_images": sizes.get(s) for s in ("train", "val", "test")}
+    row |= {f"ran_{name}": result.protocol.get(name) if result else None for name in RAN}
     done = [entry for entry in (result.history if result else []) if entry.ok]
     row["epochs_completed"] = len(done) if result else None
     row["final_train_loss"] = done[-1].train_loss if done else None
     row |= {f"env_{name}": env.get(name) for name in ENVIRONMENT}
+    shared = env.get("concurrency")
+    row |= {name: shared.get(name) if isinstance(shared, dict) else None for name in SHARING}
     if row["device_kind"] == "cuda" and not spec.is_svm:
         row["env_gpu"] = row["device_name"]
     unknown = record.unknown_fields
@@ -143,7 +152,8 @@ def configs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per config (the runs of one spec but for the seed): its spec columns; over its
     finished seeds each metric's `_mean`, `_std` and `_count`, the median accuracy `acc` and
     train time `secs`; `n_ok` of `n` runs finished, and why the others did not: `missing` (the
-    first missing state) and `partial` (' (1/2 seeds; 1 diverged)' when some seeds finished)."""
+    first missing state) and `partial` (' (1/2 seeds; 1 diverged)' when some seeds finished);
+    `shared_gpu`: a finished seed shared its GPU with another run (`shared_gpu_runs`)."""
     scores = runs[METRICS].astype(float).where(runs["state"].eq("ok"))
     groups = scores.groupby(runs["config"], sort=False)
     stats = groups.agg(["mean", "std", "count"])
@@ -155,6 +165,7 @@ def configs(runs: pd.DataFrame) -> pd.DataFrame:
     stats["missing"] = (
         lost.gt(0).idxmax(axis=1).where(lost.gt(0).any(axis=1), "n/a") if lost.size else "n/a"
     )
+    stats["shared_gpu"] = shared_gpu_runs(runs).groupby(runs["config"], sort=False).any()
     stats["partial"] = ""
     for config in stats.index[stats["n_ok"].gt(0) & stats["n"].gt(stats["n_ok"])]:  # few
         said = ", ".join(f"{n} {state}" for state, n in lost.loc[config].items() if n)
@@ -162,3 +173,10 @@ def configs(runs: pd.DataFrame) -> pd.DataFrame:
         stats.loc[config, "partial"] = f" ({seeds}; {said})"
     fields = [*SPEC_FIELDS, "device_kind", "backend", "device_name"]
     return runs.groupby("config", sort=False)[fields].first().join(stats).reset_index()
+
+
+def shared_gpu_runs(runs: pd.DataFrame) -> pd.Series:
+    """Per run: it finished, and another run was on its GPU at some point of its life (the peak,
+    which results stored before the time-weighted mean existed have too)."""
+    peak = pd.to_numeric(runs["runs_on_same_gpu"], errors="coerce")
+    return runs["state"].eq("ok") & peak.gt(1)

@@ -3,7 +3,8 @@
 Q1(a) grids pivot the configs (a row per setting, columns per model); Q1(b) and Q2 have a row
 per config (Q2 with the speedup over the CPU). Cells are mean ± sample std over the seeds that
 finished; a cell without a number says why (not run, skipped, failed, diverged). Where our
-protocol differs from the published one, Δ cells carry † and a footnote says how.
+protocol differs from the published one, Δ cells carry † and a footnote says how; a train time
+taken while the run shared its GPU carries ‡, and a footnote says with how many runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from mnistbench import published
 from mnistbench.report import text as units
 from mnistbench.report.compare import Experiment, contexts
+from mnistbench.report.frame import shared_gpu_runs
 from mnistbench.report.text import field_label, formatted, label, name, show
 
 GRID_AXES = ("batch_size", "optimizer", "lr")
@@ -26,6 +28,8 @@ METRICS = {  # header: (column, format); accuracy and train time first
     "support vectors": ("n_support", units.count), "GFLOPs/img (fwd)": ("flops_per_image", units.giga),
     "GMACs/img": ("macs_per_image", units.giga), "images/s": ("images_per_second", units.count),
 }  # fmt: skip
+SHARED_GPU = "‡"
+"""Marks a train time taken while the run shared its GPU (shared_gpu_note says how much)."""
 Columns = dict[str, tuple[pd.Series, "pd.Series | None"]]
 """Header -> (the cells' text, the numbers behind them or None for labels)."""
 
@@ -48,7 +52,10 @@ def metric(configs: pd.DataFrame, header: str) -> tuple[pd.Series, pd.Series]:
     column, fmt = METRICS[header]
     mean, std, count = (configs[f"{column}_{stat}"] for stat in ("mean", "std", "count"))
     text = formatted(mean, fmt)
-    text = text.where(std.isna(), text + " ± " + formatted(std, fmt)) + configs["partial"]
+    text = text.where(std.isna(), text + " ± " + formatted(std, fmt))
+    if column == "train_seconds":  # a time taken beside other runs on the GPU says so
+        text = text.where(~configs["shared_gpu"].astype(bool), text + SHARED_GPU)
+    text += configs["partial"]
     return text.where(count.gt(0), configs["missing"]), mean
 
 
@@ -149,7 +156,7 @@ def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -
     if len(cells) > ROWS_AT_MOST:
         keep = values.filter(like=" %").iloc[:, 0].nlargest(ROWS_AT_MOST).index
         cells, values = (frame.loc[keep].reset_index(drop=True) for frame in (cells, values))
-    notes += [protocol(exp.runs), machine(exp.runs), *missing_notes(exp)]
+    notes += [protocol(exp.runs), machine(exp.runs), shared_gpu_note(exp), *missing_notes(exp)]
     return Table(exp.slug, f"{exp.slug}: {title}", exp.kind, cells, values, [n for n in notes if n])
 
 
@@ -177,7 +184,14 @@ def settings(runs: pd.DataFrame) -> dict[str, str]:
         "epochs": unique(torch["epochs"]), "loader": unique(torch["loader"]),
         "pin_memory": unique(torch["pin_memory"].fillna(False)), "precision": unique(torch["precision"]) or "n/a",
         "device": unique(torch["device_kind"].map(name)),
-    }  # fmt: skip
+    } | steps(torch)  # fmt: skip
+
+
+def steps(torch: pd.DataFrame) -> dict[str, str]:
+    """How GPU runs stepped: captured in CUDA graphs or eager (said only where they ran)."""
+    on_gpu = torch[torch["device_kind"].eq("cuda")]["ran_cuda_graphs"].dropna()
+    kinds = {"on": "captured in CUDA graphs", "off": "eager"}
+    return {"GPU steps": unique(on_gpu.map(kinds))} if len(on_gpu) else {}
 
 
 def published_gaps(runs: pd.DataFrame, part: str) -> list[str]:
@@ -223,6 +237,29 @@ def machine(runs: pd.DataFrame) -> str:
         return f"Machine: {text[0]}." if text else ""
     each = "; ".join(f"{t} ({n} runs)" for t, n in zip(text, machines["n"], strict=True))
     return f"Mixed machines in this table: {each}. Compare its train times with care."
+
+
+def shared_gpu_note(exp: Experiment, at_most: int = 8) -> str:
+    """The ‡ footnote: the configs whose runs shared their GPU, each with the runs on its GPU
+    averaged over the run's life (time-weighted, itself included; the range over its seeds)."""
+    shared = exp.runs[shared_gpu_runs(exp.runs)]
+    if shared.empty:
+        return ""
+    each = []
+    for _, runs in shared.groupby("config", sort=False):
+        means = pd.to_numeric(runs["mean_runs_on_same_gpu"], errors="coerce").dropna()
+        if means.empty:  # stored before the mean was recorded: only the most at once is known
+            most = pd.to_numeric(runs["runs_on_same_gpu"], errors="coerce").max()
+            each.append(f"{label(runs.iloc[0], exp.axes)}: up to {most:.0f} at once")
+        else:
+            span = "–".join(dict.fromkeys(f"{m:.2f}" for m in (means.min(), means.max())))
+            each.append(f"{label(runs.iloc[0], exp.axes)}: {span}")
+    more = f"; and {len(each) - at_most} more" * (len(each) > at_most)
+    return (
+        f"{SHARED_GPU} Shared its GPU with other runs; runs on that GPU on average over the run's "
+        f"life (time-weighted, itself included): {'; '.join(each[:at_most])}{more}. Its train "
+        "time is its own synchronised train time, not the group's wall time divided by the runs."
+    )
 
 
 def missing_notes(exp: Experiment, at_most: int = 8) -> list[str]:
