@@ -65,6 +65,11 @@ def test_timing_a_resnet_shape_runs_its_real_steps() -> None:
     rates = time_torch_shape(SPEC, data, seconds=0.01)
     assert rates.train_images_per_second > 0 and rates.eval_images_per_second > 0
     assert rates.run_overhead_seconds > 0 and rates.epoch_overhead_seconds > 0
+    # Real steps: the same network on images of 4x the side (16x the pixels, the model's work
+    # grows about as much) trains and evaluates several times slower, whatever the machine.
+    large = time_torch_shape(SPEC.replace(image_size=112), data, seconds=0.01)
+    assert rates.train_images_per_second > 3 * large.train_images_per_second
+    assert rates.eval_images_per_second > 3 * large.eval_images_per_second
 
 
 def test_timing_an_svm_fits_it_and_scales_it_by_its_back_ends_growth() -> None:

@@ -3,6 +3,7 @@ store as a study leaves it; bad inputs exit with a message that names them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -121,6 +122,23 @@ def test_evaluate_says_it_reproduces_the_stored_accuracy(setup, capsys, monkeypa
         out = capsys.readouterr().out
         assert f"accuracy {result.test_accuracy:.2f} %" in out
         assert "the same" in out and "confusion matrix" in out
+
+
+def test_evaluate_says_different_when_its_test_part_no_longer_gives_the_stored_accuracy(
+    setup, capsys, monkeypatch
+) -> None:
+    _, data, store_path, runs = setup
+    from mnistbench.cli import console
+
+    # The same images with every test label moved to the next class: as if the data had
+    # changed since the run. The evaluation must not claim to reproduce the stored number.
+    changed = dataclasses.replace(data, test_labels=(data.test_labels + 1) % 10)
+    monkeypatch.setattr(console, "load_or_fetch", lambda name, root: changed)
+    key, result = runs["resnet"]
+    assert main(["evaluate", "--run", key, "--store", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"stored test accuracy {result.test_accuracy:.2f} %: DIFFERENT" in out
+    assert "the same" not in out
 
 
 def test_export_writes_an_onnx_file_that_onnxruntime_agrees_with(setup, tmp_path, capsys) -> None:

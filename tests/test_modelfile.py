@@ -59,7 +59,14 @@ def test_the_file_alone_predicts_as_the_run_did(trained) -> None:
     data, _, result = trained
     model = load_model(Path(result.model_path))  # no dataset given: none needed
     assert not model.legacy and model.classes == MNIST.classes
-    assert model.predict(data.test_images[:5]).shape == (5,)
+    weights = torch.load(result.model_path, weights_only=True)["model"]
+    for name, value in model.module.state_dict().items():  # the trained weights, not new ones
+        assert torch.equal(value, weights[name]), name
+    # Its predictions on the run's test split (all 100 test images here) make the very
+    # confusion matrix the run recorded.
+    predicted = torch.as_tensor(model.predict(data.test_images))
+    confusion = torch.bincount(data.test_labels * 10 + predicted, minlength=100).view(10, 10)
+    assert confusion.tolist() == result.confusion_matrix
 
 
 def test_a_first_format_file_loads_with_the_preprocessing_its_run_used(trained, tmp_path) -> None:
