@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from mnistbench.cli import main
+from mnistbench.data.registry import MNIST
 from mnistbench.inputs import read_inputs
+from mnistbench.models import build_resnet
 from mnistbench.result import RunResult
-from mnistbench.saved import load_model
 from mnistbench.store import Store
 from tests.saved_models import save_png, synthetic_root, train
 
@@ -38,13 +39,18 @@ def setup(tmp_path_factory):
 
 def _pngs(folder: Path, images: np.ndarray) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [save_png(folder / f"{i:02d}.png", image, scale=3) for i, image in enumerate(images)]
+    width = len(str(len(images)))  # names that sort in the images' order
+    return [
+        save_png(folder / f"{i:0{width}d}.png", image, scale=3) for i, image in enumerate(images)
+    ]
 
 
 def test_predict_a_folder_in_one_pass_as_the_model_predicts_each(setup, tmp_path, capsys) -> None:
     _, data, store_path, runs = setup
     key, result = runs["resnet"]
-    _pngs(tmp_path / "in", data.test_images[:12].numpy())
+    # More pictures than one evaluation batch (1,024 at 28 px), so that batching is exercised.
+    images = np.tile(data.test_images.numpy(), (11, 1, 1))[:1030]
+    _pngs(tmp_path / "in", images)
     (tmp_path / "in" / "zz-broken.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "p.json"
     code = main(["predict", str(tmp_path / "in"), "--run", key[:8], "--store", str(store_path),
@@ -53,16 +59,27 @@ def test_predict_a_folder_in_one_pass_as_the_model_predicts_each(setup, tmp_path
     assert code == 1, "an unreadable file: exit 1, after the others were predicted"
     assert "zz-broken.png: not a readable image" in captured.err
     payload = json.loads(out.read_text())
-    assert payload["run"] == key and len(payload["predictions"]) == 12
-    model = load_model(Path(result.model_path))
-    expected = [model.predict(image[None]) for image in _read_back(tmp_path / "in")]
-    assert [p["label"] for p in payload["predictions"]] == [int(e[0]) for e in expected]
+    assert payload["run"] == key and len(payload["predictions"]) == len(images)
+    expected = labels_from_the_file_alone(Path(result.model_path), torch.from_numpy(images))
+    assert [p["label"] for p in payload["predictions"]] == expected
     first = payload["predictions"][0]
-    assert first["class"] == model.classes[first["label"]]
+    assert first["class"] == MNIST.classes[first["label"]]
     assert first["probability"] == pytest.approx(first["top"][0]["score"], abs=1e-6)
     scores = [t["score"] for t in first["top"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
-    assert "12 prediction(s)" in captured.out
+    assert f"{len(images)} prediction(s)" in captured.out
+
+
+def labels_from_the_file_alone(path: Path, images: torch.Tensor) -> list[int]:
+    """The labels a model file gives 28 px images, computed without mnistbench's loading and
+    prediction code: torchvision's network with the file's weights and normalisation."""
+    state = torch.load(path, weights_only=True)
+    spec, steps = state["spec"], state["preprocess"]
+    network = build_resnet(spec["model"], channels=1, stem=spec["stem"])
+    network.load_state_dict(state["model"])
+    inputs = (images.float().unsqueeze(1) / 255 - steps["mean"]) / steps["std"]
+    with torch.no_grad():
+        return network.eval()(inputs).argmax(1).tolist()
 
 
 def _read_back(folder: Path):

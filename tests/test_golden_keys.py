@@ -11,10 +11,9 @@ Also: every script in benchmarks/ imports (none is left behind by a move).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
 import json
-import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from mnistbench.config import RunSpec
 from mnistbench.store import Store
 from mnistbench.studyfile import load_study
 from tests.conftest import synthetic_dataset
+from tests.golden_files import GOLDEN, assert_matches_golden
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).parent / "golden"
 STUDY_FILES = sorted([*REPO.glob("configs/*.toml"), *REPO.glob("benchmarks/studies/*.toml")])
 
 # Between them these set every RunSpec field to something other than its default.
@@ -77,22 +76,9 @@ SPECS: dict[str, dict[str, Any]] = {
 
 
 def check_golden(name: str, found: Any) -> None:
-    """Compare `found` (as indented JSON) with tests/golden/<name>; MNISTBENCH_REGOLD=1 writes
-    it instead, to accept a change on purpose."""
-    path = GOLDEN / name
+    """`found`, as indented JSON, against tests/golden/<name> (golden_files.py)."""
     text = json.dumps(found, indent=2, sort_keys=True, default=str) + "\n"
-    if os.environ.get("MNISTBENCH_REGOLD") == "1":
-        path.write_text(text)
-        return
-    expected = path.read_text() if path.exists() else ""
-    if text != expected:
-        diff = "".join(list(difflib.unified_diff(
-            expected.splitlines(keepends=True), text.splitlines(keepends=True),
-            str(path), "now",
-        ))[:60])  # fmt: skip
-        pytest.fail(f"{path} differs from what the code gives now:\n{diff}\n"
-                    "If the change is on purpose: MNISTBENCH_REGOLD=1 pytest "
-                    f"{Path(__file__).name}, and commit the file.")  # fmt: skip
+    assert_matches_golden(text, GOLDEN / name)
 
 
 def test_the_specs_set_every_field_of_a_run():
@@ -153,11 +139,13 @@ def test_names_of_a_results_fields_and_protocol_are_unchanged(finished_results):
     check_golden("result_names.json", names)
 
 
-def test_what_an_mlflow_run_is_given_is_unchanged():
+def test_what_an_mlflow_run_is_given_is_unchanged(tmp_path):
     from mnistbench.tracking import tags
     from mnistbench.tracking_content import FINAL, HISTORY
 
-    with Store(Path(__file__).parent / "fixtures" / "store_v1.db") as store:
+    store_path = tmp_path / "store.db"  # a copy: opening a store migrates it in place
+    shutil.copy(Path(__file__).parent / "fixtures" / "store_v1.db", store_path)
+    with Store(store_path) as store:
         study, experiment = store.experiments()[0]
         record = store.runs(study, experiment)[0]
         tag_names = sorted(tags(record, study, experiment))
