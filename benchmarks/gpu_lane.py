@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import queue
 import sys
 import tempfile
 import threading
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gpu_check import machine_arguments, prepare_data  # noqa: E402
+from gpu_check import guarded, machine_arguments, prepare_data  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.estimate import gpu_lane_seconds, rates_of_run, split_sizes  # noqa: E402
@@ -127,8 +128,17 @@ def run_group(specs: list[RunSpec], data: dict, at_once: int, together: bool,
     """The specs sharing the GPU `at_once` at a time (sharedgpu.py), each with its reporter."""
     barrier = threading.Barrier(len(specs)) if together else None
     reporters = [StartTogether(barrier) for _ in specs]
+
+    def work(spec: RunSpec, reporter: StartTogether) -> RunResult:
+        try:
+            return run_spec(spec, data[spec.dataset], checkpoints, reporter)
+        except BaseException:
+            if barrier is not None:
+                barrier.abort()  # the others must not wait for a run that will never start
+            raise
+
     works: list[Callable[[], RunResult]] = [
-        (lambda s=spec, r=reporter: run_spec(s, data[s.dataset], checkpoints, r))
+        (lambda s=spec, r=reporter: work(s, r))
         for spec, reporter in zip(specs, reporters, strict=True)
     ]
     outcomes = run_sharing_gpu(works, at_once)
@@ -139,10 +149,12 @@ def run_group(specs: list[RunSpec], data: dict, at_once: int, together: bool,
 
 
 def window_rate(group: list[tuple[RunResult, StartTogether]]) -> float:
-    """Total training img/s over the group's training window (first start to last end)."""
+    """Total training img/s over the group's training window: from the first run's start to
+    the end of the last one's training (its own synchronised train time after its start;
+    evaluations after training are no part of it)."""
     images = sum(sum(e.images for e in result.history) for result, _ in group)
     began = min(reporter.began for _, reporter in group)
-    ended = max(reporter.ended for _, reporter in group)
+    ended = max(reporter.began + result.train_seconds for result, reporter in group)
     return images / (ended - began)
 
 
@@ -179,8 +191,8 @@ def study_spec(model: str, batch: int, optimizer: str, lr: float = 1e-3) -> RunS
 def phase_sharing(lane: Lane, data: dict, levels: tuple[int, ...], steps: int) -> dict:
     """k ResNet-18 B16 runs started together: the total training rate, and each run's own."""
     base = lane.shrink(study_spec("resnet18", 16, "sgd"))
-    base = base.replace(
-        epochs=1, eval_each_epoch=False, test_limit=256,
+    base = base.replace(  # the official split: no 7k validation pass after the timed steps
+        split="official", epochs=1, eval_each_epoch=False, test_limit=256,
         train_limit=base.train_limit if lane.smoke else steps * 16,
     )  # fmt: skip
     rows = []
@@ -235,9 +247,14 @@ def process_sharing(base: RunSpec, root: str, k: int) -> dict[str, Any]:
                for i in range(k)]  # fmt: skip
     for worker in workers:
         worker.start()
-    windows = [results.get(timeout=240) for _ in workers]
+    try:
+        windows = [results.get(timeout=240) for _ in workers]
+    except queue.Empty:
+        windows = ["no result within 240 s"]
     for worker in workers:
         worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
     errors = [w for w in windows if isinstance(w, str)]
     if errors:
         return {"runs": k, "form": "processes", "skipped": errors[0]}
@@ -316,7 +333,7 @@ def projected_seconds(specs: list[RunSpec], rates: dict[tuple, Any], at_once: in
 
 def phase_probe(lane: Lane, data: dict, at_once: int, steps: int) -> dict[tuple, Any]:
     """The 8 shapes for a few hundred steps, sharing as the slice will: their rates."""
-    specs = [spec.replace(epochs=1, test_limit=None if lane.smoke else 2048,
+    specs = [spec.replace(epochs=1, test_limit=spec.test_limit if lane.smoke else 2048,
                           train_limit=spec.train_limit if lane.smoke else steps * spec.batch_size)
              for spec in slice_specs(lane)]  # fmt: skip
     for spec in specs:  # each shape's layout timed alone first, as a study's first run would
@@ -330,7 +347,7 @@ def phase_probe(lane: Lane, data: dict, at_once: int, steps: int) -> dict[tuple,
 
 def phase_slice(lane: Lane, data: dict, at_once: int, probe: dict, checkpoints: Path) -> dict:
     specs = slice_specs(lane)
-    projected = projected_seconds(specs, probe, at_once)
+    projected = projected_seconds(specs, probe, at_once) if probe else float("nan")
     group = run_group(specs, data, at_once, together=False, checkpoints=checkpoints)
     # The GPU never idles between the slice's runs: the last one's group is the whole slice.
     wall = max(r.environment["concurrency"]["group_wall_seconds"] for r, _ in group)
@@ -346,16 +363,54 @@ def phase_slice(lane: Lane, data: dict, at_once: int, probe: dict, checkpoints: 
 
 
 def phase_lane(lane: Lane, at_once: int, rates: dict, q2: dict) -> None:
+    """The 32 Q1(a) runs at the slice's rates, `at_once` at a time, then Q2's GPU rows: as
+    measured alone, or (when their phase did not run) projected from the slice's rates of
+    their shape, which ran sharing the GPU and so make the line an upper bound."""
     q1a = [lane.shrink(spec) for spec in q1a_specs()]
     shared = projected_seconds(q1a, rates, at_once)
-    alone = sum(r["life_seconds"] for r in q2.values())
+    if q2:
+        alone, how = sum(r["life_seconds"] for r in q2.values()), "alone, measured"
+    else:
+        rows = [lane.shrink(s) for s in load_study(ASSIGNMENT).experiment("q2_devices").specs()
+                if s.device == "cuda"]  # fmt: skip
+        alone, how = projected_seconds(rows, rates, 1), "projected from the slice (shared) rates"
     total = shared + alone
     line = (f"GPU lane of configs/assignment.toml on one {lane.results['device']}: "
             f"{total / 60:.1f} min ({len(q1a)} Q1(a) runs {at_once} at a time: "
-            f"{shared / 60:.1f} min; Q2's {len(q2)} GPU rows alone, measured: {alone / 60:.1f} min)")  # fmt: skip
+            f"{shared / 60:.1f} min; Q2's 2 GPU rows {how}: {alone / 60:.1f} min)")  # fmt: skip
     lane.record("lane", {"q1a_runs": len(q1a), "at_once": at_once, "q1a_seconds": round(shared),
-                         "q2_seconds": round(alone), "total_seconds": round(total),
+                         "q2_seconds": round(alone), "q2": how, "total_seconds": round(total),
                          "summary": line})  # fmt: skip
+
+
+# Seconds each phase needs at least on an H200 (its start would be wasted with less left).
+PHASE_SECONDS = {"probe": 40.0, "slice": 120.0, "q2": 90.0}
+
+
+def run_phases(lane: Lane, data: dict, at_once: int, only: set[str], checkpoints: Path) -> None:
+    """The phases in the order of what the issue's targets need most, each guarded (a failure
+    is that phase's record, and the next goes on) and skipped when too little time is left."""
+
+    def room(phase: str) -> bool:
+        if lane.smoke or lane.left() >= PHASE_SECONDS[phase]:
+            return True
+        lane.record(phase, {"skipped": f"out of time ({lane.left():.0f} s left)"})
+        return False
+
+    if "sharing" in only:
+        levels = (1, 2) if lane.smoke else (1, 2, 4, 8)
+        guarded(lane, "sharing", None, phase_sharing, data, levels, 300)
+    probe = {}
+    if only & {"probe", "slice"} and room("probe"):
+        probe = guarded(lane, "probe", {}, phase_probe, data, at_once, 250)
+    measured = {}
+    if only & {"slice", "lane"} and room("slice"):
+        measured = guarded(lane, "slice", {}, phase_slice, data, at_once, probe, checkpoints)
+    q2 = {}
+    if only & {"q2", "lane"} and room("q2"):
+        q2 = guarded(lane, "q2", {}, phase_q2, data, checkpoints)
+    if "lane" in only and measured:
+        guarded(lane, "lane", None, phase_lane, at_once, measured["rates"], q2)
 
 
 # --- Output and main -------------------------------------------------------------------------
@@ -389,20 +444,8 @@ def main() -> int:
     lane.results["data_root"] = str(root)
     data = {name: load_dataset(name, root) for name in ("mnist", "fashion-mnist")}
     at_once = args.at_once or runs_at_once()
-    steps = 300
-    only = set(args.only)
     with tempfile.TemporaryDirectory() as checkpoints:
-        if "sharing" in only:
-            phase_sharing(lane, data, (1, 2) if args.smoke else (1, 2, 4, 8), steps)
-        q2 = phase_q2(lane, data, Path(checkpoints)) if only & {"q2", "lane"} else {}
-        probe = phase_probe(lane, data, at_once, 250) if only & {"probe", "slice"} else {}
-        measured = (
-            phase_slice(lane, data, at_once, probe, Path(checkpoints))
-            if only & {"slice", "lane"}
-            else {}
-        )
-        if "lane" in only and measured and q2:
-            phase_lane(lane, at_once, measured["rates"], q2)
+        run_phases(lane, data, at_once, set(args.only), Path(checkpoints))
     print(f"gpu-lane: {args.out / 'gpu_lane.md'}")
     return 0
 

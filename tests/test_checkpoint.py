@@ -43,3 +43,22 @@ def test_a_cuda_run_keeps_and_restores_its_cuda_rng_state(monkeypatch):
     assert state["cuda"] is saved
     checkpoint._set_rng_state(state, torch.device("cuda"))
     assert restored == [saved]
+
+
+def test_a_resumed_optimizer_keeps_its_own_implementation_and_takes_the_saved_state():
+    """An epoch saved by an eager run (SGD unfused under a GradScaler) resumes into a captured
+    one (fused SGD, cudagraphs.py): the saved momentum and lr, this run's kernel."""
+    from mnistbench.checkpoint import _load_optimizer_state
+    from mnistbench.recipe import make_optimizer
+
+    spec = RunSpec(optimizer="sgd", lr=0.1)
+    model = torch.nn.Linear(3, 2)
+    eager = make_optimizer(spec, model, torch.device("cpu"), grad_scaler=True)
+    model(torch.ones(1, 3)).sum().backward()
+    eager.step()
+    captured = make_optimizer(spec, model, torch.device("cpu"), grad_scaler=True, captured=True)
+    assert not eager.param_groups[0]["fused"] and captured.param_groups[0]["fused"]
+    _load_optimizer_state(captured, eager.state_dict())
+    assert captured.param_groups[0]["fused"] and captured.param_groups[0]["lr"] == 0.1
+    saved = eager.state[model.weight]["momentum_buffer"]
+    assert torch.equal(captured.state[model.weight]["momentum_buffer"], saved)

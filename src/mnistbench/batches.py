@@ -128,6 +128,7 @@ def dataloader_batches(
         torch.utils.data.TensorDataset(images, labels),
         batch_size=spec.batch_size,
         sampler=torch.randperm(len(labels), generator=generator).tolist(),
+        generator=generator,  # its workers' base seed: not from the process-wide RNG
         num_workers=spec.num_workers,
         pin_memory=spec.pin_memory and device.type == "cuda",
         drop_last=False,

@@ -19,7 +19,7 @@ from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.files import atomic_replace
 from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record, why
-from mnistbench.recipe import Training
+from mnistbench.recipe import GLOBAL_RNG, Training
 from mnistbench.result import EpochRecord
 
 CHECKPOINT_VERSION = 1
@@ -71,7 +71,7 @@ def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
     """Put a checkpoint's model, optimizer, schedule, GradScaler, weight average and RNG
     states back."""
     training.model.load_state_dict(state["model"])
-    training.optimizer.load_state_dict(state["optimizer"])
+    _load_optimizer_state(training.optimizer, state["optimizer"])
     if training.scheduler is not None and state["scheduler"] is not None:
         training.scheduler.load_state_dict(state["scheduler"])
     if training.precision.scaler is not None and state["scaler"] is not None:
@@ -79,6 +79,20 @@ def restore_checkpoint(state: dict[str, Any], training: Training) -> None:
     if training.ema is not None and state.get("ema") is not None:
         training.ema.load_state_dict(state["ema"])
     _set_rng_state(state["rng"], _device_of(training))
+
+
+# How this run's optimizer steps, not state: a checkpoint's param groups must not change them.
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The saved state and hyperparameters, but this run's implementation: an epoch saved by an
+    eager run (unfused SGD, Adam not capturable) resumes into a captured one, and back."""
+    optimizer.load_state_dict(saved)
+    for group in optimizer.param_groups:
+        for flag in IMPLEMENTATION_FLAGS:
+            if flag in optimizer.defaults:
+                group[flag] = optimizer.defaults[flag]
 
 
 def load_checkpoint(
@@ -129,13 +143,15 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     """The global torch RNG state (a DataLoader draws its workers' seeds there), and for a CUDA
     run the CUDA RNG states. Only for a CUDA run: asking for them initialises CUDA, which would
     cost a CPU run on a GPU machine memory and a CUDA context it never uses."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    with GLOBAL_RNG:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    with GLOBAL_RNG:
+        torch.set_rng_state(state["torch"])
+        if device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -26,10 +26,14 @@ the protocol records which, and why.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.amp.grad_scaler import _refresh_per_optimizer_state
 
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
@@ -37,9 +41,48 @@ from mnistbench.loops import StepCounters, training_step
 from mnistbench.recipe import Training
 
 GRAPH_WARM_UP_STEPS = 3  # eager steps on a side stream before each capture (torch's notes)
-# Runs sharing a process (sharedgpu.py) capture one at a time; the others go on meanwhile, which
-# the "thread_local" capture mode allows.
-_CAPTURING = threading.Lock()
+
+
+class CaptureGate:
+    """Runs sharing a process (sharedgpu.py) capture one at a time, and never while another
+    run does GPU work that may synchronise the whole device: a first use of a shape (cuDNN's
+    benchmark mode times its algorithms, with a device-wide synchronisation that would
+    invalidate a capture in progress), a layout probe, a FLOP count (its module hooks are
+    process-wide), an evaluation. Such work holds the gate `shared`; a capture holds it
+    `exclusive`, and waiting captures go first. Graph replays need no gate."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharing, self._exclusive, self._waiting = 0, False, 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting += 1
+            self._condition.wait_for(lambda: not self._exclusive and not self._sharing)
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+GPU_GATE = CaptureGate()
 
 
 def not_captured_because(spec: RunSpec, device: torch.device) -> str | None:
@@ -196,7 +239,7 @@ class CapturedSteps:
     def _capture(self, graph: _Graph) -> None:
         """Warm up on a side stream, capture, and undo what the warm-up steps changed."""
         saved = save_step_state(self.training)
-        with _CAPTURING:
+        with GPU_GATE.exclusive():
             self._warm_up_and_capture(graph, saved)
 
     def _warm_up_and_capture(self, graph: _Graph, saved: _State) -> None:
@@ -245,6 +288,19 @@ def capture(
     try:
         steps = CapturedSteps(training, preprocess, counters, batch_sizes, image_shape, gather)
     except Exception as exc:  # any failure to capture leaves the eager step, said in the protocol
-        training.optimizer.zero_grad(set_to_none=True)
+        forget_unfinished_step(training)
         return None, f"capture failed: {type(exc).__name__}: {exc}"
     return steps, None
+
+
+def forget_unfinished_step(training: Training) -> None:
+    """What a step that failed half-way leaves behind, cleared for the eager steps that follow:
+    its grads, and the GradScaler's hand-over to a fused optimizer (`grad_scale` and
+    `found_inf`, which GradScaler.step removes only after a step that finished; an eager step
+    would multiply the stale scale into its own) with the scaler's per-optimizer stage."""
+    training.optimizer.zero_grad(set_to_none=True)
+    for handed_over in ("grad_scale", "found_inf"):
+        training.optimizer.__dict__.pop(handed_over, None)
+    scaler = training.precision.scaler
+    if scaler is not None:
+        scaler._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)

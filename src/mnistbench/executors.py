@@ -25,7 +25,7 @@ from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from mnistbench.runner import cached_dataset, run_in_worker, run_spec
 from mnistbench.scheduler import Slots, gpu_slots, worker_threads
-from mnistbench.sharedgpu import in_own_stream
+from mnistbench.sharedgpu import in_own_stream, mark_shared_peak
 from mnistbench.studyfile import Experiment, StudySpec
 
 if TYPE_CHECKING:
@@ -120,10 +120,12 @@ def _feed_workers(
             on_cpu = placement.gpu_index is None
             threads = plan.cpu_threads if on_cpu else plan.gpu_threads
             try:
-                future = (pool.submit if on_cpu else gpu_pool.submit)(
-                    run_in_worker, run.spec.to_dict(), context.root, plan.checkpoints, threads,
-                    placement.gpu_index,
-                )  # fmt: skip
+                args = (run.spec.to_dict(), context.root, plan.checkpoints, threads)
+                if on_cpu:
+                    future = pool.submit(run_in_worker, *args)
+                else:
+                    gpu = placement.gpu_index
+                    future = gpu_pool.submit(run_in_worker, *args, gpu, gpu_index=gpu)
             except BrokenProcessPool:
                 # A worker died after the last wait() returned: this run never started, so it
                 # goes back to the queue (and to pending) for the next pool's fresh workers.
@@ -151,6 +153,7 @@ def _feed_workers(
                 context.finish(run, None, exc)
             else:
                 result.environment["concurrency"] = concurrency
+                mark_shared_peak(result)
                 context.finish(run, result, None)
     return broken
 
@@ -182,9 +185,12 @@ class GpuThreads:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_runs, thread_name_prefix="gpu-run")
         self.stopping = threading.Event()
 
-    def submit(self, work: Any, *args: Any) -> concurrent.futures.Future:
+    def submit(
+        self, work: Any, *args: Any, gpu_index: int | None = None
+    ) -> concurrent.futures.Future:
+        """`work(*args, reporter=...)` in a thread, on GPU `gpu_index` with a stream of its own."""
         reporter = _StopWhenAsked(self.stopping)
-        return self.pool.submit(in_own_stream, lambda: work(*args, reporter=reporter))
+        return self.pool.submit(in_own_stream, lambda: work(*args, reporter=reporter), gpu_index)
 
     def stop(self) -> None:
         """Ask running GPU runs to stop at their next report, and wait for them."""

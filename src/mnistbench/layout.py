@@ -36,7 +36,7 @@ from mnistbench.files import atomic_write_text
 from mnistbench.loops import eval_batch_size
 from mnistbench.measure import machine_key, synchronize
 from mnistbench.models import build_resnet
-from mnistbench.recipe import Precision, make_optimizer, make_precision
+from mnistbench.recipe import GLOBAL_RNG, Precision, make_optimizer, make_precision
 from mnistbench.smallmaps import count_small_map_convs, use_matmul_for_small_maps
 
 CACHE_NAME = "layouts.json"
@@ -169,7 +169,7 @@ def time_layouts(spec: RunSpec, device: torch.device) -> dict[str, float]:
     devices = [device] if device.type == "cuda" else []
     largest = EVAL_PROBE_BATCH if spec.image_size <= 64 else EVAL_PROBE_BATCH_LARGE
     probe = min(eval_batch_size(spec.image_size), largest)
-    with torch.random.fork_rng(devices=devices):
+    with GLOBAL_RNG, torch.random.fork_rng(devices=devices):
         model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem)
         variants = [(name, False) for name in LAYOUTS]
         if count_small_map_convs(model, spec.channels, spec.image_size):

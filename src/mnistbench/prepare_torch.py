@@ -13,7 +13,13 @@ import torch
 
 from mnistbench.batches import DeviceData, count_batches, warm_up_shapes
 from mnistbench.config import RunSpec
-from mnistbench.cudagraphs import CapturedSteps, capture, graph_protocol, not_captured_because
+from mnistbench.cudagraphs import (
+    GPU_GATE,
+    CapturedSteps,
+    capture,
+    graph_protocol,
+    not_captured_because,
+)
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData, limit_split, make_split
@@ -52,7 +58,8 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     sizes = (len(split.train_labels), len(split.val_labels), len(split.test_labels))
     default_work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
     backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing
-    layout = choose_layout(spec, device, work=work or default_work)  # times steps: threads set
+    with GPU_GATE.shared():  # it times steps: threads set, and never during a capture
+        layout = choose_layout(spec, device, work=work or default_work)
     backends |= layout.protocol()
     preprocess = make_preprocess(spec, split, layout.channels_last)
     on_device = DeviceData.from_split(split, device)
@@ -95,12 +102,16 @@ def measure_flops_and_warm_up(setup: Setup) -> Flops:
     batch), then warm up, both on a scratch copy of the model."""
     training, on_device = setup.training, setup.data
     probe = (setup.preprocess(on_device.train_images[:2]), on_device.train_labels[:2])
-    forward = forward_flops(training.model, probe[0]) // 2
     scratch = copy.deepcopy(training.model)
-    train = count_train_flops(scratch, training.criterion, probe, training.precision, setup.device)
-    warm_up(
-        setup.spec, scratch, training.criterion, setup.preprocess, setup.device,
-        (on_device.train_images, on_device.train_labels),
-        (on_device.eval_images, on_device.eval_labels),
-    )  # fmt: skip
+    with GPU_GATE.exclusive():  # the counter's module hooks see every thread's modules
+        forward = forward_flops(training.model, probe[0]) // 2
+        train = count_train_flops(
+            scratch, training.criterion, probe, training.precision, setup.device
+        )
+    with GPU_GATE.shared():  # first uses of every shape: cuDNN times them
+        warm_up(
+            setup.spec, scratch, training.criterion, setup.preprocess, setup.device,
+            (on_device.train_images, on_device.train_labels),
+            (on_device.eval_images, on_device.eval_labels),
+        )  # fmt: skip
     return Flops(forward, train)

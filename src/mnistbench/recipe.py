@@ -96,9 +96,12 @@ def make_optimizer(
         )
     capturable = {"capturable": True} if captured and device.type == "cuda" else {}
     optimizer_class = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_class(
+    optimizer = optimizer_class(
         model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, **fused, **capturable
     )
+    # Its few steps outside a graph (creating its state, an eager fallback) are meant: no warning.
+    optimizer._warned_capturable_if_run_uncaptured = True
+    return optimizer
 
 
 def make_scheduler(
@@ -132,9 +135,10 @@ def make_preprocess(spec: RunSpec, split: SplitData, channels_last: bool) -> Pre
     )
 
 
-# Runs that share a process (one thread each, sharing a GPU) seed and draw the process-wide RNG
-# one at a time, so that each model's initial weights depend on its seed alone.
-_GLOBAL_RNG = threading.Lock()
+# torch's process-wide RNG, for runs that share a process (one thread each, sharing a GPU): what
+# seeds or draws it, or saves and restores its state, holds this, so that each model's initial
+# weights depend on its seed alone (make_training, layout.time_layouts, checkpoint's RNG state).
+GLOBAL_RNG = threading.RLock()
 
 
 @dataclass
@@ -165,7 +169,7 @@ def make_training(
     """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec, in
     the layout and small-map convolutions chosen for the run (layout.choose_layout), with an
     optimizer fit for a `captured` step (make_optimizer)."""
-    with _GLOBAL_RNG:  # the model's initial weights depend on the seed only
+    with GLOBAL_RNG:  # the model's initial weights depend on the seed only
         torch.manual_seed(spec.seed)
         model = build_resnet(spec.model, channels=spec.channels, stem=spec.stem)
     model = model.to(device)

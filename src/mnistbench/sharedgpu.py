@@ -18,6 +18,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -25,13 +26,27 @@ from mnistbench.result import RunResult
 from mnistbench.scheduler import Slots
 
 
-def in_own_stream(work: Callable[[], RunResult]) -> RunResult:
-    """Run `work` with a CUDA stream of its own as this thread's current stream (on a machine
-    without CUDA, as it is: the accounting is the same)."""
+def in_own_stream(work: Callable[[], Any], gpu_index: int | None = None) -> Any:
+    """Run `work` on GPU `gpu_index` (this thread's current one when None) with a CUDA stream
+    of its own as this thread's current stream; on a machine without CUDA, as it is (the
+    accounting is the same). The device is set first: a stream belongs to one device, and on
+    another the run would fall back to that device's default stream, shared with the others."""
     if not torch.cuda.is_available():
         return work()
-    with torch.cuda.stream(torch.cuda.Stream()):
+    if gpu_index is not None:
+        torch.cuda.set_device(gpu_index)
+    with torch.cuda.stream(torch.cuda.Stream(torch.cuda.current_device())):
         return work()
+
+
+def mark_shared_peak(result: RunResult) -> None:
+    """A run that shared its GPU in this process cannot have a peak of its own: CUDA's peak
+    statistics are the process's, reset by each run as it starts. Say so in its kind."""
+    concurrency = result.environment.get("concurrency", {})
+    if result.peak_memory_kind == "cuda_max_allocated" and (
+        concurrency.get("runs_on_same_gpu", 1) > 1
+    ):
+        result.peak_memory_kind = "cuda_max_allocated, all runs sharing the GPU in its process"
 
 
 class _SharedSlots:
@@ -81,5 +96,6 @@ def run_sharing_gpu(
         result.environment["concurrency"] = sharing[index] | {
             "sharing": "threads, one CUDA stream each"
         }
+        mark_shared_peak(result)
         outcomes.append(result)
     return outcomes
