@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mnistbench.calibrate import Calibration, cache_path_for
 from mnistbench.forecast import Estimator
-from mnistbench.store import Store
-from mnistbench.study import expand
-from mnistbench.studyfile import load_study
+from mnistbench.study.file import load_study
+from mnistbench.study.run import expand
+from mnistbench.study.store import Store
 
 
 def main() -> None:

@@ -40,14 +40,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mnistbench.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.data.fetch import fetch_dataset  # noqa: E402
 from mnistbench.data.registry import DATASETS  # noqa: E402
+from mnistbench.engines.torch.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
+from mnistbench.engines.torch.train import run  # noqa: E402
 from mnistbench.measure import cpu_model, device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
-from mnistbench.train_torch import run  # noqa: E402
 
 SMOKE = False  # set by --smoke: tiny sizes, to check this script on a CPU
 PHASES = ("tests", "throughput", "resume", "cpu")
@@ -206,7 +206,7 @@ def phase_throughput(check: Check, mnist, steps: dict[str, int]) -> dict:
 
 def diagnose_divergence(spec: RunSpec, mnist) -> list[dict[str, Any]]:
     """The diverged configuration again with one thing changed at a time (60 steps each)."""
-    from mnistbench import recipe  # make_training looks make_optimizer up there
+    from mnistbench.engines.torch import recipe  # make_training looks make_optimizer up there
 
     variants: list[tuple[str, dict[str, Any]]] = [
         ("as is", {}), ("contiguous", {"memory_format": "contiguous"}), ("fp32", {"amp": False}),

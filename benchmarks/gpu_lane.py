@@ -42,14 +42,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from gpu_check import guarded, machine_arguments, prepare_data  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
+from mnistbench.engines import run_spec  # noqa: E402
+from mnistbench.engines.torch.memory_format import choose_layout  # noqa: E402
 from mnistbench.estimate import gpu_lane_seconds, rates_of_run, split_sizes  # noqa: E402
-from mnistbench.layout import choose_layout  # noqa: E402
 from mnistbench.measure import device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
 from mnistbench.result import RunResult  # noqa: E402
-from mnistbench.runner import run_spec  # noqa: E402
-from mnistbench.sharedgpu import run_sharing_gpu  # noqa: E402
-from mnistbench.studyfile import load_study  # noqa: E402
+from mnistbench.study.file import load_study  # noqa: E402
+from mnistbench.study.sharedgpu import run_sharing_gpu  # noqa: E402
 
 ASSIGNMENT = REPO / "configs" / "assignment.toml"
 PHASES = ("sharing", "q2", "probe", "slice", "lane")

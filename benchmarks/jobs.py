@@ -22,9 +22,9 @@ from pathlib import Path
 from mnistbench.config import default_threads
 from mnistbench.measure import cpu_model
 from mnistbench.progress import Reporter
-from mnistbench.store import Store
-from mnistbench.study import run_study
-from mnistbench.studyfile import load_study
+from mnistbench.study.file import load_study
+from mnistbench.study.run import run_study
+from mnistbench.study.store import Store
 
 
 class _Quiet(Reporter):

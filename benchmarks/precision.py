@@ -4,7 +4,7 @@ Precision stays the user's choice (bf16 changes the numerics); this says what ea
 machine at hand. Each shape's training step (ResNet-18, SGD, fake batch) is timed in fp32 and
 in bf16 autocast, each in NCHW and NHWC (channels_last), with and without the small-map
 convolutions as matrix products (small_map_convs; where the model has 2x2 maps), by the same
-alternating timer that `memory_format = "auto"` uses (mnistbench.layout.time_layouts): a
+alternating timer that `memory_format = "auto"` uses (mnistbench.engines.torch.memory_format.time_layouts): a
 warm-up step, then at least 3 timed steps per variant, the fastest step of each. Sizes above
 28 px use 3 channels, as the published protocol.
 
@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from mnistbench.config import RunSpec
-from mnistbench.layout import time_layouts
+from mnistbench.engines.torch.memory_format import time_layouts
 from mnistbench.measure import cpu_model
 
 SHAPES = ((28, 16), (28, 32), (28, 128), (64, 32), (224, 16))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mnistbench.config import RunSpec
 from mnistbench.result import EpochRecord, RunResult
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 
 COMMON = {"split": "official", "train_limit": 200, "test_limit": 500, "threads": 1}
 ENVIRONMENT = {"cpu": "Synthetic CPU", "threads": 1, "torch": "2.5.1", "sklearn": "1.5.0"}

@@ -26,12 +26,12 @@ import torch
 from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.devices import concrete_spec
-from mnistbench.layout import choose_layout
+from mnistbench.engines.torch.memory_format import choose_layout
 from mnistbench.progress import PlainReporter
 from mnistbench.result import RunResult
-from mnistbench.store import Store
-from mnistbench.study import expand, run_study
-from mnistbench.studyfile import StudyFileError, StudySpec, load_study, parse_overrides
+from mnistbench.study.file import StudyFileError, StudySpec, load_study, parse_overrides
+from mnistbench.study.run import expand, run_study
+from mnistbench.study.store import Store
 
 # The published study's best test accuracies, and this training-time budgets (2-core CPU).
 BUDGET_SECONDS = {"mnist": 45.0, "fashion-mnist": 360.0}

@@ -32,7 +32,7 @@ COMMANDS = {
 MAKE_STORE = """\
 import sys
 from mnistbench.config import RunSpec
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 with Store(sys.argv[1]) as store:
     specs = [RunSpec(model="svm", kernel=kernel, seed=seed) for kernel in ("rbf", "poly")
              for seed in range(3)]

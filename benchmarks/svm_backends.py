@@ -1,6 +1,6 @@
 """SVM back-ends compared: accuracy, fit and predict seconds on full MNIST and FashionMNIST.
 
-Every run goes through `mnistbench.train_svm.run`, the code path a study uses, with the published
+Every run goes through `mnistbench.engines.svm.train.run`, the code path a study uses, with the published
 study's settings (C=10, gamma='scale', poly of degree 3 and rbf) on the official 60k/10k split.
 Results are appended to a JSON-lines file as each run finishes, so an interrupted benchmark
 keeps what it measured and `--table-from` can print the table again (and merge repeats).
@@ -22,10 +22,10 @@ from typing import Any
 from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.data.load import load_dataset
+from mnistbench.engines.svm.train import run
 from mnistbench.measure import cpu_model
 from mnistbench.models import available_svm_backends
 from mnistbench.progress import PlainReporter
-from mnistbench.train_svm import run
 
 QUICK_LIMITS = {"train_limit": 5_000, "test_limit": 1_000}
 

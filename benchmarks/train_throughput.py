@@ -29,11 +29,11 @@ from mnistbench.config import RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
 from mnistbench.devices import resolve_device
+from mnistbench.engines.torch.recipe import make_precision
+from mnistbench.engines.torch.train import run
 from mnistbench.measure import cpu_model, device_name
 from mnistbench.models import build_resnet
-from mnistbench.recipe import make_precision
 from mnistbench.result import RunResult
-from mnistbench.train_torch import run
 
 
 def engine_result(

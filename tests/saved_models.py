@@ -12,8 +12,8 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import DatasetInfo
 from mnistbench.data.storage import raw_dir
+from mnistbench.engines import run_spec
 from mnistbench.result import RunResult
-from mnistbench.runner import run_spec
 from tests.conftest import info_for, synthetic_files, write_files
 
 # Small and fast: two steps of 16 images of a ResNet-18 at 28 px, the layout fixed (no timing of layouts).

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from mnistbench import checkpoint
-from mnistbench.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from mnistbench.config import RunSpec
-from mnistbench.recipe import make_training
+from mnistbench.engines.torch import checkpoint
+from mnistbench.engines.torch.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from mnistbench.engines.torch.recipe import make_training
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def test_a_cuda_run_keeps_and_restores_its_cuda_rng_state(monkeypatch):
 def test_a_resumed_optimizer_keeps_its_own_implementation_and_takes_the_saved_state():
     """An epoch saved by an eager run (SGD unfused under a GradScaler) resumes into a captured
     one (fused SGD, cudagraphs.py): the saved momentum and lr, this run's kernel."""
-    from mnistbench.checkpoint import _load_optimizer_state
-    from mnistbench.recipe import make_optimizer
+    from mnistbench.engines.torch.checkpoint import _load_optimizer_state
+    from mnistbench.engines.torch.recipe import make_optimizer
 
     spec = RunSpec(optimizer="sgd", lr=0.1)
     model = torch.nn.Linear(3, 2)

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench.cleanup import (
+from mnistbench.cli import main
+from mnistbench.config import RunSpec
+from mnistbench.result import RunResult
+from mnistbench.study.cleanup import (
     apply_keep_policy,
     checkpoint_dir_for,
     clean_orphans,
@@ -20,11 +23,8 @@ from mnistbench.cleanup import (
     run_files,
     study_keys,
 )
-from mnistbench.cli import main
-from mnistbench.config import RunSpec
-from mnistbench.result import RunResult
-from mnistbench.store import Store
-from mnistbench.studyfile import load_study
+from mnistbench.study.file import load_study
+from mnistbench.study.store import Store
 
 ACCURACIES = {"a": [91.0, 97.0, 94.0], "b": [80.0]}  # experiment -> its runs' test accuracies
 STUDY_TEXT = """
@@ -91,7 +91,7 @@ def _advertised(store: Store) -> dict[str, str | None]:
 
 
 def test_file_names_are_checkpoint_modules() -> None:
-    from mnistbench.checkpoint import checkpoint_path, final_model_path
+    from mnistbench.engines.torch.checkpoint import checkpoint_path, final_model_path
     from mnistbench.modelfile import SVM_SUFFIX
 
     spec, directory = RunSpec(), Path("somewhere")
@@ -132,7 +132,7 @@ def test_a_model_another_study_has_is_never_deleted(store_path: Path) -> None:
 
 def test_the_study_driver_applies_the_policy_as_a_run_is_recorded(store_path: Path) -> None:
     from mnistbench.progress import Reporter
-    from mnistbench.study import Heartbeat, PlannedRun, RunContext, StudyOutcome
+    from mnistbench.study.run import Heartbeat, PlannedRun, RunContext, StudyOutcome
 
     directory = checkpoint_dir_for(store_path)
     first, second = _specs()["a"][:2]

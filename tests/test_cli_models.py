@@ -14,10 +14,10 @@ import torch
 
 from mnistbench.cli import main
 from mnistbench.data.registry import MNIST
-from mnistbench.inputs import read_inputs
 from mnistbench.models import build_resnet
 from mnistbench.result import RunResult
-from mnistbench.store import Store
+from mnistbench.study.store import Store
+from mnistbench.use.inputs import read_inputs
 from tests.saved_models import save_png, synthetic_root, train
 
 

@@ -181,7 +181,7 @@ def test_study_run_dry_run_shows_the_overrides_and_their_runs(tmp_path: Path, ca
     varied = capsys.readouterr().out
     assert "--set epochs=1 lr=0.5" in " ".join(varied.split()) and "--set" not in plain
 
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
 
     spec = load_study(study).experiments[0].specs()[0]
     assert spec.key() in plain and spec.key() not in varied
@@ -348,8 +348,8 @@ def test_every_library_error_is_a_user_error_or_a_run_failure() -> None:
     from mnistbench.errors import RunFailure, UserError
     from mnistbench.models import SVMBackendUnavailableError
     from mnistbench.report import EmptyReportError
-    from mnistbench.store import StoreError
-    from mnistbench.studyfile import StudyFileError
+    from mnistbench.study.file import StudyFileError
+    from mnistbench.study.store import StoreError
 
     for error in (SpecError, StudyFileError, UnknownDatasetError, DeviceUnavailableError,
                   SVMBackendUnavailableError, EmptyReportError):  # fmt: skip

@@ -9,7 +9,7 @@ from mnistbench.result import EpochRecord, RunResult
 def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protocol():
     spec = RunSpec()
     assert (spec.optimizer, spec.lr_schedule, spec.weight_decay) == ("adamw", "onecycle", 5e-4)
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
 
     for name in ("assignment", "native", "quick"):
         for experiment in load_study(f"configs/{name}.toml").experiments:

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from mnistbench.studyfile import StudyFileError, load_study
+from mnistbench.study.file import StudyFileError, load_study
 
 
 def _write(tmp_path, text: str):
@@ -117,7 +117,7 @@ def test_assignment_trains_fp32_on_a_cpu_and_fp16_with_grad_scaler_on_cuda():
     given by `--set device=...`)."""
     import torch
 
-    from mnistbench.recipe import make_precision
+    from mnistbench.engines.torch.recipe import make_precision
 
     study = load_study("configs/assignment.toml")
     resnets = [s for e in study.experiments for s in e.specs() if not s.is_svm]
@@ -184,7 +184,7 @@ def test_budget_study_keeps_the_published_best_configs_budget():
 
 
 def test_set_overrides_every_run_and_so_its_key(tmp_path):
-    from mnistbench.studyfile import parse_overrides
+    from mnistbench.study.file import parse_overrides
 
     study = load_study(_write(tmp_path, GOOD))
     overrides = parse_overrides(["epochs=3", "lr=1e-3", "device=cuda", 'features="pca:50"'])
@@ -209,7 +209,7 @@ def test_set_overrides_every_run_and_so_its_key(tmp_path):
     ],
 )
 def test_set_errors_name_the_key_and_the_value(tmp_path, items, message):
-    from mnistbench.studyfile import parse_overrides
+    from mnistbench.study.file import parse_overrides
 
     study = load_study(_write(tmp_path, GOOD))
     with pytest.raises(StudyFileError, match=re.escape(message)):

@@ -9,21 +9,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench.batches import count_batches, dataloader_batches, epoch_generator, memory_batches
-from mnistbench.checkpoint import (
+from mnistbench.config import RunSpec
+from mnistbench.engines.torch.batches import (
+    count_batches,
+    dataloader_batches,
+    epoch_generator,
+    memory_batches,
+)
+from mnistbench.engines.torch.checkpoint import (
     checkpoint_path,
     final_model_path,
     load_checkpoint,
     restore_checkpoint,
 )
-from mnistbench.config import RunSpec
+from mnistbench.engines.torch.recipe import make_training
+from mnistbench.engines.torch.train import run
 from mnistbench.measure import Stopwatch, environment
 from mnistbench.models import build_resnet
-from mnistbench.recipe import make_training
-from mnistbench.store import Store
-from mnistbench.study import run_study
-from mnistbench.studyfile import load_study
-from mnistbench.train_torch import run
+from mnistbench.study.file import load_study
+from mnistbench.study.run import run_study
+from mnistbench.study.store import Store
 from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 pytestmark = [

@@ -11,9 +11,10 @@ import time
 import pytest
 import torch
 
-from mnistbench.batches import epoch_generator, memory_batches
 from mnistbench.config import RunSpec
-from mnistbench.cudagraphs import (
+from mnistbench.data.preprocess import Preprocess
+from mnistbench.engines.torch.batches import epoch_generator, memory_batches
+from mnistbench.engines.torch.cudagraphs import (
     CapturedSteps,
     CaptureGate,
     create_optimizer_state,
@@ -21,10 +22,9 @@ from mnistbench.cudagraphs import (
     restore_step_state,
     save_step_state,
 )
-from mnistbench.data.preprocess import Preprocess
-from mnistbench.loops import StepCounters, training_step
-from mnistbench.recipe import Precision, Training, make_optimizer, make_training
-from mnistbench.train_torch import run
+from mnistbench.engines.torch.loops import StepCounters, training_step
+from mnistbench.engines.torch.recipe import Precision, Training, make_optimizer, make_training
+from mnistbench.engines.torch.train import run
 from tests.conftest import synthetic_dataset
 
 CPU = torch.device("cpu")

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import executors, models
-from mnistbench.cleanup import checkpoint_dir_for, run_files
+from mnistbench import models
 from mnistbench.config import RunSpec
 from mnistbench.devices import (
     DeviceUnavailableError,
@@ -18,9 +17,11 @@ from mnistbench.devices import (
     visible_gpus,
 )
 from mnistbench.result import RunResult
-from mnistbench.store import Store
-from mnistbench.study import plan, run_study
-from mnistbench.studyfile import load_study
+from mnistbench.study import executors
+from mnistbench.study.cleanup import checkpoint_dir_for, run_files
+from mnistbench.study.file import load_study
+from mnistbench.study.run import plan, run_study
+from mnistbench.study.store import Store
 from tests.conftest import Logs
 
 no_cuda_here = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -10,8 +10,8 @@ import pytest
 
 from mnistbench.data.registry import FASHION_MNIST
 from mnistbench.errors import UserError
-from mnistbench.evaluate import evaluate_model
-from mnistbench.saved import load_model
+from mnistbench.use.evaluate import evaluate_model
+from mnistbench.use.saved import load_model
 from tests.saved_models import synthetic_root, train
 
 

@@ -7,13 +7,13 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from mnistbench import executors
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.scheduler import Slots
-from mnistbench.store import Store
-from mnistbench.study import Heartbeat, RunContext, StudyOutcome, plan
-from mnistbench.studyfile import load_study
+from mnistbench.study import executors
+from mnistbench.study.file import load_study
+from mnistbench.study.run import Heartbeat, RunContext, StudyOutcome, plan
+from mnistbench.study.scheduler import Slots
+from mnistbench.study.store import Store
 
 THREE_RUNS = """
 [study]

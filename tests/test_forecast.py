@@ -16,9 +16,9 @@ from mnistbench.forecast import Estimator, forecast_study, live_estimates, model
 from mnistbench.measure import this_cpu
 from mnistbench.progress import PlainReporter, Reporter
 from mnistbench.result import EpochRecord, RunResult
-from mnistbench.store import Store
-from mnistbench.study import expand
-from mnistbench.studyfile import load_study
+from mnistbench.study.file import load_study
+from mnistbench.study.run import expand
+from mnistbench.study.store import Store
 
 STUDY = """
 [study]

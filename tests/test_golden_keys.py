@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from mnistbench.config import RunSpec
-from mnistbench.store import Store
-from mnistbench.studyfile import load_study
+from mnistbench.study.file import load_study
+from mnistbench.study.store import Store
 from tests.conftest import synthetic_dataset
 from tests.golden_files import GOLDEN, assert_matches_golden
 
@@ -117,7 +117,7 @@ def on_cpu(spec: RunSpec) -> RunSpec:
 @pytest.fixture(scope="module")
 def finished_results():
     """A tiny ResNet run and an SVM fit on the CPU, as the engines record them."""
-    from mnistbench.runner import run_spec
+    from mnistbench.engines import run_spec
 
     data = synthetic_dataset(n_train=200, n_test=50)
     resnet = RunSpec(epochs=1, batch_size=32, device="cpu", threads=1, memory_format="contiguous",
@@ -140,8 +140,8 @@ def test_names_of_a_results_fields_and_protocol_are_unchanged(finished_results):
 
 
 def test_what_an_mlflow_run_is_given_is_unchanged(tmp_path):
-    from mnistbench.tracking import tags
-    from mnistbench.tracking_content import FINAL, HISTORY
+    from mnistbench.use.tracking import tags
+    from mnistbench.use.tracking_content import FINAL, HISTORY
 
     store_path = tmp_path / "store.db"  # a copy: opening a store migrates it in place
     shutil.copy(Path(__file__).parent / "fixtures" / "store_v1.db", store_path)

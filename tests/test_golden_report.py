@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from mnistbench.report import Report, build_report, write_report
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 from tests.golden_files import GOLDEN, assert_matches_golden
 from tests.test_report import STUDY, build_synthetic_store
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mnistbench.data.idx import write_idx
-from mnistbench.inputs import read_file, read_inputs
+from mnistbench.use.inputs import read_file, read_inputs
 from tests.conftest import synthetic_arrays
 from tests.saved_models import save_png
 

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import layout
 from mnistbench.config import RunSpec
-from mnistbench.layout import choose_layout, time_layouts
-from mnistbench.prepare_torch import prepare
+from mnistbench.engines.torch import memory_format as layout
+from mnistbench.engines.torch.memory_format import choose_layout, time_layouts
+from mnistbench.engines.torch.prepare import prepare
 from tests.conftest import synthetic_dataset
 
 CPU = torch.device("cpu")

@@ -4,13 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from mnistbench.batches import ERASE_AREA, TRANSLATE_PIXELS, erase, make_augment, translate
-from mnistbench.checkpoint import final_model_path
 from mnistbench.config import RunSpec, SpecError
 from mnistbench.data.preprocess import Preprocess
-from mnistbench.loops import evaluate
-from mnistbench.recipe import ema_decay_at, make_ema, make_precision
-from mnistbench.train_torch import run
+from mnistbench.engines.torch.batches import (
+    ERASE_AREA,
+    TRANSLATE_PIXELS,
+    erase,
+    make_augment,
+    translate,
+)
+from mnistbench.engines.torch.checkpoint import final_model_path
+from mnistbench.engines.torch.loops import evaluate
+from mnistbench.engines.torch.recipe import ema_decay_at, make_ema, make_precision
+from mnistbench.engines.torch.train import run
 from tests.conftest import synthetic_dataset
 
 TINY = {"model": "resnet18", "epochs": 2, "batch_size": 32, "threads": 1, "device": "cpu"}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistbench.checkpoint import load_checkpoint
 from mnistbench.data.registry import FASHION_MNIST, MNIST
+from mnistbench.engines.torch.checkpoint import load_checkpoint
 from mnistbench.modelfile import (
     FORMAT_VERSION,
     ModelFileError,
@@ -20,7 +20,7 @@ from mnistbench.modelfile import (
     read_torch_file,
 )
 from mnistbench.models import svm_backend_problem
-from mnistbench.saved import legacy_preprocess, load_model
+from mnistbench.use.saved import legacy_preprocess, load_model
 from tests.saved_models import synthetic_root, train
 
 
@@ -159,8 +159,8 @@ def test_without_skops_an_svm_trains_and_says_its_model_is_not_saved(monkeypatch
     from sklearn.svm import SVC
 
     from mnistbench.config import RunSpec
+    from mnistbench.engines.svm.train import keep_model
     from mnistbench.modelfile import MissingExtraError, require
-    from mnistbench.train_svm import keep_model
 
     monkeypatch.setitem(sys.modules, "skops.io", None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'mnistbench\[models\]'"):

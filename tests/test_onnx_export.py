@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from mnistbench.data.load import load_dataset
-from mnistbench.onnx_export import INPUT, export_onnx, run_onnx
-from mnistbench.saved import load_model
+from mnistbench.use.onnx_export import INPUT, export_onnx, run_onnx
+from mnistbench.use.saved import load_model
 from tests.saved_models import train
 
 pytestmark = pytest.mark.network  # real MNIST and FashionMNIST test images (fetched once)

@@ -25,7 +25,7 @@ from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
 from mnistbench.report.frame import load_runs
 from mnistbench.result import EpochRecord, RunResult
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 
 STUDY = "syn"
 CPU = "Test CPU 9000"

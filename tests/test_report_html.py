@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mnistbench.report import build_report, write_report
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 from tests.test_report import STUDY, build_synthetic_store
 
 pytestmark = pytest.mark.slow  # a real browser: seconds per page

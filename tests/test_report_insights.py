@@ -19,7 +19,7 @@ from mnistbench.report.compare import Experiment, low_outliers, region
 from mnistbench.report.frame import load_runs
 from mnistbench.report.plots import geometric
 from mnistbench.result import RunResult
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 from tests.test_report import _environment, _finish, torch_result
 
 BASE = RunSpec(

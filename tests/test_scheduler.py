@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mnistbench.config import RunSpec
-from mnistbench.scheduler import (
+from mnistbench.study.scheduler import (
     Slots,
     auto_jobs,
     gpu_fraction,
@@ -210,8 +210,8 @@ base = { model = "svm" }
 
 def _shares(tmp_path, only: list[str], gpus: int) -> list[float | None]:
     """Each run's gpu_share for the experiments `only` of the mixed study, on `gpus` GPUs."""
-    from mnistbench.scheduler import gpu_share
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
+    from mnistbench.study.scheduler import gpu_share
 
     path = tmp_path / "mixed.toml"
     path.write_text(STUDY)
@@ -220,7 +220,7 @@ def _shares(tmp_path, only: list[str], gpus: int) -> list[float | None]:
 
 
 def test_gpu_runs_share_a_gpu_only_in_worker_processes(tmp_path):
-    from mnistbench.scheduler import wants_worker_processes
+    from mnistbench.study.scheduler import wants_worker_processes
 
     assert _shares(tmp_path, ["grid"], gpus=1) == [0.25, 0.25]
     assert wants_worker_processes(_shares(tmp_path, ["grid"], 1), jobs=1, gpus=1)  # four per GPU
@@ -230,7 +230,7 @@ def test_gpu_runs_share_a_gpu_only_in_worker_processes(tmp_path):
 
 
 def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_path):
-    from mnistbench.scheduler import wants_worker_processes
+    from mnistbench.study.scheduler import wants_worker_processes
 
     whole = ["whole"]
     assert not wants_worker_processes(_shares(tmp_path, whole, 1), jobs=1, gpus=1)  # one at a time
@@ -241,8 +241,8 @@ def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_pat
 
 
 def test_experiment_resources_become_ray_options_fractional_gpus_included():
-    from mnistbench.executors import _ray_options
-    from mnistbench.studyfile import Experiment
+    from mnistbench.study.executors import _ray_options
+    from mnistbench.study.file import Experiment
 
     shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})
     assert _ray_options(shared) == {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5}

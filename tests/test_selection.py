@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mnistbench.cleanup import checkpoint_dir_for
 from mnistbench.config import RunSpec
 from mnistbench.result import RunResult
-from mnistbench.selection import SelectionError, best, by_key, model_path
-from mnistbench.store import Store
+from mnistbench.study.cleanup import checkpoint_dir_for
+from mnistbench.study.store import Store
+from mnistbench.use.selection import SelectionError, best, by_key, model_path
 
 
 def _store(tmp_path: Path) -> tuple[Store, dict[str, RunSpec]]:

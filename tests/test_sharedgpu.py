@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mnistbench.result import RunResult
-from mnistbench.sharedgpu import run_sharing_gpu
+from mnistbench.study.sharedgpu import run_sharing_gpu
 
 
 def waiting_run(seconds: float, started: threading.Barrier | None = None):

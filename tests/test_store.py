@@ -22,7 +22,7 @@ import pytest
 
 from mnistbench.config import RunSpec
 from mnistbench.result import EpochRecord, RunResult
-from mnistbench.store import STATUSES, Store, StoreError
+from mnistbench.study.store import STATUSES, Store, StoreError
 
 
 def spec(seed: int, **changes: object) -> RunSpec:
@@ -419,7 +419,11 @@ def test_other_connections_never_delete_a_running_study_s_wal(tmp_path):
     driver.register("s", "e", [RunSpec(seed=1)])
     Store(path).close()  # a second handle in the same process, then closed
     subprocess.run(
-        [sys.executable, "-c", f"from mnistbench.store import Store; Store({str(path)!r}).close()"],
+        [
+            sys.executable,
+            "-c",
+            f"from mnistbench.study.store import Store; Store({str(path)!r}).close()",
+        ],
         check=True,
     )
     assert path.with_name(path.name + "-wal").exists()
@@ -463,7 +467,7 @@ def test_a_late_finish_never_overwrites_the_owner_who_took_the_run_over(tmp_path
 
 def test_a_live_heartbeat_keeps_a_claim_past_the_stale_limit(tmp_path: Path) -> None:
     """The study's heartbeat thread keeps a long run's claim; without it the claim goes stale."""
-    from mnistbench.study import Heartbeat
+    from mnistbench.study.run import Heartbeat
 
     owner, rival = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
     elsewhere = (dead_pid(), "other-host")
@@ -474,7 +478,7 @@ def test_a_live_heartbeat_keeps_a_claim_past_the_stale_limit(tmp_path: Path) -> 
     stale_after = 0.6
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("mnistbench.study.HEARTBEAT_SECONDS", 0.1)
+            patch.setattr("mnistbench.study.run.HEARTBEAT_SECONDS", 0.1)
             with Heartbeat(owner) as heartbeat:
                 heartbeat.add(beating.key())
                 time.sleep(3 * stale_after)

@@ -1,13 +1,15 @@
 """The package's shape: small functions and modules, and data flowing one way.
 
-config -> data + model -> train -> result -> store -> report (README.md, Architecture). These tests read the
-source, so a function that grows past the limit or an import that reaches back up the chain
-fails here, naming it, instead of in a review months later.
+config -> data + models -> engines -> calibrate -> study -> report -> use -> cli (README.md,
+Architecture, whose table must name every module). These tests read the source, so a function
+that grows past the limit or an import that reaches back up the chain fails here, naming it,
+instead of in a review months later.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -29,37 +31,17 @@ LAYERS: list[tuple[str, ...]] = [
         "specfields",
         "config",
         "result",
-        "studyfile",
         "published",
     ),
-    (
-        "estimate",
-        "measure",
-        "devices",
-        "models",
-        "smallmaps",
-        "progress",
-        "batches",
-        "recipe",
-        "checkpoint",
-        "modelfile",
-    ),
-    ("loops", "cudagraphs", "layout", "prepare_torch", "train_torch", "train_svm"),
-    ("runner", "calibrate"),
-    ("store_file", "store"),
-    ("scheduler", "sharedgpu", "executors", "study", "cleanup", "forecast"),
+    ("estimate", "measure", "devices", "models", "progress", "modelfile"),
+    # The engines: the registry (engines/__init__.py), the ResNet engine, the SVM engine.
+    ("engines",),
+    ("calibrate",),
+    # Studies: the study file, planning and running, the store, executors, scheduler, cleanup.
+    ("study", "forecast"),
     ("report",),
     # Using saved models: load, predict, evaluate, export, track in MLflow.
-    (
-        "saved",
-        "inputs",
-        "selection",
-        "predict",
-        "evaluate",
-        "onnx_export",
-        "tracking",
-        "tracking_content",
-    ),
+    ("use",),
     ("cli", "__main__"),
 ]
 
@@ -129,3 +111,24 @@ def test_imports_flow_one_way(path: Path) -> None:
     own = _layer(_name(path))
     upward = sorted(m for m in _imports(path) if _layer(m) > own)
     assert not upward, f"mnistbench.{_name(path)} reaches up the chain to {upward}"
+
+
+def test_the_readmes_architecture_table_names_every_module_and_only_real_ones() -> None:
+    """README.md's Architecture section cannot drift from the tree: each module is named there
+    (by its path under its folder, or, for data/, report/ and cli/, by the folder), and every
+    path it names exists."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    table = section.split("| layer |", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([a-z_/]+(?:\.py|/))`", table))
+    folders = {name for name in named if name.endswith("/")}
+    for path in _modules():
+        relative = path.relative_to(PACKAGE).as_posix()
+        within = (relative.rsplit("/", 1)[-1], relative)  # `train.py` under its folder's row
+        covered = relative == "__init__.py" or any(  # the package's version, nothing else
+            relative.startswith(folder) for folder in ("data/", "report/", "cli/")
+        )
+        assert covered or set(within) & named, f"README's Architecture table omits {relative}"
+    for name in named - folders:
+        assert list(PACKAGE.rglob(name.rsplit("/", 1)[-1])), f"README names {name}: no such file"
+    assert {"data/", "report/", "cli/", "study/", "use/", "engines/torch/"} <= folders

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import executors
-from mnistbench import study as study_module
 from mnistbench.data import load_dataset
+from mnistbench.engines import run_spec
 from mnistbench.progress import Reporter
-from mnistbench.runner import run_spec
-from mnistbench.store import Store
-from mnistbench.study import checkpoint_dir_for, expand, run_study
-from mnistbench.studyfile import load_study
+from mnistbench.study import executors
+from mnistbench.study import run as study_module
+from mnistbench.study.file import load_study
+from mnistbench.study.run import checkpoint_dir_for, expand, run_study
+from mnistbench.study.store import Store
 from tests.conftest import Logs
 
 pytestmark = pytest.mark.network  # runs on the real datasets (fetched once per session)

@@ -14,8 +14,8 @@ import pytest
 from mnistbench.cli import main
 from mnistbench.config import RunSpec
 from mnistbench.result import EpochRecord, RunResult
-from mnistbench.store import Store
-from mnistbench.tracking import KEY_TAG, Tracker, TrackingError
+from mnistbench.study.store import Store
+from mnistbench.use.tracking import KEY_TAG, Tracker, TrackingError
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -213,7 +213,7 @@ def test_a_kept_model_is_logged_as_onnx(tmp_path) -> None:
 
 def test_the_study_driver_calls_on_recorded_once_a_run_is_stored(tmp_path) -> None:
     from mnistbench.progress import Reporter
-    from mnistbench.study import Heartbeat, PlannedRun, RunContext, StudyOutcome
+    from mnistbench.study.run import Heartbeat, PlannedRun, RunContext, StudyOutcome
 
     seen: list[tuple[str, str | None]] = []
     with Store(tmp_path / "store.db") as store:

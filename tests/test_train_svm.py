@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from mnistbench import train_svm
 from mnistbench.cli import main
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import MNIST
+from mnistbench.engines.svm import train as train_svm
+from mnistbench.engines.svm.train import SVMFitError, make_features, predict
 from mnistbench.measure import peak_memory
 from mnistbench.models import build_svm, svm_backend_problem
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.train_svm import SVMFitError, make_features, predict
 from tests.conftest import synthetic_arrays
 
 OTHER_BACKENDS = ("sklearnex", "cuml")

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import recipe
-from mnistbench.batches import hflip, make_augment, memory_batches, translate
-from mnistbench.checkpoint import checkpoint_path, final_model_path
 from mnistbench.config import RunSpec
 from mnistbench.devices import DeviceUnavailableError, resolve_device
+from mnistbench.engines.torch import recipe
+from mnistbench.engines.torch.batches import hflip, make_augment, memory_batches, translate
+from mnistbench.engines.torch.checkpoint import checkpoint_path, final_model_path
+from mnistbench.engines.torch.recipe import make_optimizer
+from mnistbench.engines.torch.train import run
 from mnistbench.measure import peak_memory
 from mnistbench.progress import Reporter
-from mnistbench.recipe import make_optimizer
-from mnistbench.train_torch import run
 from tests.conftest import StopBeforeEpoch, synthetic_dataset
 
 # Small and fast: 28 px, imagenet stem, one thread so results are reproducible bit for bit.
@@ -229,7 +229,7 @@ def test_precision_per_amp_setting_and_device(amp, device, label, scaler):
 
 def test_protocol_records_the_amp_setting_beside_the_precision_that_ran():
     from mnistbench.data.splits import SplitData
-    from mnistbench.train_torch import protocol
+    from mnistbench.engines.torch.train import protocol
 
     images, labels = torch.arange(4 * 28 * 28).view(4, 28, 28).to(torch.uint8), torch.arange(4)
     split = SplitData("official", images, labels, images[:0], labels[:0], images, labels)
@@ -270,7 +270,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from mnistbench.config import RunSpec
-from mnistbench.train_torch import run
+from mnistbench.engines.torch.train import run
 from tests.conftest import synthetic_dataset
 run(RunSpec(**{spec!r}), synthetic_dataset(n_train=600), checkpoint_dir=Path({ckpt!r}))
 """
@@ -377,7 +377,7 @@ def test_an_interrupted_run_resumes_bit_exact(tmp_path, changes):
 def test_without_a_validation_split_the_last_epochs_evaluation_is_the_test_result(
     monkeypatch, val_fraction, evaluations
 ):
-    import mnistbench.train_torch as engine
+    import mnistbench.engines.torch.train as engine
 
     calls = []
     real = engine.evaluate

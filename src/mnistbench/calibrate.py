@@ -1,11 +1,11 @@
 """Calibration: what one shape of run costs on this machine, timed in seconds and cached.
 
 A ResNet shape (model, input, batch, precision, optimizer, device, threads, ...) is timed with
-the run's own pieces: `prepare_torch.prepare` (split, preprocessing, model, optimizer, precision,
+the run's own pieces: `engines.torch.prepare.prepare` (split, preprocessing, model, optimizer, precision,
 memory format, threads), `measure_flops_and_warm_up` (FLOP count and warm-up, as a run does
 them), then about a second of real training steps, one evaluation batch, and the epoch
 checkpoint and final-model writes, on random images of the real dataset's size. An SVM shape
-(dataset, kernel, C, gamma, features, back-end) is timed with a `train_svm.run` fit of 2,000
+(dataset, kernel, C, gamma, features, back-end) is timed with an SVM engine `run` fit of 2,000
 real images, scaled to the run's size by the back-end's measured growth (SVM_GROWTH).
 
 Each result is cached in a JSON file next to the store (`calibration.json`), keyed by machine
@@ -32,17 +32,18 @@ from typing import Any
 
 import torch
 
-from mnistbench import prepare_torch
-from mnistbench.batches import epoch_augment
-from mnistbench.checkpoint import save_checkpoint, save_final_model
 from mnistbench.config import RunSpec, default_threads
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import get_dataset
 from mnistbench.devices import auto_device, resolve_device
+from mnistbench.engines.torch import prepare as prepare_torch
+from mnistbench.engines.torch.batches import epoch_augment
+from mnistbench.engines.torch.checkpoint import save_checkpoint, save_final_model
+from mnistbench.engines.torch.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
+from mnistbench.engines.torch.memory_format import EVAL_PROBE_BATCH_LARGE, choose_layout
+from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.estimate import Sizes, SvmRates, TorchRates, split_sizes, torch_run_images
 from mnistbench.files import atomic_write_text
-from mnistbench.layout import EVAL_PROBE_BATCH_LARGE, choose_layout
-from mnistbench.loops import Diverged, eval_batch_size, evaluate, train_one_epoch
 from mnistbench.measure import (
     Stopwatch,
     environment,
@@ -51,7 +52,6 @@ from mnistbench.measure import (
     reset_peak_memory,
 )
 from mnistbench.models import resolve_svm_backend, svm_backend_version
-from mnistbench.recipe import make_precision
 
 CACHE_VERSION = 2  # raised when what a cached entry means changes
 CACHE_NAME = "calibration.json"
@@ -349,7 +349,9 @@ def time_svm_shape(spec: RunSpec, data: Dataset) -> SvmRates:
     """One fit of the spec at SVM_TRAIN_IMAGES (after a tiny warm-up fit, once per back-end):
     its wall time beyond fit and predict is the per-run overhead, and the back-end's growth
     exponents scale it to the run's size."""
-    from mnistbench import train_svm  # sklearn: imported when an SVM is calibrated
+    from mnistbench.engines.svm import (
+        train as train_svm,  # sklearn: imported when an SVM is calibrated
+    )
 
     sizes = run_sizes(spec)
     backend = resolve_svm_backend(spec.svm_backend)
@@ -378,7 +380,10 @@ def time_svm_shape(spec: RunSpec, data: Dataset) -> SvmRates:
 
 def time_startup(with_svm: bool) -> float:
     """Seconds for a fresh Python to import what `study run` imports before its first run."""
-    modules = "mnistbench.cli.study, mnistbench.study, mnistbench.train_torch, mnistbench.train_svm"
+    modules = ", ".join(
+        f"mnistbench.{name}"
+        for name in ("cli.study", "study.run", "engines.torch.train", "engines.svm.train")
+    )
     code = f"import {modules}"
     if with_svm:
         code += "\ntry:\n    import sklearnex.svm\nexcept ImportError:\n    pass"

@@ -38,10 +38,10 @@ from mnistbench.estimate import (
 from mnistbench.measure import machine_key, this_cpu
 from mnistbench.models import build_resnet
 from mnistbench.progress import Reporter
-from mnistbench.store import RunRecord, Store
+from mnistbench.study.store import RunRecord, Store
 
 if TYPE_CHECKING:
-    from mnistbench.study import PlannedRun
+    from mnistbench.study.run import PlannedRun
 
 TO_DO = ("pending", "running")
 

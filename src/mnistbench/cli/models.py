@@ -17,8 +17,8 @@ from mnistbench.cli.args import add_command, add_root, add_store
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
-    from mnistbench.saved import SavedModel
-    from mnistbench.selection import Choice
+    from mnistbench.use.saved import SavedModel
+    from mnistbench.use.selection import Choice
 
 INVERT = ("auto", "yes", "no")
 PARTS = ("test", "val", "train")
@@ -106,10 +106,10 @@ def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
 
 def choose(args: argparse.Namespace) -> Choice:
     """The model file the flags name (selection.py), checked before anything is loaded."""
-    from mnistbench import selection
     from mnistbench.cli.study import require_store
     from mnistbench.data.registry import canonical_name
-    from mnistbench.store import Store
+    from mnistbench.study.store import Store
+    from mnistbench.use import selection
 
     narrowing = [flag for flag, value in (("--study", args.study), ("--experiment", args.experiment),
                  ("--for-dataset", args.for_dataset)) if value is not None]  # fmt: skip
@@ -131,14 +131,14 @@ def study_name(text: str | None) -> str | None:
     """A study given as its name or its TOML file (whose [study] name is read)."""
     if text is None or not (text.endswith(".toml") or Path(text).is_file()):
         return text
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
 
     return load_study(Path(text)).name
 
 
 def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:
     from mnistbench.cli.console import err_console, load_or_fetch
-    from mnistbench.saved import load_model
+    from mnistbench.use.saved import load_model
 
     chosen = choose(args)
     err_console.print(f"model: {chosen.describe()}")
@@ -166,8 +166,8 @@ def write_json(target: str | None, payload: Any) -> None:
 def predict_command(args: argparse.Namespace) -> int:
     """Predict every readable input in one batched pass; exit 1 when a file was unreadable."""
     from mnistbench.cli.console import console, err_console
-    from mnistbench.inputs import read_inputs
-    from mnistbench.predict import predict_images
+    from mnistbench.use.inputs import read_inputs
+    from mnistbench.use.predict import predict_images
 
     model, _ = load_chosen(args)
     inputs = read_inputs(args.inputs, args.invert)
@@ -207,7 +207,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     stored test accuracy when the model is evaluated on its own test part."""
     from mnistbench.cli.console import console, load_or_fetch
     from mnistbench.data.registry import canonical_name
-    from mnistbench.evaluate import evaluate_model
+    from mnistbench.use.evaluate import evaluate_model
 
     model, chosen = load_chosen(args)
     dataset = canonical_name(args.dataset) if args.dataset else model.spec.dataset
@@ -244,7 +244,7 @@ def _confusion_table(evaluation: Any) -> Any:
 def export_command(args: argparse.Namespace) -> int:
     """Write the ONNX file, then run it with onnxruntime and compare it with the model."""
     from mnistbench.cli.console import console
-    from mnistbench.onnx_export import compare, export_onnx
+    from mnistbench.use.onnx_export import compare, export_onnx
 
     model, _ = load_chosen(args)
     out = args.out or Path("results/export") / f"{model.key}.onnx"

@@ -56,8 +56,8 @@ def write_report(args: argparse.Namespace) -> int:
     from mnistbench import report
     from mnistbench.cli.console import console
     from mnistbench.cli.study import require_store
-    from mnistbench.store import Store
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
+    from mnistbench.study.store import Store
 
     require_store(args.store)
     study, descriptions, study_description = args.study, {}, ""

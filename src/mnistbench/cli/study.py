@@ -1,7 +1,7 @@
 """`mnistbench study run|status|clean`: run a study from its TOML file (resumable), show its
 state, or delete its runs' checkpoints and final models.
 
-`study status` reads the store only: it must not import torch (mnistbench.study does).
+`study status` reads the store only: it must not import torch (mnistbench.study.run does).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
     from mnistbench.forecast import StudyForecast
-    from mnistbench.store import Store
-    from mnistbench.studyfile import StudySpec
+    from mnistbench.study.file import StudySpec
+    from mnistbench.study.store import Store
 
 _STATUS_COLUMNS = ("done", "failed", "skipped", "running", "pending")
 
@@ -102,7 +102,7 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
 
 def run_study(args: argparse.Namespace) -> int:
     """Execute what is missing; 1 when a run failed in this invocation."""
-    from mnistbench.studyfile import load_study, parse_overrides
+    from mnistbench.study.file import load_study, parse_overrides
 
     study = load_study(args.file)  # StudyFileError: exit 2
     study = study.with_overrides(parse_overrides(args.overrides or []), args.only)
@@ -110,8 +110,8 @@ def run_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(study, args.only, args.store)
 
-    from mnistbench import study as study_module
     from mnistbench.cli import console as ui
+    from mnistbench.study import run as study_module
 
     # Fetch what the runs need first, here, so that workers never race to download.
     for dataset in sorted({spec.dataset for e in selected for spec in e.specs()}):
@@ -159,7 +159,7 @@ def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration
-    from mnistbench.store import Store
+    from mnistbench.study.store import Store
 
     store = Store(store_path) if store_path.exists() else None
     try:
@@ -197,7 +197,7 @@ def _forecast(
     from mnistbench.calibrate import Calibration, cache_path_for
     from mnistbench.cli.console import err_console
     from mnistbench.forecast import forecast_study
-    from mnistbench.study import expand
+    from mnistbench.study.run import expand
 
     calibration = Calibration(cache_path_for(store_path), log=err_console.print)
     keep = getattr(study, "keep_models", "all")
@@ -269,10 +269,10 @@ def _add_clean_parser(actions: argparse._SubParsersAction) -> None:
 
 def clean_study(args: argparse.Namespace) -> int:
     """Delete checkpoints and final models; print the bytes freed and what was left alone."""
-    from mnistbench import cleanup
     from mnistbench.cli.console import console, human_size
-    from mnistbench.store import Store
-    from mnistbench.studyfile import load_study
+    from mnistbench.study import cleanup
+    from mnistbench.study.file import load_study
+    from mnistbench.study.store import Store
 
     study = load_study(args.file)
     require_store(args.store)
@@ -315,8 +315,8 @@ def show_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration
-    from mnistbench.store import Store
-    from mnistbench.studyfile import load_study
+    from mnistbench.study.file import load_study
+    from mnistbench.study.store import Store
 
     if args.file is not None:
         study = load_study(args.file)

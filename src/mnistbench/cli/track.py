@@ -15,7 +15,7 @@ from mnistbench.errors import EXIT_OK, UserError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mnistbench.store import Store
+    from mnistbench.study.store import Store
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"  # tracking.DEFAULT_URI, without importing it here
 
@@ -68,8 +68,8 @@ def export_to_mlflow(args: argparse.Namespace) -> int:
     from mnistbench.cli.console import console, err_console
     from mnistbench.cli.models import study_name
     from mnistbench.cli.study import require_store
-    from mnistbench.store import Store
-    from mnistbench.tracking import Exported, Tracker
+    from mnistbench.study.store import Store
+    from mnistbench.use.tracking import Exported, Tracker
 
     require_store(args.store)
     study = study_name(args.study)
@@ -99,8 +99,8 @@ def live_logger(uri: str, study: str, log: Callable[[str], None]) -> Callable[[S
     which logs that run to MLflow. Checked here, before the study starts; a failure to log a run
     later is said through `log` and does not stop the study."""
     from mnistbench.errors import RunFailure
-    from mnistbench.selection import existing_model
-    from mnistbench.tracking import EXPORTED, Exported, Tracker, TrackingError
+    from mnistbench.use.selection import existing_model
+    from mnistbench.use.tracking import EXPORTED, Exported, Tracker, TrackingError
 
     try:
         tracker = Tracker(uri)

@@ -187,7 +187,7 @@ def check_runnable(spec: RunSpec) -> None:
 def train_one(args: argparse.Namespace) -> int:
     """Run one spec, print a summary, optionally write the RunResult as JSON. 1 unless ok."""
     from mnistbench.cli import console as ui
-    from mnistbench.runner import run_spec
+    from mnistbench.engines import run_spec
 
     spec = spec_from_args(args)
     check_runnable(spec)

@@ -18,7 +18,7 @@ from mnistbench.report.compare import Experiment, Insight, effects, kind, outlie
 from mnistbench.report.frame import finished, load_runs, numeric
 from mnistbench.report.tables import Table, build_table
 from mnistbench.report.text import counts, label, show
-from mnistbench.store import Store
+from mnistbench.study.store import Store
 
 # Environment entries in the header, in this order, with the label a reader expects.
 ENVIRONMENT = (

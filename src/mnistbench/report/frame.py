@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from mnistbench.config import RunSpec
-from mnistbench.store import RunRecord, Store
+from mnistbench.study.store import RunRecord, Store
 
 SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec)]
 RESULT_FIELDS = [

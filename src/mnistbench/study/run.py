@@ -21,17 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench import executors
-from mnistbench.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.config import RunSpec, default_threads
 from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
 from mnistbench.forecast import live_estimates
 from mnistbench.measure import available_memory
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.scheduler import auto_jobs, gpu_share, wants_worker_processes
-from mnistbench.store import RunRecord, Store
-from mnistbench.studyfile import StudySpec
+from mnistbench.study import executors
+from mnistbench.study.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
+from mnistbench.study.file import StudySpec
+from mnistbench.study.scheduler import auto_jobs, gpu_share, wants_worker_processes
+from mnistbench.study.store import RunRecord, Store
 
 DEFAULT_STORE = Path("results/mnistbench.db")
 HEARTBEAT_SECONDS = 10.0
@@ -292,7 +292,7 @@ class RunContext:
     store_path: Path
     study: str = ""
     keep_models: str = "all"
-    """The study's policy for final models (studyfile.KEEP_MODELS), applied as runs finish."""
+    """The study's policy for final models (file.KEEP_MODELS), applied as runs finish."""
     on_recorded: Callable[[Store, str], None] | None = None
     """Called with the store and the run's key once its result (or failure) is stored and the
     keep policy applied."""

@@ -32,12 +32,12 @@ from filelock import FileLock
 from torch import nn
 
 from mnistbench.config import RunSpec
+from mnistbench.engines.torch.loops import eval_batch_size
+from mnistbench.engines.torch.recipe import GLOBAL_RNG, Precision, make_optimizer, make_precision
+from mnistbench.engines.torch.smallmaps import count_small_map_convs, use_matmul_for_small_maps
 from mnistbench.files import atomic_write_text
-from mnistbench.loops import eval_batch_size
 from mnistbench.measure import machine_key, synchronize
 from mnistbench.models import build_resnet
-from mnistbench.recipe import GLOBAL_RNG, Precision, make_optimizer, make_precision
-from mnistbench.smallmaps import count_small_map_convs, use_matmul_for_small_maps
 
 CACHE_NAME = "layouts.json"
 # Raised when what a cached entry means changes (2: evaluation rates; 3: matmul on small maps).

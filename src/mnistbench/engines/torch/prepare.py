@@ -1,6 +1,6 @@
 """A torch run before its first epoch: its device and backends, split, layout, preprocessing
 and device copy, what it trains with (recipe.py), its warm-up and FLOP count, and its training
-step captured in CUDA graphs where it can be (cudagraphs.py). train_torch.py runs the epochs.
+step captured in CUDA graphs where it can be (cudagraphs.py). train.py runs the epochs.
 """
 
 from __future__ import annotations
@@ -11,24 +11,29 @@ from typing import Any
 
 import torch
 
-from mnistbench.batches import DeviceData, count_batches, warm_up_shapes
 from mnistbench.config import RunSpec
-from mnistbench.cudagraphs import (
+from mnistbench.data.load import Dataset
+from mnistbench.data.preprocess import Preprocess
+from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.devices import resolve_device
+from mnistbench.engines.torch.batches import DeviceData, count_batches, warm_up_shapes
+from mnistbench.engines.torch.cudagraphs import (
     GPU_GATE,
     CapturedSteps,
     capture,
     graph_protocol,
     not_captured_because,
 )
-from mnistbench.data.load import Dataset
-from mnistbench.data.preprocess import Preprocess
-from mnistbench.data.splits import SplitData, limit_split, make_split
-from mnistbench.devices import resolve_device
+from mnistbench.engines.torch.loops import StepCounters, count_train_flops, warm_up
+from mnistbench.engines.torch.memory_format import choose_layout
+from mnistbench.engines.torch.recipe import (
+    Training,
+    configure_backends,
+    make_preprocess,
+    make_training,
+)
 from mnistbench.estimate import torch_run_images
-from mnistbench.layout import choose_layout
-from mnistbench.loops import StepCounters, count_train_flops, warm_up
 from mnistbench.measure import forward_flops
-from mnistbench.recipe import Training, configure_backends, make_preprocess, make_training
 
 
 @dataclass

@@ -9,7 +9,7 @@ matrix computes the same sums with one GEMM forward and two backward, which auto
 
 Only the training forward takes this path: evaluation, export and saved models run the
 ordinary convolution, and the weights (the state_dict) are the same either way. Whether it is
-faster depends on the machine, so `small_map_convs = "auto"` times both (layout.py).
+faster depends on the machine, so `small_map_convs = "auto"` times both (memory_format.py).
 """
 
 from __future__ import annotations

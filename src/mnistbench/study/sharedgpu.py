@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from mnistbench.result import RunResult
-from mnistbench.scheduler import Slots
+from mnistbench.study.scheduler import Slots
 
 
 def in_own_stream(work: Callable[[], Any], gpu_index: int | None = None) -> Any:

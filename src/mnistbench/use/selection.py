@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench.cleanup import checkpoint_dir_for
 from mnistbench.errors import UserError
-from mnistbench.store import RunRecord, Store
+from mnistbench.study.cleanup import checkpoint_dir_for
+from mnistbench.study.store import RunRecord, Store
 
 MIN_PREFIX = 4  # shorter prefixes match too much to be meant
 

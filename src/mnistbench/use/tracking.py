@@ -31,9 +31,9 @@ from typing import Any
 
 from mnistbench.errors import RunFailure, UserError
 from mnistbench.modelfile import require
-from mnistbench.selection import existing_model
-from mnistbench.store import RunRecord, Store
-from mnistbench.tracking_content import confusion_figure, history_metrics, result_metrics
+from mnistbench.study.store import RunRecord, Store
+from mnistbench.use.selection import existing_model
+from mnistbench.use.tracking_content import confusion_figure, history_metrics, result_metrics
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
 MLFLOW_EXTRA = "pip install 'mnistbench[mlflow]'"
@@ -221,8 +221,8 @@ class Tracker:
         """The model as ONNX; an SVM's `.skops` file when ONNX cannot hold it; nothing, said in
         the notes, when the model is gone or cannot be exported here."""
         from mnistbench.data.load import load_dataset
-        from mnistbench.onnx_export import ExportError, export_onnx
-        from mnistbench.saved import load_model
+        from mnistbench.use.onnx_export import ExportError, export_onnx
+        from mnistbench.use.saved import load_model
 
         with tempfile.TemporaryDirectory() as folder:
             try:

@@ -16,11 +16,11 @@ import torch
 
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.engines.torch.loops import eval_batch_size, evaluate
+from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.errors import UserError
-from mnistbench.loops import eval_batch_size, evaluate
-from mnistbench.recipe import make_precision
 from mnistbench.result import per_class_accuracy
-from mnistbench.saved import SavedModel
+from mnistbench.use.saved import SavedModel
 
 PARTS = ("test", "val", "train")
 

@@ -1,5 +1,5 @@
 """What a run trains with, built from its spec: model, loss, optimizer, schedule, precision,
-preprocessing and per-device backend settings. Nothing here trains; train_torch does."""
+preprocessing and per-device backend settings. Nothing here trains; train.py does."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from torch.optim.swa_utils import AveragedModel
 from mnistbench.config import AMP_CUDA_ONLY, RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData
+from mnistbench.engines.torch.smallmaps import use_matmul_for_small_maps
 from mnistbench.models import build_resnet
-from mnistbench.smallmaps import use_matmul_for_small_maps
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def make_scheduler(
 
 def make_preprocess(spec: RunSpec, split: SplitData, channels_last: bool) -> Preprocess:
     """The published protocol normalises with 0.5/0.5; the native one with train statistics.
-    channels_last: the layout chosen for the run (layout.choose_layout)."""
+    channels_last: the layout chosen for the run (memory_format.choose_layout)."""
     if spec.split == "assignment":
         mean, std = ASSIGNMENT_MEAN_STD
     else:
@@ -167,7 +167,7 @@ def make_training(
     captured: bool = False,
 ) -> Training:
     """Model, loss, optimizer, per-step schedule over `steps` and precision for the spec, in
-    the layout and small-map convolutions chosen for the run (layout.choose_layout), with an
+    the layout and small-map convolutions chosen for the run (memory_format.choose_layout), with an
     optimizer fit for a `captured` step (make_optimizer)."""
     with GLOBAL_RNG:  # the model's initial weights depend on the seed only
         torch.manual_seed(spec.seed)

@@ -37,8 +37,8 @@ from torch.amp.grad_scaler import _refresh_per_optimizer_state
 
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
-from mnistbench.loops import StepCounters, training_step
-from mnistbench.recipe import Training
+from mnistbench.engines.torch.loops import StepCounters, training_step
+from mnistbench.engines.torch.recipe import Training
 
 GRAPH_WARM_UP_STEPS = 3  # eager steps on a side stream before each capture (torch's notes)
 

@@ -1,7 +1,7 @@
 """The loops over the model: one training epoch, an evaluation, a FLOP count, a warm-up.
 
 They take the model, batches and precision they use, and nothing of the run around them
-(train_torch.py assembles the run from them).
+(train.py assembles the run from them).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from mnistbench.batches import Batches, make_augment, warm_up_shapes
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
+from mnistbench.engines.torch.batches import Batches, make_augment, warm_up_shapes
+from mnistbench.engines.torch.recipe import Precision, make_optimizer, make_precision
 from mnistbench.measure import synchronize
 from mnistbench.progress import Reporter
-from mnistbench.recipe import Precision, make_optimizer, make_precision
 
 PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
 

@@ -193,7 +193,7 @@ def run(
     """Fit the spec's SVM on its training split and evaluate it on the test (and val) split;
     with checkpoint_dir, keep the fitted model there as `<key>.model.skops`."""
     if not spec.is_svm:
-        raise ValueError(f"train_svm.run needs model='svm', got model={spec.model!r}")
+        raise ValueError(f"the SVM engine needs model='svm', got model={spec.model!r}")
     reporter = reporter or Reporter()
     reset_peak_memory(torch.device("cpu"))  # this run's own host peak, not an earlier run's
     # First, so that an unavailable back-end fails before any data is prepared.

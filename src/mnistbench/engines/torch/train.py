@@ -8,7 +8,7 @@ A checkpoint is written atomically after each epoch; a run with the same spec re
 and because batch order and augmentation are drawn from per-epoch seeds, a resumed run on CPU
 ends bit-for-bit where an uninterrupted one would.
 
-A run is set up before its first epoch in prepare_torch.py (what it trains with is built in
+A run is set up before its first epoch in prepare.py (what it trains with is built in
 recipe.py, its batches in batches.py, its captured CUDA step in cudagraphs.py), its checkpoints
 written in checkpoint.py; this module trains, evaluates, and assembles the RunResult.
 """
@@ -21,8 +21,13 @@ from typing import Any
 
 import torch
 
-from mnistbench.batches import epoch_augment, epoch_batches, epoch_indices
-from mnistbench.checkpoint import (
+from mnistbench.config import RunSpec
+from mnistbench.data.load import Dataset
+from mnistbench.data.preprocess import Preprocess
+from mnistbench.data.splits import SplitData
+from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
+from mnistbench.engines.torch.batches import epoch_augment, epoch_batches, epoch_indices
+from mnistbench.engines.torch.checkpoint import (
     checkpoint_path,
     final_model_path,
     load_checkpoint,
@@ -30,13 +35,8 @@ from mnistbench.checkpoint import (
     save_checkpoint,
     save_final_model,
 )
-from mnistbench.config import RunSpec
-from mnistbench.cudagraphs import GPU_GATE, CapturedSteps
-from mnistbench.data.load import Dataset
-from mnistbench.data.preprocess import Preprocess
-from mnistbench.data.splits import SplitData
-from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
-from mnistbench.loops import (
+from mnistbench.engines.torch.cudagraphs import GPU_GATE, CapturedSteps
+from mnistbench.engines.torch.loops import (
     Diverged,
     EpochStats,
     drive_epoch,
@@ -44,10 +44,16 @@ from mnistbench.loops import (
     evaluate,
     train_one_epoch,
 )
+from mnistbench.engines.torch.prepare import (
+    Flops,
+    Setup,
+    capture_steps,
+    measure_flops_and_warm_up,
+    prepare,
+)
+from mnistbench.engines.torch.recipe import Precision, Training
 from mnistbench.measure import Stopwatch, environment, peak_memory, reset_peak_memory
-from mnistbench.prepare_torch import Flops, Setup, capture_steps, measure_flops_and_warm_up, prepare
 from mnistbench.progress import Reporter
-from mnistbench.recipe import Precision, Training
 from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
 from mnistbench.specfields import field_default
 
@@ -67,7 +73,7 @@ def run(
     resumes after the last saved epoch; the final model is kept there for later prediction.
     """
     if spec.is_svm:
-        raise ValueError("train_torch.run got an SVM spec; use train_svm.run")
+        raise ValueError("the torch engine got an SVM spec; the SVM engine runs it")
     reporter = reporter or Reporter()
     setup = prepare(spec, data)
     ckpt_path = checkpoint_path(checkpoint_dir, spec) if checkpoint_dir else None

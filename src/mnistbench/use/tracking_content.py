@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistbench.data.registry import DATASETS
 from mnistbench.result import RunResult
-from mnistbench.store import RunRecord
+from mnistbench.study.store import RunRecord
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

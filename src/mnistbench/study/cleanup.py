@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistbench.store import RunRecord, Store, StoreError
-from mnistbench.studyfile import StudySpec
+from mnistbench.study.file import StudySpec
+from mnistbench.study.store import RunRecord, Store, StoreError
 
 CHECKPOINT_SUFFIX = ".ckpt.pt"
 MODEL_SUFFIX = ".model.pt"  # a ResNet's final model

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistbench.config import default_threads
+from mnistbench.engines import cached_dataset, run_in_worker, run_spec
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.runner import cached_dataset, run_in_worker, run_spec
-from mnistbench.scheduler import Slots, gpu_slots, worker_threads
-from mnistbench.sharedgpu import in_own_stream, mark_shared_peak
-from mnistbench.studyfile import Experiment, StudySpec
+from mnistbench.study.file import Experiment, StudySpec
+from mnistbench.study.scheduler import Slots, gpu_slots, worker_threads
+from mnistbench.study.sharedgpu import in_own_stream, mark_shared_peak
 
 if TYPE_CHECKING:
-    from mnistbench.study import PlannedRun, RunContext
+    from mnistbench.study.run import PlannedRun, RunContext
 
 
 def run_sequential(todo: list[PlannedRun], context: RunContext) -> None:

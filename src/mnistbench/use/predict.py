@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistbench.saved import SavedModel
+from mnistbench.use.saved import SavedModel
 
 TOP = 3
 

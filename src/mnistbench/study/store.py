@@ -30,7 +30,7 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.result import RunResult
-from mnistbench.store_file import SCHEMA_VERSION, StoreError, open_store_file
+from mnistbench.study.store_file import SCHEMA_VERSION, StoreError, open_store_file
 
 STATUSES = ("pending", "running", "done", "failed", "skipped")
 __all__ = ["STATUSES", "RunRecord", "Store", "StoreError"]

@@ -23,11 +23,11 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import limit_split, make_split
-from mnistbench.loops import eval_batch_size
+from mnistbench.engines.svm.train import features, predict
+from mnistbench.engines.torch.loops import eval_batch_size
+from mnistbench.engines.torch.recipe import make_preprocess
 from mnistbench.modelfile import ModelFileError, model_engine, read_svm_file, read_torch_file
 from mnistbench.models import build_resnet
-from mnistbench.recipe import make_preprocess
-from mnistbench.train_svm import features, predict
 
 
 @dataclass

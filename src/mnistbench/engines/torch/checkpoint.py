@@ -17,9 +17,9 @@ from torch import nn
 
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
+from mnistbench.engines.torch.recipe import GLOBAL_RNG, Training
 from mnistbench.files import atomic_replace
 from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record, why
-from mnistbench.recipe import GLOBAL_RNG, Training
 from mnistbench.result import EpochRecord
 
 CHECKPOINT_VERSION = 1

@@ -25,7 +25,7 @@ from torch import nn
 
 from mnistbench.errors import RunFailure, UserError
 from mnistbench.modelfile import require
-from mnistbench.saved import SavedModel
+from mnistbench.use.saved import SavedModel
 
 INPUT = "images"
 OPSET = 18
@@ -112,7 +112,7 @@ def _export_svm(model: SavedModel, path: Path) -> None:
 
 def _pixels_prologue(target: Any) -> Any:
     """A graph images uint8 (N, 28, 28) -> features float32 (N, 784) in [0, 1], as
-    train_svm.pixels computes them, with the target graph's opsets (merge_models wants them)."""
+    the SVM engine's `pixels` computes them, with the target graph's opsets (merge_models wants them)."""
     from onnx import TensorProto, helper
 
     nodes = [

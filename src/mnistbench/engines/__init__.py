@@ -25,10 +25,10 @@ def run_spec(
 ) -> RunResult:
     """Train and evaluate one spec with the engine its model needs."""
     if spec.is_svm:
-        from mnistbench import train_svm
+        from mnistbench.engines.svm import train as train_svm
 
         return train_svm.run(spec, data, reporter=reporter, checkpoint_dir=checkpoint_dir)
-    from mnistbench import train_torch
+    from mnistbench.engines.torch import train as train_torch
 
     return train_torch.run(spec, data, checkpoint_dir=checkpoint_dir, reporter=reporter)
 
