@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from mnistbench.errors import UserError
 
-if TYPE_CHECKING:
-    from mnistbench.config import RunSpec
+# `applies` is called with the RunSpec being checked. It is typed as any object here: this
+# module declares how RunSpec's fields are made, so naming RunSpec would be an import cycle.
+SpecCheck = Callable[[Any], bool]
 
 Engine = Literal["run", "torch", "svm"]
 Identity = Literal["always", "non-default", "never"]
@@ -34,7 +35,7 @@ class FieldRole:
 
     engine: Engine
     identity: Identity = "always"
-    applies: Callable[[RunSpec], bool] | None = None
+    applies: SpecCheck | None = None
     choices: tuple[str, ...] | None = None
     """The values allowed (validated, and offered by the CLI's --help)."""
 
@@ -44,7 +45,7 @@ def spec_field(
     *,
     engine: Engine,
     identity: Identity = "always",
-    applies: Callable[[RunSpec], bool] | None = None,
+    applies: SpecCheck | None = None,
     choices: tuple[str, ...] | None = None,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mnistbench.errors import UserError
+
 
 class HelpFormatter(argparse.HelpFormatter):
     """Each flag's default shown once, as ` [default: X]`; a text with line breaks kept as written.
@@ -94,3 +96,18 @@ def existing_path(text: str) -> Path:
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
     return path
+
+
+def require_store(path: Path) -> None:
+    """A command that reads the store needs one: a missing store is a usage error (exit 2)."""
+    if not path.exists():
+        raise UserError(f"no results store at {path}; run `mnistbench study run FILE` first")
+
+
+def study_name(text: str | None) -> str | None:
+    """A study given as its name or its TOML file (whose [study] name is read)."""
+    if text is None or not (text.endswith(".toml") or Path(text).is_file()):
+        return text
+    from mnistbench.study.file import load_study
+
+    return load_study(Path(text)).name

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistbench.cli.args import add_command, add_root, add_store
+from mnistbench.cli.args import add_command, add_root, add_store, require_store, study_name
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -106,7 +106,6 @@ def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
 
 def choose(args: argparse.Namespace) -> Choice:
     """The model file the flags name (selection.py), checked before anything is loaded."""
-    from mnistbench.cli.study import require_store
     from mnistbench.data.registry import canonical_name
     from mnistbench.study.store import Store
     from mnistbench.use import selection
@@ -125,15 +124,6 @@ def choose(args: argparse.Namespace) -> Choice:
             return selection.by_key(store, args.run)
         dataset = canonical_name(args.for_dataset) if args.for_dataset else None
         return selection.best(store, study_name(args.study), args.experiment, dataset)
-
-
-def study_name(text: str | None) -> str | None:
-    """A study given as its name or its TOML file (whose [study] name is read)."""
-    if text is None or not (text.endswith(".toml") or Path(text).is_file()):
-        return text
-    from mnistbench.study.file import load_study
-
-    return load_study(Path(text)).name
 
 
 def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:

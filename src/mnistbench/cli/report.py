@@ -54,8 +54,8 @@ def formats(text: str) -> list[str]:
 def write_report(args: argparse.Namespace) -> int:
     """Build the study's report from the store and write each format."""
     from mnistbench import report
+    from mnistbench.cli.args import require_store
     from mnistbench.cli.console import console
-    from mnistbench.cli.study import require_store
     from mnistbench.study.file import load_study
     from mnistbench.study.store import Store
 

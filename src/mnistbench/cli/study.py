@@ -11,9 +11,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mnistbench.cli.args import add_command, add_quiet, add_root, add_store, jobs_count
+from mnistbench.cli.args import (
+    add_command,
+    add_quiet,
+    add_root,
+    add_store,
+    jobs_count,
+    require_store,
+)
 from mnistbench.cli.track import add_live_mlflow
-from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
+from mnistbench.errors import EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     from mnistbench.forecast import StudyForecast
@@ -300,12 +307,6 @@ def clean_study(args: argparse.Namespace) -> int:
             "file that is not a readable store; they may be its runs)"
         )
     return EXIT_OK
-
-
-def require_store(path: Path) -> None:
-    """A command that reads the store needs one: a missing store is a usage error (exit 2)."""
-    if not path.exists():
-        raise UserError(f"no results store at {path}; run `mnistbench study run FILE` first")
 
 
 def show_status(args: argparse.Namespace) -> int:

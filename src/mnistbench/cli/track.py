@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from mnistbench.cli.args import add_command, add_store
+from mnistbench.cli.args import add_command, add_store, require_store, study_name
 from mnistbench.errors import EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -66,8 +66,6 @@ def add_live_mlflow(parser: argparse.ArgumentParser) -> None:
 def export_to_mlflow(args: argparse.Namespace) -> int:
     """Export every study (or one), then say what changed and how to look at it."""
     from mnistbench.cli.console import console, err_console
-    from mnistbench.cli.models import study_name
-    from mnistbench.cli.study import require_store
     from mnistbench.study.store import Store
     from mnistbench.use.tracking import Exported, Tracker
 
