@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 # Fields stored under another name by earlier versions: old name -> (new name, value map).
 _RENAMED = {"amp": ("precision", {"off": "fp32", "fp16": "fp16", "bf16": "bf16"})}
 

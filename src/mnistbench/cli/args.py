@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistbench.errors import UserError
+from mnistbench.study import DEFAULT_STORE
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -59,7 +60,7 @@ def add_store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         type=Path,
-        default=Path("results/mnistbench.db"),
+        default=DEFAULT_STORE,
         metavar="PATH",
         help="SQLite results store",
     )

@@ -27,13 +27,12 @@ from mnistbench.forecast import live_estimates
 from mnistbench.measure import available_memory
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.study import executors
+from mnistbench.study import DEFAULT_STORE, executors
 from mnistbench.study.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.study.file import StudySpec
 from mnistbench.study.scheduler import auto_jobs, gpu_share, wants_worker_processes
 from mnistbench.study.store import RunRecord, Store
 
-DEFAULT_STORE = Path("results/mnistbench.db")
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 60.0
 

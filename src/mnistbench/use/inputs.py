@@ -21,7 +21,6 @@ from mnistbench.data.idx import IDXError, parse_idx
 
 SIZE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-INVERT_CHOICES = ("auto", "yes", "no")
 
 
 @dataclass
