@@ -61,7 +61,7 @@ SVM_TRAIN_IMAGES = 2000  # the reference fit (the run's own size when it is smal
 SVM_WARM_UP_IMAGES = 200  # a first fit per back-end and process: imports, thread pools
 SVM_TEST_IMAGES = 500
 # (fit, predict) growth exponents in the training images per back-end, measured from 2k images
-# up (benchmarks/README.md, section 9); the ratio of two small fits scattered too much to use.
+# up (benchmarks/README.md); the ratio of two small fits scattered too much to use.
 SVM_GROWTH = {"sklearnex": (1.5, 0.4), "sklearn": (1.9, 0.8)}
 SVM_DEFAULT_GROWTH = (1.7, 0.6)
 

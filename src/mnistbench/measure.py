@@ -159,7 +159,7 @@ def available_memory() -> int | None:
 
 
 # The widest vector/matrix unit a CPU has, best first: what decides whether bf16 or channels_last
-# pays off (section 7 and 11 of benchmarks/README.md).
+# pays off (benchmarks/README.md).
 VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 bf16"), ("avx512f", "AVX-512"),
                 ("avx2", "AVX2"), ("neon", "NEON"), ("asimd", "NEON"))  # fmt: skip
 

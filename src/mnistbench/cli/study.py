@@ -91,7 +91,7 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
         metavar="N|auto",
         help="local executor: N runs at once in worker processes, CPU threads split between "
         "them; 'auto': one single-threaded worker per core, as many as there are CPU runs and "
-        "memory for (the fastest on small shapes, benchmarks/README.md section 11). Runs side "
+        "memory for (the fastest on small shapes, benchmarks/README.md). Runs side "
         "by side slow each other a little, and each result records how many ran at once "
         "[default: 1, in this process, with live epoch progress and uncontended timings]",
     )

@@ -215,7 +215,7 @@ def auto_jobs(cpu_runs: int, cores: int, available_memory: int | None) -> int:
 
     Separate processes beat one process's threads at these small shapes: a 28 px batch-16 step
     has too little work per convolution to split between threads, while two runs side by side
-    each keep a core busy (benchmarks/README.md, section 11: 2 x 1 against 1 x 2 on 2 cores).
+    each keep a core busy (benchmarks/README.md: 2 x 1 against 1 x 2 on 2 cores).
     """
     jobs = min(cores, max(cpu_runs, 1))
     if available_memory is not None:

@@ -59,7 +59,7 @@ def fit_features(
     first N principal components. Scaler and PCA are fitted on the training images only, so no
     statistic of the test set leaks into the model. float32, because oneDAL (sklearnex) and cuML
     fit in the input's precision, and float32 fits faster with the same model
-    (benchmarks/README.md, section 5).
+    (benchmarks/README.md).
     """
     x_train = pixels(train)
     if kind == "pixels":
@@ -157,7 +157,7 @@ def predict(estimator: Any, x: np.ndarray) -> np.ndarray:
 
     float64 on purpose: oneDAL's (sklearnex) float32 multiclass predict disagreed with libsvm
     on some FashionMNIST test images, even for a model fitted in float64, and its float64
-    predict agreed on all of them (benchmarks/README.md, section 5).
+    predict agreed on all of them (benchmarks/README.md).
     """
     # cuML may hand back its own array type; the metrics want numpy integers.
     return np.asarray(estimator.predict(x.astype(np.float64))).astype(np.int64)

@@ -1,20 +1,20 @@
 """memory_format = "auto": NCHW or NHWC (channels_last), whichever runs the run faster here.
 
 Which layout oneDNN (CPU) or cuDNN (GPU) runs faster depends on the machine, not only on the
-shape: at 28 px channels_last was a wash on one Xeon and 10 % faster on an AMD EPYC Zen 5
-(benchmarks/README.md, section 11). So "auto" is decided by a short measurement: a few training
+shape (benchmarks/README.md has the CPUs measured). So "auto" is decided by a short
+measurement: a few training
 steps and a few evaluation batches in each layout, alternated so that a burst of other work on
 the machine slows both alike, the fastest of each kept. The layout chosen is the one in which
-the run's own work (images trained, images evaluated) takes less time: at 28 px on a Zen 3 EPYC
-NCHW trained 14 % faster at batch 32 while NHWC evaluated about 2x faster. The rates are cached
+the run's own work (images trained, images evaluated) takes less time: one layout can train
+faster while the other evaluates faster. The rates are cached
 per machine and shape in `layouts.json` under the user's cache folder (MNISTBENCH_CACHE_DIR,
 else $XDG_CACHE_HOME/mnistbench, else ~/.cache/mnistbench), so only the first run of a shape on
-a machine pays for it (2-3 s at 28 px). The choice and its measured rates go into the run's
-protocol.
+a machine pays for it (a few seconds at 28 px). The choice and its measured rates go into the
+run's protocol.
 
 The same probe times the training step with convolutions on tiny maps as matrix products
-(small_map_convs, smallmaps.py) where the model has such maps: on a Zen 3 EPYC that doubled
-ResNet-18's training rate at 28 px; it is kept where it wins here.
+(small_map_convs, smallmaps.py) where the model has such maps, and keeps them where they win
+here.
 """
 
 from __future__ import annotations

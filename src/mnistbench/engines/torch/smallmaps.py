@@ -2,9 +2,8 @@
 
 At native 28 px the imagenet stem leaves 2x2 maps in layer3 and 1x1 maps in layer4. There a
 3x3 convolution is a plain matrix product (only the centre tap ever meets a pixel), but oneDNN
-runs its backward pass as a general convolution: on a Zen 3 EPYC the three 512->512 3x3
-convolutions at 1x1 took 38 ms each per batch-16 step, two thirds of the whole step
-(benchmarks/README.md, section 11). Unfolding the input (im2col) and multiplying by the weight
+runs its backward pass as a general convolution, which on some CPUs takes most of a small-batch
+step (benchmarks/README.md). Unfolding the input (im2col) and multiplying by the weight
 matrix computes the same sums with one GEMM forward and two backward, which autograd derives.
 
 Only the training forward takes this path: evaluation, export and saved models run the
@@ -18,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Maps of at most this many pixels (2x2) take the matmul path: measured on a Zen 3 EPYC,
-# 2x2 and 1x1 gain, while 4x4 and 7x7 maps run faster in oneDNN's convolution.
+# Maps of at most this many pixels (2x2) take the matmul path: there the product gained where
+# it was measured, while 4x4 and 7x7 maps ran faster in oneDNN's convolution (benchmarks/).
 SMALL_MAP_AREA = 4
 
 
