@@ -219,7 +219,9 @@ def run_ray(
         import ray
     except ImportError as exc:
         raise RuntimeError("the ray executor needs Ray: pip install 'mnistbench[ray]'") from exc
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
+    # "local": a new instance of its own, as the docstring says; without it ray.init joins any
+    # cluster already running on the machine (another study's, which may stop under it).
+    ray.init(address=address or "local", ignore_reinit_error=True, include_dashboard=False,
              log_to_driver=False)  # fmt: skip
     try:
         remote = ray.remote(run_in_worker)
