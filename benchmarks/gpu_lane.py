@@ -40,11 +40,13 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu_check import guarded, machine_arguments, prepare_data  # noqa: E402
+from mnistbench.calibrate import run_sizes  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.engines import run_spec  # noqa: E402
+from mnistbench.engines.torch.batches import count_batches  # noqa: E402
 from mnistbench.engines.torch.memory_format import choose_layout  # noqa: E402
-from mnistbench.estimate import gpu_lane_seconds, rates_of_run, split_sizes  # noqa: E402
+from mnistbench.estimate import gpu_lane_seconds, rates_of_run  # noqa: E402
 from mnistbench.measure import device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
 from mnistbench.result import RunResult  # noqa: E402
@@ -53,7 +55,6 @@ from mnistbench.study.sharedgpu import run_sharing_gpu  # noqa: E402
 
 ASSIGNMENT = REPO / "configs" / "assignment.toml"
 PHASES = ("sharing", "q2", "probe", "slice", "lane")
-DATASET_SIZES = {"train": 60_000, "test": 10_000}  # both datasets
 ACCURACY_SHAPE = ("resnet18", 32, "sgd", 1e-3)  # 5 epochs on MNIST: 99.0 +- 0.2 % expected
 
 
@@ -167,7 +168,7 @@ def row(result: RunResult) -> dict[str, Any]:
         "val_accuracy": result.val_accuracy, "train_seconds": round(result.train_seconds, 2),
         "images_per_second": round(result.images_per_second or 0, 1),
         "ms_per_step": round(1000 * result.train_seconds
-                             / sum(-(-e.images // spec.batch_size) for e in result.history), 3),
+                             / sum(count_batches(e.images, spec.batch_size) for e in result.history), 3),
         "eval_seconds": round(result.eval_seconds or 0, 2),
         "life_seconds": concurrency.get("life_seconds"),
         "mean_runs_on_same_gpu": concurrency.get("mean_runs_on_same_gpu"),
@@ -305,18 +306,13 @@ def rates_by_shape(group: list[tuple[RunResult, StartTogether]]) -> dict[tuple, 
     rates = {}
     for result, _ in group:
         spec = RunSpec.from_dict(result.spec)
-        sizes = sizes_of(spec)
+        sizes = run_sizes(spec)
         _, evaluated = torch_images(spec, sizes)
         rates[shape_of(spec)] = rates_of_run(
             sum(e.images for e in result.history), result.train_seconds, evaluated, sizes.test,
             result.eval_seconds, result.environment["concurrency"]["life_seconds"],
         )  # fmt: skip
     return rates
-
-
-def sizes_of(spec: RunSpec):
-    return split_sizes(spec.split, spec.val_fraction, spec.train_limit, spec.test_limit,
-                       DATASET_SIZES)  # fmt: skip
 
 
 def torch_images(spec: RunSpec, sizes) -> tuple[int, int]:
@@ -326,7 +322,7 @@ def torch_images(spec: RunSpec, sizes) -> tuple[int, int]:
 
 
 def projected_seconds(specs: list[RunSpec], rates: dict[tuple, Any], at_once: int) -> float:
-    costs = [rates[shape_of(spec)].cost(spec.label(), spec.epochs, sizes_of(spec),
+    costs = [rates[shape_of(spec)].cost(spec.label(), spec.epochs, run_sizes(spec),
                                         spec.eval_each_epoch) for spec in specs]  # fmt: skip
     return gpu_lane_seconds(costs, at_once, [])
 
@@ -337,7 +333,7 @@ def phase_probe(lane: Lane, data: dict, at_once: int, steps: int) -> dict[tuple,
                           train_limit=spec.train_limit if lane.smoke else steps * spec.batch_size)
              for spec in slice_specs(lane)]  # fmt: skip
     for spec in specs:  # each shape's layout timed alone first, as a study's first run would
-        sizes = sizes_of(spec)
+        sizes = run_sizes(spec)
         choose_layout(spec, lane.device, work=torch_images(spec, sizes))
     group = run_group(specs, data, at_once, together=False)
     lane.record("probe", {"at_once": at_once, "rows": [row(r) for r, _ in group],

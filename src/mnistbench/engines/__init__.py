@@ -1,6 +1,7 @@
 """Run one spec on its engine: the single place that chooses between the torch and SVM engines.
 
-Both `mnistbench train` and the study executors (local processes, Ray tasks) call `run_spec`.
+Both `mnistbench train` and the study executors (in process, worker processes, GPU threads, Ray
+tasks) call `run_spec`.
 """
 
 from __future__ import annotations

@@ -68,10 +68,10 @@ def run_processes(
     jobs: int,
     gpus: int,
 ) -> None:
-    """Worker processes (spawned: no inherited torch threads or locks), fed as slots free up:
-    `jobs` CPU runs at once, and on each GPU as many runs as their GPU fractions (`shares`, per
-    run key; None for a CPU run) allow. The
-    driver claims, records and beats the heart; workers only compute. A worker that dies
+    """Runs fed as slots free up: `jobs` CPU runs at once in worker processes (spawned: no
+    inherited torch threads or locks), and on each GPU as many runs as their GPU fractions
+    (`shares`, per run key; None for a CPU run) allow, as threads of this process (GpuThreads).
+    The driver claims, records and beats the heart; workers only compute. A worker that dies
     (killed, out of memory, a crash in native code) fails the runs it had in flight, and fresh
     workers take the rest of the queue."""
     gpu_shares = [share for share in shares.values() if share is not None]
@@ -125,7 +125,8 @@ def _feed_workers(
                     future = pool.submit(run_in_worker, *args)
                 else:
                     gpu = placement.gpu_index
-                    future = gpu_pool.submit(run_in_worker, *args, gpu, gpu_index=gpu)
+                    # The thread sets its GPU and stream (sharedgpu.in_own_stream).
+                    future = gpu_pool.submit(run_in_worker, *args, gpu_index=gpu)
             except BrokenProcessPool:
                 # A worker died after the last wait() returned: this run never started, so it
                 # goes back to the queue (and to pending) for the next pool's fresh workers.

@@ -133,7 +133,8 @@ class Slots:
         (the runs on its GPU averaged over its life, time-weighted: 1.0 is a run that never
         shared), and `group_wall_seconds`, the wall time from when its GPU last went from idle
         to busy to this run's end: the group of runs that kept that GPU busy together. A run's
-        own time is its train_seconds, never this divided by the runs. A CPU run: `gpu_runs_alongside`, the most GPU runs at once while it ran; their
+        own time is its train_seconds, never this divided by the runs.
+        A CPU run: `gpu_runs_alongside`, the most GPU runs at once while it ran; their
         host threads feed from the same cores, so its time was not taken alone when this is
         above 0. The cores are split between the two kinds for the whole study: worker_threads
         gives the CPU workers the cores that the GPU runs' host threads leave (on too few cores

@@ -187,7 +187,7 @@ class _Graph:
         device: torch.device,
         gather: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
-        self.batch_size, self.gather = batch_size, gather
+        self.gather = gather
         self.graph = torch.cuda.CUDAGraph()
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.images = torch.zeros((batch_size, *image_shape), dtype=torch.uint8, device=device)
