@@ -33,7 +33,7 @@ from mnistbench.data.storage import resolve_root
 from mnistbench.devices import resolve_device
 from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.measure import cpu_model, device_name, synchronize
-from mnistbench.models import build_resnet
+from mnistbench.engines.torch.models import build_resnet
 from train_throughput import engine_result  # benchmarks/ is on sys.path as the script's dir
 
 MATMUL_SIZE = 4096

@@ -24,7 +24,7 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import load_dataset
 from mnistbench.engines.svm.train import run
 from mnistbench.measure import cpu_model
-from mnistbench.models import available_svm_backends
+from mnistbench.engines.svm.backends import available_svm_backends
 from mnistbench.progress import PlainReporter
 
 QUICK_LIMITS = {"train_limit": 5_000, "test_limit": 1_000}

@@ -6,18 +6,18 @@ import json
 
 import pytest
 import torch
-
-from mnistbench import calibrate
 from mnistbench.calibrate import (
     Calibration,
     cache_path_for,
     time_svm_shape,
     time_torch_shape,
 )
-from mnistbench.config import RunSpec
 from mnistbench.estimate import SvmRates, TorchRates
 from mnistbench.forecast import model_file_bytes
-from mnistbench.models import build_resnet
+
+from mnistbench import calibrate
+from mnistbench.config import RunSpec
+from mnistbench.engines.torch.models import build_resnet
 from tests.conftest import synthetic_dataset
 
 SPEC = RunSpec(model="resnet18", batch_size=8, epochs=1, device="cpu", threads=1)

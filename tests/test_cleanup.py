@@ -62,7 +62,7 @@ def store_path(tmp_path: Path) -> Path:
 def _finish(store: Store, spec: RunSpec, accuracy: float, directory: Path, size: int = 1000):
     """Record a done run whose final model (`size` bytes) is on disk, as the engine leaves it."""
     directory.mkdir(parents=True, exist_ok=True)
-    model = run_files(directory, spec.key(), checkpoints=False)[0]  # a ResNet's
+    model = directory / f"{spec.key()}.model.pt"  # a ResNet's
     model.write_bytes(b"m" * size)
     assert store.claim(spec.key())
     result = RunResult(spec=spec.to_dict(), test_accuracy=accuracy, model_path=str(model))
@@ -90,15 +90,21 @@ def _advertised(store: Store) -> dict[str, str | None]:
     return {r.key: r.result.model_path for r in store.runs() if r.result}
 
 
-def test_file_names_are_checkpoint_modules() -> None:
+def test_file_names_are_the_engines(tmp_path: Path) -> None:
+    """run_files finds the checkpoint's name and every engine's model file that is there."""
+    from mnistbench.engines.svm import MODEL_SUFFIX as SVM_SUFFIX
     from mnistbench.engines.torch.checkpoint import checkpoint_path, final_model_path
-    from mnistbench.modelfile import SVM_SUFFIX
 
-    spec, directory = RunSpec(), Path("somewhere")
-    assert run_files(directory, spec.key()) == [
-        checkpoint_path(directory, spec),
-        final_model_path(directory, spec),
-        directory / f"{spec.key()}{SVM_SUFFIX}",
+    spec, svm = RunSpec(), RunSpec(model="svm")
+    assert run_files(tmp_path, spec.key()) == [checkpoint_path(tmp_path, spec)]
+    final_model_path(tmp_path, spec).write_bytes(b"w")
+    (tmp_path / f"{svm.key()}{SVM_SUFFIX}").write_bytes(b"s")
+    assert run_files(tmp_path, spec.key()) == [
+        checkpoint_path(tmp_path, spec),
+        final_model_path(tmp_path, spec),
+    ]
+    assert run_files(tmp_path, svm.key(), checkpoints=False) == [
+        tmp_path / f"{svm.key()}{SVM_SUFFIX}"
     ]
 
 
@@ -143,7 +149,7 @@ def test_the_study_driver_applies_the_policy_as_a_run_is_recorded(store_path: Pa
         for spec, accuracy in ((first, 99.0), (second, 50.0)):
             run = PlannedRun("a", spec, "pending")
             assert context.claim(run)
-            model = run_files(directory, spec.key(), checkpoints=False)[0]  # a ResNet's
+            model = directory / f"{spec.key()}.model.pt"  # a ResNet's
             model.parent.mkdir(parents=True, exist_ok=True)
             model.write_bytes(b"m")
             result = RunResult(spec=spec.to_dict(), test_accuracy=accuracy, model_path=str(model))

@@ -14,7 +14,7 @@ import torch
 
 from mnistbench.cli import main
 from mnistbench.data.registry import MNIST
-from mnistbench.models import build_resnet
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.result import RunResult
 from mnistbench.study.store import Store
 from mnistbench.use.inputs import read_inputs

@@ -103,7 +103,7 @@ def test_cuda_without_cuda_exits_2_before_touching_the_data(tmp_path: Path, caps
 
 
 def test_unavailable_svm_backend_exits_2(tmp_path: Path, capsys) -> None:
-    from mnistbench.models import svm_backend_problem
+    from mnistbench.engines.svm.backends import svm_backend_problem
 
     if svm_backend_problem("cuml") is None:
         pytest.skip("cuML runs here")
@@ -197,8 +197,9 @@ def test_status_of_a_store(store_path: Path, capsys) -> None:
 def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnistbench import calibrate
     from mnistbench.estimate import TorchRates
+
+    from mnistbench import calibrate
 
     # Timing replaced by constants (the real timing: tests/test_calibrate.py): 25 s a run.
     rates = TorchRates(100.0, 1_000.0, run_overhead_seconds=3.0, epoch_overhead_seconds=0.5)
@@ -345,8 +346,8 @@ def test_every_library_error_is_a_user_error_or_a_run_failure() -> None:
     from mnistbench.data.fetch import FetchError
     from mnistbench.data.registry import UnknownDatasetError
     from mnistbench.devices import DeviceUnavailableError
+    from mnistbench.engines.svm.backends import SVMBackendUnavailableError
     from mnistbench.errors import RunFailure, UserError
-    from mnistbench.models import SVMBackendUnavailableError
     from mnistbench.report import EmptyReportError
     from mnistbench.study.file import StudyFileError
     from mnistbench.study.store import StoreError

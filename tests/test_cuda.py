@@ -22,10 +22,10 @@ from mnistbench.engines.torch.checkpoint import (
     load_checkpoint,
     restore_checkpoint,
 )
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.recipe import make_training
 from mnistbench.engines.torch.train import run
 from mnistbench.measure import Stopwatch, environment
-from mnistbench.models import build_resnet
 from mnistbench.study.file import load_study
 from mnistbench.study.run import run_study
 from mnistbench.study.store import Store

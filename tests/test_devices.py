@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import models
 from mnistbench.config import RunSpec
 from mnistbench.devices import (
     DeviceUnavailableError,
@@ -13,12 +12,13 @@ from mnistbench.devices import (
     concrete_spec,
     device_problem,
     resolve_device,
-    skip_reason,
     visible_gpus,
 )
+from mnistbench.engines import skip_reason
+from mnistbench.engines.svm import backends
 from mnistbench.result import RunResult
 from mnistbench.study import executors
-from mnistbench.study.cleanup import checkpoint_dir_for, run_files
+from mnistbench.study.cleanup import checkpoint_dir_for
 from mnistbench.study.file import load_study
 from mnistbench.study.run import plan, run_study
 from mnistbench.study.store import Store
@@ -37,9 +37,9 @@ def one_gpu(monkeypatch):
 @pytest.fixture
 def fresh_svm_backend_problem():
     """svm_backend_problem caches its answers; these tests change what the machine has."""
-    models.svm_backend_problem.cache_clear()
+    backends.svm_backend_problem.cache_clear()
     yield
-    models.svm_backend_problem.cache_clear()
+    backends.svm_backend_problem.cache_clear()
 
 
 @no_cuda_here
@@ -88,7 +88,7 @@ def test_cuml_svms_need_the_same_cuda_as_the_engine(fresh_svm_backend_problem):
     no_cuda = device_problem("cuda")
     svm = RunSpec(model="svm", svm_backend="cuml")
     assert no_cuda is not None and no_cuda in skip_reason(svm)
-    assert no_cuda in models.svm_backend_problem("cuml")
+    assert no_cuda in backends.svm_backend_problem("cuml")
     # An SVM's own device field is not what decides; sklearn runs anywhere.
     assert skip_reason(RunSpec(model="svm", svm_backend="sklearn", device="cuda:3")) is None
 
@@ -232,7 +232,7 @@ def test_an_old_stores_auto_runs_move_to_the_key_of_the_device_they_ran_on(tmp_p
         store.register("moving", "auto", [sgd, adam])  # keyed with device 'auto', as before
         directory = checkpoint_dir_for(store_path)
         directory.mkdir(parents=True)
-        old_model = run_files(directory, sgd.key(), checkpoints=False)[0]
+        old_model = directory / f"{sgd.key()}.model.pt"
         old_model.write_bytes(b"weights")
         for spec, ran_on in ((sgd, "cpu"), (adam, "cuda:0")):
             assert store.claim(spec.key())

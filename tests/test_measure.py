@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mnistbench import measure
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.measure import (
     Stopwatch,
     environment,
@@ -12,7 +13,6 @@ from mnistbench.measure import (
     peak_memory,
     reset_peak_memory,
 )
-from mnistbench.models import build_resnet
 
 
 def test_resnet18_at_224x224x3_is_1_82_g_macs():

@@ -11,16 +11,12 @@ import pytest
 import torch
 
 from mnistbench.data.registry import FASHION_MNIST, MNIST
+from mnistbench.engines.modelfile import FORMAT_VERSION, ModelFileError
+from mnistbench.engines.svm.backends import svm_backend_problem
+from mnistbench.engines.svm.saved import as_sklearn_svc, read_svm_file
 from mnistbench.engines.torch.checkpoint import load_checkpoint
-from mnistbench.modelfile import (
-    FORMAT_VERSION,
-    ModelFileError,
-    as_sklearn_svc,
-    read_svm_file,
-    read_torch_file,
-)
-from mnistbench.models import svm_backend_problem
-from mnistbench.use.saved import legacy_preprocess, load_model
+from mnistbench.engines.torch.saved import legacy_preprocess, read_torch_file
+from mnistbench.use.saved import load_model
 from tests.saved_models import synthetic_root, train
 
 
@@ -80,7 +76,7 @@ def test_a_first_format_file_loads_with_the_preprocessing_its_run_used(trained, 
     new = load_model(Path(result.model_path))
     assert model.legacy and model.preprocess == new.preprocess
     np.testing.assert_array_equal(model.scores(data.test_images), new.scores(data.test_images))
-    assert legacy_preprocess(spec, lambda name: data) == new.preprocess
+    assert legacy_preprocess(spec, data) == new.preprocess
 
 
 def test_a_model_file_that_would_run_code_is_refused_and_never_run(tmp_path) -> None:
@@ -160,7 +156,7 @@ def test_without_skops_an_svm_trains_and_says_its_model_is_not_saved(monkeypatch
 
     from mnistbench.config import RunSpec
     from mnistbench.engines.svm.train import keep_model
-    from mnistbench.modelfile import MissingExtraError, require
+    from mnistbench.errors import MissingExtraError, require
 
     monkeypatch.setitem(sys.modules, "skops.io", None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'mnistbench\[models\]'"):

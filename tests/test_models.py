@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mnistbench.models import RESNETS, build_resnet
+from mnistbench.engines.torch.models import RESNETS, build_resnet
 
 
 @pytest.mark.parametrize("name", sorted(RESNETS))

@@ -8,9 +8,9 @@ import pytest
 import sklearn
 import sklearn.svm
 
-from mnistbench import models
 from mnistbench.config import RunSpec
-from mnistbench.models import (
+from mnistbench.engines.svm import backends as models
+from mnistbench.engines.svm.backends import (
     SVMBackendUnavailableError,
     available_svm_backends,
     build_svm,

@@ -14,16 +14,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import sqlite3
 import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mnistbench import published
+from mnistbench import config, published
 from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
-from mnistbench.report.frame import load_runs
+from mnistbench.report.frame import BUILT_OTHERWISE, LAST, RESULT_FIELDS, load_runs
+from mnistbench.report.text import label, name
 from mnistbench.result import EpochRecord, RunResult
 from mnistbench.study.store import Store
 
@@ -631,3 +633,86 @@ def test_grid_over_datasets_gives_one_table_per_dataset_and_studies_do_not_mix(
     ]
     assert [s.exp.slug for s in both.sections] == ["a-grid-mnist", "a-grid-fashion-mnist", "b-grid"]
     assert len(both.runs) == 4  # the run both studies asked for is one run
+
+
+# --- a run of an engine the report does not know ------------------------------------------------
+
+
+def test_every_result_field_is_a_column_or_built_otherwise() -> None:
+    """RESULT_FIELDS derives from RunResult: a new field is a column unless BUILT_OTHERWISE
+    says what the frame makes of it, and no name there is stale."""
+    names = {f.name for f in dataclasses.fields(RunResult)}
+    assert set(BUILT_OTHERWISE) <= names and set(LAST) <= names
+    assert set(RESULT_FIELDS) == names - set(BUILT_OTHERWISE)
+    assert len(RESULT_FIELDS) == len(set(RESULT_FIELDS)) and RESULT_FIELDS[-len(LAST) :] == [*LAST]
+
+
+def test_names_the_report_does_not_know_are_written_as_they_are() -> None:
+    assert (name("logreg"), name("kmnist"), name("resnet18")) == ("logreg", "kmnist", "ResNet-18")
+    assert label({"model": "logreg", "dataset": "kmnist", "lr": 0.1}, ["lr"]) == (
+        "logreg, kmnist, lr 0.1"
+    )
+
+
+def _logreg_store(path: Path, specs: list[RunSpec], accuracies: tuple[float, ...]) -> Path:
+    with Store(path) as store:
+        store.register("new", "linear", specs)
+        for spec, accuracy in zip(specs, accuracies, strict=True):
+            result = RunResult(
+                spec=spec.to_dict(),
+                test_accuracy=accuracy,
+                train_seconds=3.0,
+                device="cpu",
+                confusion_matrix=_confusion(accuracy),
+                environment=_environment(CPU),
+            )
+            _finish(store, spec, result)
+    return path
+
+
+def _assert_renders(path: Path, out: Path, slugs: list[str]) -> None:
+    """Every format is written, with plots; each dataset's table and the CSV and JSON rows hold
+    the logreg runs' accuracies (92.5 %, then 81 %)."""
+    with Store(path) as store:
+        report = build_report(store, "new")
+    assert {"report.md", "report.html", "runs.csv", "runs.json"} <= {
+        p.name for p in write_report(report, out)
+    }
+    assert [s.exp.slug for s in report.sections] == slugs
+    first = table(report, slugs[0])
+    assert first.cells.loc[0, "logreg %"] == "92.50"
+    assert not [n for s in report.sections for n in s.table.notes if "None" in n]
+    with (out / "runs.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["model"], r["test_accuracy"]) for r in rows] == [
+        ("logreg", "92.5"),
+        ("logreg", "81.0"),
+    ][: len(slugs)]
+    assert "engine" not in rows[0]  # what the report branches on, not a column
+    exported = json.loads((out / "runs.json").read_text())
+    assert [r["model"] for r in exported] == ["logreg"] * len(slugs)
+
+
+def test_a_third_engines_runs_render_in_the_tables_and_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model of a third engine, on a dataset the published study has and on one it lacks:
+    its runs reach the tables, CSV and JSON. The engine is declared as config.ENGINES declares
+    engines (where this version has ENGINES; before it, such a model was read as a torch one)."""
+    engines = {**getattr(config, "ENGINES", {}), "logreg": ("logreg",)}
+    monkeypatch.setattr(config, "ENGINES", engines, raising=False)
+    common = {"model": "logreg", "seed": 0, "threads": 2}
+    specs = [RunSpec._unchecked({**common, "dataset": d}) for d in ("mnist", "kmnist")]
+    path = _logreg_store(tmp_path / "logreg.db", specs, (92.5, 81.0))
+    _assert_renders(path, tmp_path / "out", ["linear-mnist", "linear-kmnist"])
+
+
+def test_a_run_of_a_model_this_version_does_not_know_renders(tmp_path: Path) -> None:
+    """A newer mnistbench stored a 'logreg' run: its spec names a model no engine here trains."""
+    spec = RunSpec(dataset="mnist", model="resnet18", epochs=2, threads=2, device="cpu")
+    path = _logreg_store(tmp_path / "newer.db", [spec], (92.5,))
+    stored = json.dumps({"dataset": "mnist", "model": "logreg", "seed": 0, "threads": 2})
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE runs SET spec = ? WHERE key = ?", (stored, spec.key()))
+    connection.close()
+    _assert_renders(path, tmp_path / "out", ["linear"])

@@ -4,13 +4,13 @@ from torch import nn
 
 from mnistbench.config import RunSpec
 from mnistbench.engines.torch import smallmaps
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.smallmaps import (
     MatmulConv2d,
     count_small_map_convs,
     use_matmul_for_small_maps,
 )
 from mnistbench.engines.torch.train import run
-from mnistbench.models import build_resnet
 from tests.conftest import synthetic_dataset
 
 

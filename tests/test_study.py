@@ -16,7 +16,6 @@ from mnistbench.data import load_dataset
 from mnistbench.engines import run_spec
 from mnistbench.progress import Reporter
 from mnistbench.study import executors
-from mnistbench.study import run as study_module
 from mnistbench.study.file import load_study
 from mnistbench.study.run import checkpoint_dir_for, expand, run_study
 from mnistbench.study.store import Store
@@ -113,9 +112,8 @@ def test_jobs_auto_runs_one_worker_per_core_up_to_the_runs_to_do(
     tmp_path, real_data_root, monkeypatch
 ):
     # 4 cores and plenty of memory, 2 CPU runs: 2 workers (not 4), the cores split between them.
-    monkeypatch.setattr(study_module, "default_threads", lambda: 4)
     monkeypatch.setattr(executors, "default_threads", lambda: 4)
-    monkeypatch.setattr(study_module, "available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr("mnistbench.measure.available_memory", lambda: 64 * 2**30)
     study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
     store_path = tmp_path / "store.db"
     reporter = Logs()

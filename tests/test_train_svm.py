@@ -18,9 +18,10 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import MNIST
 from mnistbench.engines.svm import train as train_svm
-from mnistbench.engines.svm.train import SVMFitError, make_features, predict
+from mnistbench.engines.svm.backends import build_svm, svm_backend_problem
+from mnistbench.engines.svm.features import fit_features, predict
+from mnistbench.engines.svm.train import SVMFitError
 from mnistbench.measure import peak_memory
-from mnistbench.models import build_svm, svm_backend_problem
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
 from tests.conftest import synthetic_arrays
@@ -156,17 +157,17 @@ def test_features_are_fitted_on_the_training_images_only():
     train, test = (
         torch.from_numpy(synthetic_arrays(n, seed)[0]) for n, seed in ((300, 0), (50, 1))
     )
-    pixels, (test_pixels,) = make_features("pixels", train, [test])
+    pixels, (test_pixels,), _ = fit_features("pixels", train, [test])
     assert pixels.dtype == np.float32 and pixels.shape == (300, 784)
     np.testing.assert_allclose(pixels, train.reshape(300, -1).numpy() / 255, rtol=1e-6)
 
-    standardized, (test_standardized,) = make_features("standardized", train, [test])
+    standardized, (test_standardized,), _ = fit_features("standardized", train, [test])
     mean, std = pixels.mean(axis=0), pixels.std(axis=0)
     std[std == 0] = 1  # StandardScaler leaves constant pixels unscaled
     np.testing.assert_allclose(test_standardized, (test_pixels - mean) / std, atol=1e-4)
     assert np.abs(standardized.mean(axis=0)).max() < 1e-4
 
-    reduced, (test_reduced, empty) = make_features("pca:7", train, [test, train[:0]])
+    reduced, (test_reduced, empty), _ = fit_features("pca:7", train, [test, train[:0]])
     assert reduced.shape == (300, 7) and test_reduced.shape == (50, 7) and empty.shape == (0, 7)
 
 
@@ -253,7 +254,7 @@ def test_backends_agree_with_sklearn_on_a_noisy_problem(backend):
     if problem is not None:
         pytest.skip(f"{backend}: {problem}")
     data = _dataset(n_train=600, n_test=300, noise=0.6)
-    x_train, (x_test,) = make_features("pixels", data.train_images, [data.test_images])
+    x_train, (x_test,), _ = fit_features("pixels", data.train_images, [data.test_images])
     y_train = data.train_labels.numpy()
     _assert_agree(backend, ("poly", "rbf", "linear"), x_train, y_train, x_test)
 
@@ -268,7 +269,7 @@ def test_backends_agree_with_sklearn_on_real_fashion_mnist(real_data_root, backe
         pytest.skip(f"{backend}: {problem}")
     data = load_dataset("fashion-mnist", real_data_root)
     chosen = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[:5000]
-    x_train, (x_test,) = make_features(
+    x_train, (x_test,), _ = fit_features(
         "pixels", data.train_images[chosen], [data.test_images[:1000]]
     )
     _assert_agree(backend, ("rbf",), x_train, data.train_labels[chosen].numpy(), x_test)

@@ -35,7 +35,24 @@ from mnistbench.specfields import (
 
 __all__ = ["Engine", "FieldRole", "Identity", "RunSpec", "SpecError", "field_role", "spec_field"]
 
-MODELS = ("resnet18", "resnet50", "svm")
+# The engines, by the name their folder has under engines/ (mnistbench.engines.<name> holds its
+# ENGINE), and the models each trains. A new engine is its folder plus one line here.
+ENGINES: dict[str, tuple[str, ...]] = {"torch": ("resnet18", "resnet50"), "svm": ("svm",)}
+
+
+def models() -> tuple[str, ...]:
+    """Every model some engine trains (read when asked, so an engine added at run time counts)."""
+    return tuple(model for names in ENGINES.values() for model in names)
+
+
+def engine_of(model: str) -> str:
+    """The engine that trains `model` (a model no engine knows: SpecError)."""
+    for engine, names in ENGINES.items():
+        if model in names:
+            return engine
+    raise SpecError("model", model, f"choose one of {', '.join(models())}")
+
+
 SPLITS = ("official", "assignment")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
@@ -51,7 +68,9 @@ AUGMENTS = (
 )
 TTAS = ("none", "flip")
 LOADERS = ("memory", "dataloader")
-STEMS = ("imagenet", "halve", "cifar")
+# The 3x3 stems without max-pool, by their conv's stride: how much they shrink the input.
+SMALL_STEM_STRIDES = {"halve": 2, "cifar": 1}
+STEMS = ("imagenet", *SMALL_STEM_STRIDES)
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 SMALL_MAP_CONVS = ("auto", "matmul", "conv")
 CUDA_GRAPHS = ("auto", "off")
@@ -77,10 +96,11 @@ def default_threads() -> int:
 class RunSpec:
     """One run: a model trained on a dataset under one protocol and one set of settings."""
 
-    dataset: str = spec_field("mnist", engine="run")
+    dataset: str = spec_field("mnist", engine="run", speed=("svm",))
     """'mnist' or 'fashion-mnist' (aliases accepted, stored canonical)."""
-    model: str = spec_field("resnet18", engine="run", choices=MODELS)
-    """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin)."""
+    model: str = spec_field("resnet18", engine="run", choices=models, speed=True)
+    """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin): one
+    of `models()`, which decides the engine (ENGINES)."""
     split: str = spec_field("official", engine="run", choices=SPLITS)
     """'official' (60k/10k files) or 'assignment' (published protocol: pooled 70/10/20, seed 42)."""
     val_fraction: float = spec_field(0.0, engine="run", applies=lambda s: s.split != "assignment")
@@ -95,7 +115,7 @@ class RunSpec:
     """CPU threads for torch / the SVM back-end (default: all cores); recorded with the result."""
 
     # --- deep-learning engine ---
-    optimizer: str = spec_field("adamw", engine="torch", choices=OPTIMIZERS)
+    optimizer: str = spec_field("adamw", engine="torch", choices=OPTIMIZERS, speed=True)
     """'sgd' (with momentum), 'adam' or 'adamw'. The published study used sgd and adam; its
     protocol lives in configs/*.toml, while these defaults are a recipe that trains well fast."""
     lr: float = spec_field(3e-3, engine="torch")
@@ -104,81 +124,87 @@ class RunSpec:
     """SGD momentum (ignored by Adam/AdamW)."""
     weight_decay: float = spec_field(5e-4, engine="torch")
     """L2 weight decay (5e-4 as in the published study)."""
-    batch_size: int = spec_field(32, engine="torch")
+    batch_size: int = spec_field(32, engine="torch", speed=True)
     """Training batch size (images per step)."""
     epochs: int = spec_field(5, engine="torch")
     """Passes over the training split."""
-    lr_schedule: str = spec_field("onecycle", engine="torch", choices=LR_SCHEDULES)
+    lr_schedule: str = spec_field("onecycle", engine="torch", choices=LR_SCHEDULES, speed=True)
     """'none' (constant, as published), 'cosine' or 'onecycle' (per-step warm-up then decay)."""
     label_smoothing: float = spec_field(0.0, engine="torch")
     """Cross-entropy label smoothing in [0, 1)."""
-    augment: str = spec_field("none", engine="torch", choices=AUGMENTS)
+    augment: str = spec_field("none", engine="torch", choices=AUGMENTS, speed=True)
     """'none', or any of 'translate' (random shift of up to ±2 px), 'flip' (random left-right
     mirror: for FashionMNIST's clothes, not for digits) and 'erase' (random erasing: half the
     images lose a rectangle of 2-33 % of their area) joined by '+', in that order; per image,
     on the device."""
-    ema_decay: float = spec_field(0.0, engine="torch", identity="non-default")
+    ema_decay: float = spec_field(0.0, engine="torch", identity="non-default", speed=True)
     """Keep an exponential moving average of the weights and batch-norm statistics, updated
     after every step with this decay (0 = off; 0.99 averages about the last 100 steps).
     Evaluations, the test result and the saved model use the average."""
-    tta: str = spec_field("none", engine="torch", identity="non-default", choices=TTAS)
+    tta: str = spec_field("none", engine="torch", identity="non-default", choices=TTAS, speed=True)
     """Test-time augmentation: 'flip' classifies each image by the mean class probabilities of
     it and its mirror image. Only for a model trained on mirror images too (augment 'flip'):
     FashionMNIST's shoes all face one way, and a model that never saw them mirrored lost
     1.6-2.5 points with it (benchmarks/README.md); never for digits."""
-    device: str = spec_field("auto", engine="torch")
+    device: str = spec_field("auto", engine="torch", speed=True)
     """'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    amp: bool | str = spec_field(False, engine="torch")
+    amp: bool | str = spec_field(False, engine="torch", speed=True)
     """Mixed precision. true (--amp): fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU;
     'cuda' (--amp cuda): on CUDA only, fp32 on every other device (the published protocol);
     false: fp32 everywhere. The result records what ran (precision) and this setting."""
-    pin_memory: bool = spec_field(False, engine="torch", applies=lambda s: s.loader == "dataloader")
+    pin_memory: bool = spec_field(
+        False, engine="torch", applies=lambda s: s.loader == "dataloader", speed=True
+    )
     """Dataloader loader only: page-locked host batches for faster host-to-GPU copies."""
-    loader: str = spec_field("memory", engine="torch", choices=LOADERS)
+    loader: str = spec_field("memory", engine="torch", choices=LOADERS, speed=True)
     """'memory' (dataset as device tensors, batches by index) or 'dataloader' (torch DataLoader)."""
-    num_workers: int = spec_field(0, engine="torch", applies=lambda s: s.loader == "dataloader")
+    num_workers: int = spec_field(
+        0, engine="torch", applies=lambda s: s.loader == "dataloader", speed=True
+    )
     """Dataloader loader only: worker processes."""
-    image_size: int = spec_field(28, engine="torch")
+    image_size: int = spec_field(28, engine="torch", speed=True)
     """Model input size in pixels, 28 (native) to 224 (published protocol); resized per batch."""
-    channels: int = spec_field(1, engine="torch")
+    channels: int = spec_field(1, engine="torch", speed=True)
     """Model input channels: 1 (native) or 3 (published protocol: gray repeated)."""
-    stem: str = spec_field("imagenet", engine="torch", choices=STEMS)
+    stem: str = spec_field("imagenet", engine="torch", choices=STEMS, speed=True)
     """'imagenet' (7x7/2 conv + max-pool), 'halve' (3x3/2 conv, no max-pool: 14x14 maps at
     layer1 from 28 px, ~4x imagenet's FLOPs) or 'cifar' (3x3/1 conv, no max-pool: 28x28)."""
     eval_each_epoch: bool = spec_field(True, engine="torch")
     """Evaluate on the validation (or, without one, test) split after every epoch."""
     memory_format: str = spec_field(
-        "auto", engine="torch", identity="never", choices=MEMORY_FORMATS
+        "auto", engine="torch", identity="never", choices=MEMORY_FORMATS, speed=True
     )
     """Activation layout: 'channels_last' (NHWC), 'contiguous' (NCHW) or 'auto' (whichever
     does the run's training and evaluation faster on this machine, timed once per shape and
     cached; the result's protocol says which ran and the rates it was chosen by). Changes
     speed, not what is computed, so it is not part of the run's identity."""
     small_map_convs: str = spec_field(
-        "auto", engine="torch", identity="never", choices=SMALL_MAP_CONVS
+        "auto", engine="torch", identity="never", choices=SMALL_MAP_CONVS, speed=True
     )
     """How training computes convolutions on maps of 2x2 pixels or less (layer3 and layer4 at
     28 px with the imagenet stem): 'matmul' (unfold + one matrix product, smallmaps.py), 'conv'
     (the backend's convolution) or 'auto' (whichever trains faster on this machine, timed with
     the layout). The same sums in another order: speed, not identity."""
-    cuda_graphs: str = spec_field("auto", engine="torch", identity="never", choices=CUDA_GRAPHS)
+    cuda_graphs: str = spec_field(
+        "auto", engine="torch", identity="never", choices=CUDA_GRAPHS, speed=True
+    )
     """'auto': on CUDA, capture the training step in CUDA graphs (one replay per step instead
     of hundreds of kernel launches) where the run allows it (no lr schedule, no weight
     average); 'off': eager steps. The same training, GradScaler skips included, so not part of
     the run's identity; the protocol says whether graphs ran, and if not, why."""
 
     # --- SVM engine ---
-    kernel: str = spec_field("rbf", engine="svm", choices=KERNELS)
+    kernel: str = spec_field("rbf", engine="svm", choices=KERNELS, speed=True)
     """SVC kernel: 'poly', 'rbf' or 'linear'."""
     C: float = spec_field(10.0, engine="svm")
     """SVC regularisation (10 in the published study)."""
     gamma: str | float = spec_field("scale", engine="svm")
     """'scale', 'auto' or a positive float."""
-    degree: int = spec_field(3, engine="svm", applies=lambda s: s.kernel == "poly")
+    degree: int = spec_field(3, engine="svm", applies=lambda s: s.kernel == "poly", speed=True)
     """Polynomial degree (poly kernel only)."""
-    svm_backend: str = spec_field("auto", engine="svm", choices=SVM_BACKENDS)
+    svm_backend: str = spec_field("auto", engine="svm", choices=SVM_BACKENDS, speed=True)
     """'auto' (fastest available), 'sklearn', 'sklearnex' or 'cuml'."""
-    features: str = spec_field("pixels", engine="svm")
+    features: str = spec_field("pixels", engine="svm", speed=True)
     """'pixels' (scaled to 0..1), 'standardized' or 'pca:N'."""
 
     def __post_init__(self) -> None:
@@ -189,10 +215,11 @@ class RunSpec:
                 raise SpecError(declared.name, value, "must be a string")
             if "float" in kind and type(value) is int:  # 10 and 10.0: one run, one key
                 object.__setattr__(self, declared.name, float(value))
+        check_choice("model", self.model, models())  # first: the model decides the engine
         for declared in dataclasses.fields(self):  # declared choices, of this run's engine
             role = field_role(declared)
-            if role.choices and role.engine in ("run", "svm" if self.is_svm else "torch"):
-                check_choice(declared.name, getattr(self, declared.name), role.choices)
+            if role.choices and role.engine in ("run", self.engine()):
+                check_choice(declared.name, getattr(self, declared.name), role.allowed())
         try:
             object.__setattr__(self, "dataset", canonical_name(self.dataset))
         except UnknownDatasetError as exc:
@@ -208,10 +235,10 @@ class RunSpec:
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name), integer=True)
         check_positive("threads", self.threads, integer=True)
-        if self.model == "svm":
-            self._validate_svm()
-        else:
+        if self.engine() == "torch":
             self._validate_torch()
+        elif self.engine() == "svm":
+            self._validate_svm()
 
     def _validate_torch(self) -> None:
         check_positive("lr", self.lr)
@@ -279,7 +306,18 @@ class RunSpec:
         return self.model == "svm"
 
     def engine(self) -> Engine:
-        return "svm" if self.is_svm else "torch"
+        """The engine that trains this spec's model (config.ENGINES)."""
+        return engine_of(self.model)
+
+    def reads(self, name: str) -> bool:
+        """Whether this run's engine reads the field and it applies here (see FieldRole)."""
+        return self._reads(next(f for f in dataclasses.fields(self) if f.name == name))
+
+    def _reads(self, spec_field_: dataclasses.Field) -> bool:
+        role = field_role(spec_field_)
+        return role.engine in ("run", self.engine()) and (
+            role.applies is None or role.applies(self)
+        )
 
     def canonical(self) -> dict[str, Any]:
         """The fields that define this run, nothing its engine ignores (see FieldRole)."""
@@ -289,13 +327,28 @@ class RunSpec:
             value = getattr(self, spec_field_.name)
             if (
                 role.identity == "never"
-                or role.engine not in ("run", self.engine())
-                or (role.applies is not None and not role.applies(self))
+                or not self._reads(spec_field_)
                 or (role.identity == "non-default" and value == field_default(spec_field_))
             ):
                 continue
             canonical[spec_field_.name] = value
         return canonical
+
+    def speed_fields(self) -> dict[str, Any]:
+        """The fields that decide how fast this run works per image (FieldRole.speed), with
+        the non-default-identity ones only when set (the same rule as `canonical`)."""
+        fields = {}
+        for spec_field_ in dataclasses.fields(self):
+            role = field_role(spec_field_)
+            value = getattr(self, spec_field_.name)
+            if (
+                not role.decides_speed(self.engine())
+                or not self._reads(spec_field_)
+                or (role.identity == "non-default" and value == field_default(spec_field_))
+            ):
+                continue
+            fields[spec_field_.name] = value
+        return fields
 
     def key(self) -> str:
         """A stable hash of the canonical spec: the run's identity in the results store."""
@@ -352,14 +405,16 @@ class RunSpec:
 
     def label(self) -> str:
         """A short human label for the run: what differs between runs of a grid."""
-        if self.is_svm:
+        if self.engine() == "svm":
             return f"svm {self.kernel} C={self.C:g} {self.dataset}"
+        if self.engine() != "torch":
+            return f"{self.model} {self.dataset} seed={self.seed}"
         label = f"{self.model} {self.dataset} B{self.batch_size} {self.optimizer} lr={self.lr:g}"
         return label + (f" {self.device}" if self.device != "auto" else "") + f" seed={self.seed}"
 
 
 def fields_of(engine: Engine) -> tuple[str, ...]:
-    """The names of the RunSpec fields that `engine` declares ("run": read by both engines)."""
+    """The names of the RunSpec fields that `engine` declares ("run": read by every engine)."""
     return tuple(f.name for f in dataclasses.fields(RunSpec) if field_role(f).engine == engine)
 
 

@@ -30,7 +30,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from mnistbench.estimate import load_factor
+
+def load_factor(pairs: list[tuple[float, float]], low: float = 0.33, high: float = 3.0) -> float:
+    """How much slower (>1) or faster than estimated runs actually took: sum(actual) /
+    sum(estimated) over (estimated, actual) pairs, clamped; 1 without pairs."""
+    estimated = sum(e for e, _ in pairs)
+    if not pairs or estimated <= 0:
+        return 1.0
+    return min(high, max(low, sum(a for _, a in pairs) / estimated))
+
 
 Estimates = list[tuple[str, float | None]]
 """(run label, estimated seconds here) per run a study is about to claim, in order."""

@@ -16,6 +16,12 @@ from typing import Any
 _RENAMED = {"amp": ("precision", {"off": "fp32", "fp16": "fp16", "bf16": "bf16"})}
 
 
+def accuracy_percent(correct: int, total: int) -> float:
+    """The one formula every engine and `evaluate` use, so that re-evaluating a saved model
+    gives its stored accuracy to the last bit (0 for no images)."""
+    return 100.0 * correct / max(total, 1)
+
+
 def per_class_accuracy(confusion: list[list[int]]) -> list[float | None]:
     """Recall of each class in percent, from a confusion matrix [true][predicted]; None for a
     class absent from the evaluated split (no images is not 0 % right)."""

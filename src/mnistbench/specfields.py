@@ -17,7 +17,7 @@ from mnistbench.errors import UserError
 # module declares how RunSpec's fields are made, so naming RunSpec would be an import cycle.
 SpecCheck = Callable[[Any], bool]
 
-Engine = Literal["run", "torch", "svm"]
+Engine = str  # "run" (every engine reads the field) or an engine's name (config.ENGINES)
 Identity = Literal["always", "non-default", "never"]
 
 
@@ -25,7 +25,7 @@ Identity = Literal["always", "non-default", "never"]
 class FieldRole:
     """What a RunSpec field is for, declared with the field.
 
-    engine: "run" (both engines read it), "torch" or "svm".
+    engine: "run" (every engine reads it) or the name of the one engine that does.
     identity: "always" (part of the key), "never" (changes speed, not what is computed) or
         "non-default" (part of the key only when it differs from its default: the rule for every
         field added after KEY_VERSION 1's fields, so that old keys stay valid).
@@ -36,8 +36,20 @@ class FieldRole:
     engine: Engine
     identity: Identity = "always"
     applies: SpecCheck | None = None
-    choices: tuple[str, ...] | None = None
-    """The values allowed (validated, and offered by the CLI's --help)."""
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    """The values allowed (validated, and offered by the CLI's --help), or a function that
+    says them when asked (the models: an engine may be added at run time)."""
+    speed: bool | tuple[str, ...] = False
+    """Whether the field decides how fast a run works per image (its model, batch, precision,
+    device...), not how much work it has: the fields of a run's speed key, which keys the cost
+    estimate's measurements. A tuple names the engines for which it does (the dataset decides
+    an SVM's speed, not a ResNet's)."""
+
+    def allowed(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+    def decides_speed(self, engine: str) -> bool:
+        return self.speed is True or (isinstance(self.speed, tuple) and engine in self.speed)
 
 
 def spec_field(
@@ -46,11 +58,12 @@ def spec_field(
     engine: Engine,
     identity: Identity = "always",
     applies: SpecCheck | None = None,
-    choices: tuple[str, ...] | None = None,
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+    speed: bool | tuple[str, ...] = False,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A RunSpec field with its role (see FieldRole)."""
-    metadata = {"role": FieldRole(engine, identity, applies, choices)}
+    metadata = {"role": FieldRole(engine, identity, applies, choices, speed)}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

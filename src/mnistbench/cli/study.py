@@ -7,6 +7,7 @@ state, or delete its runs' checkpoints and final models.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +22,10 @@ from mnistbench.cli.args import (
 )
 from mnistbench.cli.track import add_live_mlflow
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK
+from mnistbench.study.executors import EXECUTORS  # light: no torch (its docstring)
 
 if TYPE_CHECKING:
-    from mnistbench.forecast import StudyForecast
+    from mnistbench.cost.forecast import StudyForecast
     from mnistbench.study.file import StudySpec
     from mnistbench.study.store import Store
 
@@ -74,9 +76,9 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     add_store(run)
     run.add_argument(
         "--executor",
-        choices=("local", "ray"),
+        choices=tuple(EXECUTORS),
         default="local",
-        help="local processes or one Ray task per run",
+        help="; ".join(f"{name}: {executor.help}" for name, executor in EXECUTORS.items()),
     )
     run.add_argument(
         "--ray-address",
@@ -118,6 +120,7 @@ def run_study(args: argparse.Namespace) -> int:
         return _dry_run(study, args.only, args.store)
 
     from mnistbench.cli import console as ui
+    from mnistbench.cost.forecast import live_estimates
     from mnistbench.study import run as study_module
 
     # Fetch what the runs need first, here, so that workers never race to download.
@@ -142,6 +145,7 @@ def run_study(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             reporter=reporter,
             on_recorded=on_recorded,
+            estimates=functools.partial(live_estimates, root=str(args.root) if args.root else None),
         )
     finally:
         reporter.close()
@@ -199,16 +203,16 @@ def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
 def _forecast(
     study: StudySpec, only: list[str] | None, store: Store | None, store_path: Path
 ) -> StudyForecast:
-    """The study's runs as this machine sees them, with their estimates (calibrating the
-    shapes not in the cache next to the store first: seconds each, once per machine)."""
-    from mnistbench.calibrate import Calibration, cache_path_for
+    """The study's runs as this machine sees them, with their estimates (probing the speeds
+    not in the cache next to the store first: about a second each, once per machine)."""
     from mnistbench.cli.console import err_console
-    from mnistbench.forecast import forecast_study
+    from mnistbench.cost.forecast import forecast_study
+    from mnistbench.cost.probe import Probes, cache_path_for
     from mnistbench.study.run import expand
 
-    calibration = Calibration(cache_path_for(store_path), log=err_console.print)
+    probes = Probes(cache_path_for(store_path), log=err_console.print)
     keep = getattr(study, "keep_models", "all")
-    return forecast_study(expand(study, only), store, calibration, keep)
+    return forecast_study(expand(study, only), store, probes, keep)
 
 
 def _print_forecast(forecast: StudyForecast, title: str) -> None:
@@ -217,7 +221,7 @@ def _print_forecast(forecast: StudyForecast, title: str) -> None:
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration, human_size
-    from mnistbench.forecast import COLUMNS
+    from mnistbench.cost.forecast import COLUMNS
 
     table = Table(
         title=f"{title} (keep_models = {forecast.keep_models!r})",

@@ -122,7 +122,10 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
         default = spec_field.default
         help_text = _with_default(docs.get(name, ""), default).replace("%", "%%")
         flag = "--" + name.replace("_", "-")
-        group = groups[field_role(spec_field).engine]
+        engine = field_role(spec_field).engine
+        if engine not in groups:  # an engine added without a title of its own here
+            groups[engine] = parser.add_argument_group(f"{engine} engine")
+        group = groups[engine]
         if spec_field.type == "bool":
             group.add_argument(
                 flag,
@@ -150,7 +153,7 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
                 help=f"the same as {flag} false",
             )
         else:
-            choices = field_role(spec_field).choices
+            choices = field_role(spec_field).allowed()
             group.add_argument(
                 flag,
                 dest=name,
@@ -174,14 +177,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 def check_runnable(spec: RunSpec) -> None:
     """Raise now, before loading any data, when this machine cannot run the spec: its device
     (DeviceUnavailableError) or its SVM back-end (SVMBackendUnavailableError). Both exit 2."""
-    if spec.is_svm:
-        from mnistbench.models import resolve_svm_backend
+    from mnistbench.engines import engine_for
 
-        resolve_svm_backend(spec.svm_backend)
-    else:
-        from mnistbench.devices import resolve_device
-
-        resolve_device(spec.device)
+    engine_for(spec).check_runnable(spec)
 
 
 def train_one(args: argparse.Namespace) -> int:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from mnistbench.data.load import Dataset
+from mnistbench.data.sizes import ASSIGNMENT_FRACTIONS, fraction_lengths
 
 SPLITS = ("official", "assignment")
-ASSIGNMENT_FRACTIONS = (0.7, 0.1, 0.2)
 ASSIGNMENT_SEED = 42
 
 
@@ -39,14 +39,6 @@ class SplitData:
             "val": len(self.val_labels),
             "test": len(self.test_labels),
         }
-
-
-def _fraction_lengths(total: int, fractions: tuple[float, ...]) -> list[int]:
-    # random_split's rule: floor each, then hand out the remainder one by one from the first.
-    lengths = [int(total * fraction) for fraction in fractions]
-    for index in range(total - sum(lengths)):
-        lengths[index % len(lengths)] += 1
-    return lengths
 
 
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -84,7 +76,7 @@ def make_split(
         labels = torch.cat([dataset.train_labels, dataset.test_labels])
         generator = torch.Generator().manual_seed(ASSIGNMENT_SEED)
         order = torch.randperm(len(labels), generator=generator)
-        n_train, n_val, _ = _fraction_lengths(len(labels), ASSIGNMENT_FRACTIONS)
+        n_train, n_val, _ = fraction_lengths(len(labels), ASSIGNMENT_FRACTIONS)
         parts = order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
         return SplitData(split, *(t for idx in parts for t in (images[idx], labels[idx])))
     raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")

@@ -77,10 +77,13 @@ class Experiment:
 
 
 def kind(runs: pd.DataFrame) -> str:
-    if runs["model"].eq("svm").all():
+    """'svm' when every run is the SVM engine's (Q1(b)'s table); else 'devices' when the other
+    runs ran on more than one kind of device (Q2's); else 'grid', a column per model, which
+    fits the runs of any engine."""
+    if runs["engine"].eq("svm").all():
         return "svm"
-    torch = runs.loc[runs["model"].ne("svm"), "device_kind"]
-    return "devices" if torch.nunique() > 1 else "grid"
+    others = runs.loc[runs["engine"].ne("svm"), "device_kind"]
+    return "devices" if others.nunique() > 1 else "grid"
 
 
 def chance(dataset: str) -> float:

@@ -4,8 +4,8 @@ Columns: identity (key, study, experiment), outcome (`state`: ok, diverged, fail
 running or not run, and its `reason`), every RunSpec field (empty where the run's engine ignores
 it), the scalar RunResult fields (`model_path` included), the split sizes the run used, its
 environment (`env_*`) and what it shared the machine with (SHARING). `memberships`, `history`
-and `confusion` hold objects for grouping and plots and are not exported. Everything else in
-the report derives from this frame.
+and `confusion` hold objects for grouping and plots, `engine` the spec's engine; they are not
+exported (NOT_EXPORTED). Everything else in the report derives from this frame.
 """
 
 from __future__ import annotations
@@ -18,15 +18,32 @@ from typing import Any
 
 import pandas as pd
 
-from mnistbench.config import RunSpec
+from mnistbench.config import RunSpec, SpecError, field_role
+from mnistbench.published import GridKey
+from mnistbench.result import RunResult
 from mnistbench.study.store import RunRecord, Store
 
 SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec)]
+BUILT_OTHERWISE = {
+    "spec": "its fields are the SPEC_FIELDS columns",
+    "status": "`state` and `reason`, which say the store's status too",
+    "device": "`device_kind` and `device_name`: the `device` column is the spec's",
+    "history": "`epochs_completed`, `final_train_loss`, and the `history` object for plots",
+    "per_class_accuracy": "a list, not a cell of a flat row; the confusion matrix holds it",
+    "confusion_matrix": "the `confusion` object, for plots",
+    "environment": "the env_* and SHARING columns",
+    "protocol": "the split sizes (`<split>_images`) and the RAN columns",
+}
+"""RunResult fields that are not a column of their own, and what the frame makes of them."""
+LAST = ("resumed_from_epoch", "model_path", "message")
+"""Result columns after the others: the measurements first, then where a run resumed, its
+model file and its note."""
 RESULT_FIELDS = [
-    "test_accuracy", "val_accuracy", "train_seconds", "eval_seconds", "images_per_second",
-    "flops_per_image", "macs_per_image", "train_flops", "peak_memory_bytes", "peak_memory_kind",
-    "precision", "backend", "n_support", "resumed_from_epoch", "model_path", "message",
-]  # fmt: skip
+    *(f.name for f in dataclasses.fields(RunResult) if f.name not in {*BUILT_OTHERWISE, *LAST}),
+    *LAST,
+]
+"""A column each, as stored: every RunResult field but those BUILT_OTHERWISE, so that a field
+added to RunResult is in runs.csv without a change here."""
 ENVIRONMENT = [
     "hostname", "cpu", "cpu_count", "threads", "gpu", "cuda", "cudnn", "python", "torch",
     "torchvision", "sklearn", "numpy", "mnistbench", "git_commit",
@@ -39,9 +56,18 @@ RAN = ["memory_format", "cuda_graphs"]
 METRICS = ["test_accuracy", "train_seconds", "flops_per_image", "macs_per_image",
            "images_per_second", "n_support"]  # fmt: skip
 OBJECTS = ("memberships", "history", "confusion")
+NOT_EXPORTED = (*OBJECTS, "engine")
+"""Columns runs.csv and runs.json leave out: the objects, and the run's engine (what the report
+branches on, RunSpec.engine(); the model column says it)."""
 MISSING_STATES = ("diverged", "failed", "skipped", "running", "not run")
 """Why a config has no number: when its seeds are missing for different reasons, the first."""
-FIRST_AXES = ("dataset", "model", "batch_size", "optimizer", "lr", "kernel", "C", "gamma")
+GRID_AXES = tuple(f for f in GridKey._fields if f not in ("dataset", "model"))
+"""Q1(a)'s grid, what a published cell is keyed by beside its dataset and model: batch_size,
+optimizer, lr (the rows of its tables, in the order of published.GridKey)."""
+SVM_AXES = ("kernel", "C")
+"""What names an SVM config in the published Q1(b) table (beside its dataset)."""
+FIRST_AXES = ("dataset", "model", *GRID_AXES, *SVM_AXES, "gamma")
+"""The axes that lead, in this order; the other spec fields that vary follow in RunSpec's."""
 NOT_AXES = ("seed", "threads", "device", "memory_format", "svm_backend")
 """Spec fields that never make a grid axis: seeds repeat a config, the others change speed
 only (the device that ran is the `device_kind` axis)."""
@@ -63,7 +89,7 @@ def load_runs(store: Store, study: str | None = None) -> pd.DataFrame:
 
 def _row(record: RunRecord, study: str) -> dict[str, Any]:
     spec, result, state = record.spec, record.result, _state(record)
-    canonical = spec.canonical()
+    canonical, engine = _identity(spec)
     row: dict[str, Any] = {
         "key": record.key, "study": study, "memberships": [], "store_status": record.status,
         "state": state, "reason": _reason(record, state), "attempt": record.attempt,
@@ -73,6 +99,7 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     row |= {f: getattr(spec, f) if f in canonical or f == "threads" else None for f in SPEC_FIELDS}
     seedless = {name: value for name, value in canonical.items() if name != "seed"}
     row["config"] = json.dumps(seedless, sort_keys=True, default=str)
+    row["engine"] = engine
     row |= {name: getattr(result, name, None) for name in RESULT_FIELDS}
     env = result.environment if result else {}
     used = (result.device if result else None) or spec.device
@@ -96,6 +123,18 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     row["history"] = result.history if result else []
     row["confusion"] = result.confusion_matrix if result else None
     return row
+
+
+def _identity(spec: RunSpec) -> tuple[dict[str, Any], str | None]:
+    """The spec's canonical fields and its engine. A model that no engine of this version trains
+    (a newer mnistbench stored the run) has neither: the fields that every engine reads stand
+    in, and its engine is None."""
+    try:
+        return spec.canonical(), spec.engine()
+    except SpecError:
+        roles = {f.name: field_role(f) for f in dataclasses.fields(spec)}
+        read = [n for n, role in roles.items() if role.engine == "run" and role.identity != "never"]
+        return {n: getattr(spec, n) for n in read}, None
 
 
 def _state(record: RunRecord) -> str:

@@ -9,8 +9,8 @@ import pandas as pd
 
 from mnistbench import published
 from mnistbench.report.compare import Experiment, Insight, keys, tested, versus, versus_text
-from mnistbench.report.frame import finished
-from mnistbench.report.tables import GRID_AXES, published_gaps
+from mnistbench.report.frame import GRID_AXES, SVM_AXES, finished
+from mnistbench.report.tables import LIMITS, published_gaps
 from mnistbench.report.text import counts, giga, label, name, percent, plural, ratio, seconds
 
 AGREE = 0.75
@@ -47,7 +47,7 @@ def best_configs(exps: list[Experiment], kind: str) -> list[Insight]:
     for dataset, done in pd.concat(pool).groupby("dataset", sort=False) if pool else []:
         done = done.sort_values("test_accuracy_mean", ascending=False)
         best, exp = done.iloc[0].to_dict(), exps[done["exp"].iloc[0]]
-        axes = [*GRID_AXES, *exp.axes] if kind == "grid" else ["kernel", "C", *exp.axes]
+        axes = [*(GRID_AXES if kind == "grid" else SVM_AXES), *exp.axes]
         text = (
             f"Best on {name(dataset)} ({'Q1(a)' if kind == 'grid' else 'SVMs'}, {exp.slug}): "
             f"{label(best, dict.fromkeys(axes), dataset=False)} at {accuracy(best)}, "
@@ -75,8 +75,7 @@ def their_best(dataset: str, kind: str) -> tuple[float, str] | None:
         key, row = published.best(dataset)
     except KeyError:
         return None
-    what = f"{name(key.model)}, B{key.batch_size}, {name(key.optimizer)}, lr {key.lr:g}"
-    return row.accuracy, what
+    return row.accuracy, label(key._asdict(), GRID_AXES, dataset=False)
 
 
 def speedups(exps: list[Experiment]) -> pd.DataFrame:
@@ -184,7 +183,7 @@ def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
     said = [  # (whether it applies, what it says)
         ((seeds < 2).any(), f"{(seeds < 2).sum()} of {len(seeds)} finished configs have one seed: "
          "gaps between them are untested."),
-        (runs[["train_limit", "test_limit"]].notna().any(axis=None), "Runs use subsets of the data: "
+        (runs[list(LIMITS)].notna().any(axis=None), "Runs use subsets of the data: "
          "accuracies are not comparable with full-dataset ones such as the published study's."),
         (len(waiting), f"{len(waiting)} of {len(runs)} runs have no result yet "
          f"({counts(waiting['state'])}): `mnistbench study run` runs them."),
@@ -192,7 +191,7 @@ def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
          f"{'; '.join(dict.fromkeys(skipped['reason']))}."),
     ]  # fmt: skip
     texts = [text for applies, text in said if applies]
-    torch = finished(runs[runs["model"].ne("svm") & runs["images_per_second"].gt(0)])
+    torch = finished(runs[runs["engine"].eq("torch") & runs["images_per_second"].gt(0)])
     alike = torch.groupby(["model", "image_size", "device_kind", "precision"])["images_per_second"]
     speeds = alike.agg(["min", "max", "size"])
     for (model, size, device, _), r in speeds[speeds["max"] > spread * speeds["min"]].iterrows():

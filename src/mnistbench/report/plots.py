@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
 from mnistbench.report.compare import Experiment, contexts
-from mnistbench.report.frame import levels, numeric
+from mnistbench.report.frame import GRID_AXES, SVM_AXES, levels, numeric
 from mnistbench.report.text import field_label, label, name, percent, show
 
 LINES_AT_MOST = 12
@@ -166,7 +166,7 @@ def confusion(run: pd.Series) -> Plot:
     align = "right" if rotate else "center"
     axes.set_xticks(range(len(names)), names, rotation=45 * rotate, ha=align)
     axes.set_yticks(range(len(names)), names)
-    config = label(run, ("batch_size", "optimizer", "lr", "kernel", "C"), dataset=False)
+    config = label(run, (*GRID_AXES, *SVM_AXES), dataset=False)
     what = f"{config}, seed {run['seed']}: {percent(run['test_accuracy'])}% of {int(matrix.sum()):,} test images"
     dataset = name(run["dataset"])
     axes.set(xlabel="predicted class", ylabel="true class", title=f"Best run on {dataset}\n{what}")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mnistbench.files import atomic_write_text
 from mnistbench.report.build import Report
-from mnistbench.report.frame import MISSING_STATES, OBJECTS
+from mnistbench.report.frame import MISSING_STATES, NOT_EXPORTED
 from mnistbench.report.plots import Plot
 from mnistbench.report.tables import Table
 
@@ -117,7 +117,7 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS
     for plot in report.plots if "md" in formats else []:
         (out_dir / f"{plot.slug}.png").write_bytes(plot.png)
         written.append(out_dir / f"{plot.slug}.png")
-    exports = report.runs.drop(columns=list(OBJECTS))
+    exports = report.runs.drop(columns=list(NOT_EXPORTED))
     texts = {
         "md": ("report.md", lambda: render_markdown(report)),
         "html": ("report.html", lambda: render_html(report, out_dir)),

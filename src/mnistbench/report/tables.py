@@ -16,10 +16,9 @@ import pandas as pd
 from mnistbench import published
 from mnistbench.report import text as units
 from mnistbench.report.compare import Experiment, contexts
-from mnistbench.report.frame import shared_gpu_runs
+from mnistbench.report.frame import GRID_AXES, shared_gpu_runs
 from mnistbench.report.text import field_label, formatted, label, name, show
 
-GRID_AXES = ("batch_size", "optimizer", "lr")
 LIMITS = ("train_limit", "test_limit")
 ROWS_AT_MOST = 40
 """Longer tables show their most accurate rows; runs.csv and the heatmap hold them all."""
@@ -83,7 +82,8 @@ def by_model(configs: pd.DataFrame, rows: list[str], settings: pd.DataFrame, hea
     text, value = metric(configs, header)
     frame = configs[[*rows, "model"]].assign(text=text, value=value)
     wide = frame.groupby([*rows, "model"], sort=False, dropna=False).first().unstack("model")
-    wide = wide.reindex(pd.MultiIndex.from_frame(settings)).reset_index(drop=True)
+    index = pd.MultiIndex.from_frame(settings) if len(rows) > 1 else pd.Index(settings[rows[0]])
+    wide = wide.reindex(index).reset_index(drop=True)  # one row axis: no MultiIndex to match
     return wide["text"].fillna("not run"), wide["value"]
 
 
@@ -93,6 +93,7 @@ def grid_table(exp: Experiment) -> Table:
     dataset = exp.runs["dataset"].iloc[0]
     rows = [a for a in GRID_AXES if configs[a].notna().any()]
     rows += [a for a in exp.axes if a not in (*GRID_AXES, "model")]
+    rows = rows or ["dataset"]  # an engine without these settings: a row, for the one dataset
     settings = configs[rows].drop_duplicates().reset_index(drop=True)
     acc_text, acc = by_model(configs, rows, settings, "accuracy %")
     secs_text, secs = by_model(configs, rows, settings, "train (s)")
@@ -173,11 +174,12 @@ def unique(values: pd.Series, field: str = "") -> str:
 
 def settings(runs: pd.DataFrame) -> dict[str, str]:
     """The protocol, setting by setting: what a footnote states and the published one differs in."""
-    torch, limits = runs[runs["model"].ne("svm")], [unique(runs[f], f) for f in LIMITS]
+    torch, limits = runs[runs["engine"].eq("torch")], [unique(runs[f], f) for f in LIMITS]
     subsets = ", ".join(f"{f} {limit or 'none'}" for f, limit in zip(LIMITS, limits, strict=True))
     found = {"split": unique(runs["split"]), "subsets": subsets if any(limits) else "none"}
-    if torch.empty:
-        return found | {"features": unique(runs["features"])}
+    if torch.empty:  # SVMs say their features; another engine's runs, only what all runs have
+        features = unique(runs["features"])
+        return found | ({"features": features} if features else {})
     size = torch["image_size"].astype(int).astype(str)
     return found | {
         "input": unique(size + "×" + size + "×" + torch["channels"].astype(int).astype(str)),
@@ -197,9 +199,10 @@ def steps(torch: pd.DataFrame) -> dict[str, str]:
 def published_gaps(runs: pd.DataFrame, part: str) -> list[str]:
     """How these runs' protocol differs from the published study's ('q1a', 'q1b' or 'q2')."""
     theirs = {"split": "assignment", "subsets": "none"}
-    if part == "q1a":
+    if part == "q1a":  # epochs only where the study trained on the dataset (MNIST, Fashion)
         epochs = published.Q1A_EPOCHS.get(runs["dataset"].iloc[0])
-        theirs |= {"input": "224×224×3", "epochs": str(epochs), "device": "GPU"}
+        said = {"epochs": str(epochs)} if epochs else {}
+        theirs |= {"input": "224×224×3", **said, "device": "GPU"}
     elif part == "q2":
         theirs |= {"input": "224×224×3", "epochs": str(published.Q2_EPOCHS)}
     ours = settings(runs)

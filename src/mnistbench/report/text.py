@@ -12,12 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-NAMES = {
-    "resnet18": "ResNet-18", "resnet50": "ResNet-50", "svm": "SVM", "mnist": "MNIST",
-    "fashion-mnist": "FashionMNIST", "sgd": "SGD", "adam": "Adam", "adamw": "AdamW",
-    "cpu": "CPU", "cuda": "GPU", "mps": "GPU (MPS)",
-}  # fmt: skip
-LABELS = {"batch_size": "batch size", "device_kind": "device"}
+from mnistbench import published
+
+NAMES = published.NAMES | {"svm": "SVM", "adamw": "AdamW", "mps": "GPU (MPS)"}
+"""Display names: the published study's where it has one (ResNet-18, FashionMNIST, GPU). A name
+not here (a future engine's model, a dataset added later) is written as it is: 'logreg'."""
+LABELS = {"device_kind": "device"}
+"""Headers that are not the field's name with spaces (batch_size -> 'batch size')."""
 SHORT = {"batch_size": "B{}", "optimizer": "{}", "kernel": "{}", "device_kind": "{}"}
 """How a label names these axes: 'B16, SGD', not 'batch size 16, optimizer SGD'."""
 # The formats of the quantities, each the one way the report writes it.
@@ -32,6 +33,7 @@ def giga(value: float) -> str:
 
 
 def name(value: object) -> str:
+    """How a value is written: its display name, else as it is."""
     return NAMES.get(value, str(value)) if isinstance(value, str) else str(value)
 
 

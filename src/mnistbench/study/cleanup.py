@@ -2,10 +2,11 @@
 
 A study's runs keep their files in the checkpoint directory next to the store
 (`checkpoint_dir_for`): `<key>.ckpt.pt`, the last finished epoch of a run that has not finished
-(resumed from, removed when the run finishes), and `<key>.model.pt` (a ResNet) or
-`<key>.model.skops` (an SVM), the final model, which the stored result advertises as
-`model_path`. The names are checkpoint.py's (a test checks that they
-agree); this module imports no torch, so that `study clean` starts at once.
+(resumed from, removed when the run finishes), and `<key>.model.<extension>`, the final model
+(`.model.pt` for a ResNet, `.model.skops` for an SVM: each engine's `model_suffix`), which the
+stored result advertises as `model_path`. The names are checkpoint.py's and the engines' (a
+test checks that they agree); this module imports no torch, so that `study clean` starts at
+once.
 
 Two rules hold everywhere here: a run that a live process holds is never touched
 (`Store.unclaimed` keeps the write lock while its files go, so nobody claims it meanwhile), and
@@ -18,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnistbench.engines.modelfile import MODEL_MARK
 from mnistbench.study.file import StudySpec
 from mnistbench.study.store import RunRecord, Store, StoreError
 
 CHECKPOINT_SUFFIX = ".ckpt.pt"
-MODEL_SUFFIX = ".model.pt"  # a ResNet's final model
-MODEL_SUFFIXES = (MODEL_SUFFIX, ".model.skops")  # and an SVM's (modelfile.py)
 
 
 def checkpoint_dir_for(store_path: Path) -> Path:
@@ -48,9 +48,11 @@ class Cleaned:
 def run_files(
     directory: Path, key: str, *, models: bool = True, checkpoints: bool = True
 ) -> list[Path]:
-    """The files a run may have in the checkpoint directory."""
-    suffixes = ((CHECKPOINT_SUFFIX,) if checkpoints else ()) + (MODEL_SUFFIXES if models else ())
-    return [directory / f"{key}{suffix}" for suffix in suffixes]
+    """The files a run has in the checkpoint directory (its checkpoint's name, there or not)."""
+    found = [directory / f"{key}{CHECKPOINT_SUFFIX}"] if checkpoints else []
+    if models:
+        found += sorted(directory.glob(f"{key}{MODEL_MARK}*"))
+    return found
 
 
 def remove_run_files(
@@ -166,7 +168,7 @@ def study_keys(study: StudySpec) -> set[str]:
     for experiment in study.experiments:
         for spec in experiment.specs():
             keys.add(spec.key())
-            if spec.device == "auto" and not spec.is_svm:
+            if spec.device == "auto" and spec.reads("device"):
                 keys.update(spec.replace(device=kind).key() for kind in ("cpu", "cuda", "mps"))
     return keys
 
@@ -214,16 +216,14 @@ def clean_orphans(
         for r in store.runs()
         if r.result is not None and r.result.model_path
     }
-    for suffix in (CHECKPOINT_SUFFIX, *MODEL_SUFFIXES):
-        for path in sorted(directory.glob(f"*{suffix}")):
-            key = path.name.removesuffix(suffix)
+    for pattern in (f"*{CHECKPOINT_SUFFIX}", f"*{MODEL_MARK}*"):
+        for path in sorted(directory.glob(pattern)):
+            key = _key_of(path.name)
             if key not in known:
                 remove_run_files(store, directory, key, cleaned)
     return cleaned
 
 
 def _key_of(name: str) -> str:
-    """The run key a model file's name starts with."""
-    for suffix in MODEL_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
+    """The run key a checkpoint's or model file's name starts with."""
+    return name.removesuffix(CHECKPOINT_SUFFIX).split(MODEL_MARK)[0]

@@ -21,16 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistbench.config import RunSpec, default_threads
-from mnistbench.devices import auto_device, concrete_spec, skip_reason, visible_gpus
-from mnistbench.forecast import live_estimates
-from mnistbench.measure import available_memory
-from mnistbench.progress import Reporter
+from mnistbench.config import RunSpec
+from mnistbench.devices import auto_device, concrete_spec
+from mnistbench.engines import skip_reason
+from mnistbench.progress import Estimates, Reporter
 from mnistbench.result import RunResult
 from mnistbench.study import DEFAULT_STORE, executors
-from mnistbench.study.cleanup import MODEL_SUFFIX, apply_keep_policy, checkpoint_dir_for, run_files
+from mnistbench.study.cleanup import apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.study.file import StudySpec
-from mnistbench.study.scheduler import auto_jobs, gpu_share, wants_worker_processes
 from mnistbench.study.store import RunRecord, Store
 
 HEARTBEAT_SECONDS = 10.0
@@ -48,6 +46,10 @@ class PlannedRun:
     @property
     def key(self) -> str:
         return self.spec.key()
+
+
+EstimateRuns = Callable[[list[PlannedRun], Store, Reporter], Estimates | None]
+"""The seconds each run to do will take here, given the store (cost.forecast.live_estimates)."""
 
 
 def expand(study: StudySpec, only: list[str] | None = None) -> list[PlannedRun]:
@@ -105,7 +107,7 @@ def _adopt_auto_runs(store: Store, expanded: list[PlannedRun], log: Callable[[st
     it first). Others stay where they are: a run done on the other kind of machine waits for
     that machine's planner; a failure without a result or a run in flight are left alone."""
     for run in expanded:
-        if run.spec.is_svm or run.spec.device not in ("cpu", "cuda", "mps"):
+        if not run.spec.reads("device") or run.spec.device not in ("cpu", "cuda", "mps"):
             continue
         old = store.get(run.spec.replace(device="auto").key())
         if old is None or store.get(run.key) is not None:
@@ -119,13 +121,14 @@ def _rename_run_files(store: Store, old: RunRecord, new_key: str) -> None:
     """A run that moved to a new key takes its checkpoint and model along, and its result
     points to the model's new name."""
     directory = checkpoint_dir_for(store.path)
-    pairs = zip(run_files(directory, old.key), run_files(directory, new_key), strict=True)
-    for before, after in pairs:
+    for before in run_files(directory, old.key):
+        after = before.with_name(new_key + before.name.removeprefix(old.key))
         if before.exists() and not after.exists():
             before.rename(after)
-    model_path = old.result.model_path if old.result else None
-    if model_path and Path(model_path).name == f"{old.key}{MODEL_SUFFIX}":
-        store.set_model_path(new_key, str(Path(model_path).with_name(f"{new_key}{MODEL_SUFFIX}")))
+    model_path = Path(old.result.model_path) if old.result and old.result.model_path else None
+    if model_path and model_path.name.startswith(old.key):
+        renamed = model_path.with_name(new_key + model_path.name.removeprefix(old.key))
+        store.set_model_path(new_key, str(renamed))
 
 
 def _device_kind(record: RunRecord) -> str | None:
@@ -230,54 +233,38 @@ def run_study(
     store_path: Path = DEFAULT_STORE,
     *,
     only: list[str] | None = None,
-    executor: str = "local",
+    executor: str | executors.Executor = "local",
     jobs: int | str = 1,
     retry_failed: bool = False,
     root: str | None = None,
     ray_address: str | None = None,
     reporter: Reporter | None = None,
     on_recorded: Callable[[Store, str], None] | None = None,
+    estimates: EstimateRuns | None = None,
 ) -> StudyOutcome:
     """Execute every run of the study that the store does not have yet. `on_recorded(store,
     key)` is called in this (driver) process after each run's result or failure is stored
-    (`study run --mlflow` logs the run there)."""
+    (`study run --mlflow` logs the run there). `estimates(todo, store, reporter)`: the
+    seconds each run to do will take, for a reporter that shows an ETA (cost.forecast's
+    `live_estimates`; without it, no ETA).
+
+    `executor`: a name in executors.EXECUTORS, configured by `jobs` and `ray_address` (each
+    executor reads its own), or an Executor to use as it is."""
+    options = executors.ExecutorOptions(jobs=jobs, ray_address=ray_address)
+    runner = executors.make_executor(executor, options)  # an unknown name: before any work
     reporter = reporter or Reporter()
     outcome = StudyOutcome()
     with Store(store_path) as store, Heartbeat(store) as heartbeat:
         planned = plan(study, store, only, log=reporter.log)
         todo = _to_claim(store, planned, retry_failed, outcome)
-        estimates = live_estimates(todo, store, reporter, root)  # None unless it shows an ETA
-        reporter.start_study(len(planned), outcome.already_done, estimates)
+        seconds = estimates(todo, store, reporter) if estimates and reporter.shows_eta else None
+        reporter.start_study(len(planned), outcome.already_done, seconds)
         context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
                              study=study.name, keep_models=study.keep_models,
                              on_recorded=on_recorded)  # fmt: skip
-        gpus = visible_gpus()
-        shares = {
-            run.key: gpu_share(run.spec, study.experiment(run.experiment).resources, gpus)
-            for run in todo
-        }
-        if jobs == "auto":
-            jobs = _auto_jobs(list(shares.values()), reporter)
-        if executor == "ray":
-            executors.run_ray(todo, context, study, ray_address)
-        elif wants_worker_processes(list(shares.values()), jobs, gpus):
-            executors.run_processes(todo, context, shares, jobs, gpus)
-        else:
-            executors.run_sequential(todo, context)
+        runner.run(todo, context, study)
         reporter.close()
     return outcome
-
-
-def _auto_jobs(shares: list[float | None], reporter: Reporter) -> int:
-    """--jobs auto for these runs (a share of None: a CPU run), said in the log."""
-    cores, memory = default_threads(), available_memory()
-    jobs = auto_jobs(sum(share is None for share in shares), cores, memory)
-    room = f", {memory / 2**30:.0f} GiB free" if memory is not None else ""
-    reporter.log(
-        f"--jobs auto: {jobs} run(s) at once, {max(1, cores // jobs)} thread(s) each "
-        f"({cores} cores, {sum(share is None for share in shares)} CPU runs to do{room})"
-    )
-    return jobs
 
 
 @dataclass

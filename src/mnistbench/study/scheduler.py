@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnistbench.config import RunSpec
+from mnistbench.engines import engine_for
 
 # --jobs auto leaves this much memory per worker: a ResNet run at 28 px peaks at about 1.4 GiB
 # RSS (the quick study's runs), with its dataset as tensors and the model's activations.
@@ -29,9 +30,8 @@ EPSILON = 1e-9  # 4 x 0.25 must fit in 1.0 despite float rounding
 
 def needs_gpu(spec: RunSpec, gpus_here: int) -> bool:
     """Whether the run trains on a GPU here ('auto' means a GPU when there is one)."""
-    if spec.is_svm:
-        return spec.svm_backend == "cuml"
-    return spec.device.startswith("cuda") or (spec.device == "auto" and gpus_here > 0)
+    device = engine_for(spec).device(spec)
+    return device.startswith("cuda") or (device == "auto" and gpus_here > 0)
 
 
 def gpu_fraction(resources: dict[str, Any]) -> float:

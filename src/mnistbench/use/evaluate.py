@@ -1,10 +1,10 @@
 """Re-evaluate a saved model on a dataset and split: accuracy, per-class accuracy, confusion.
 
 By default the model's own dataset, split protocol and subset (its spec's split, val_fraction,
-seed and test_limit), so that its test part gives back the stored test accuracy exactly: a ResNet
-goes through the training engine's own `loops.evaluate` (same preprocessing, batch size and
-precision), an SVM through the engine's features and float64 predict. Another dataset (an MNIST
-model on FashionMNIST) is split by the same protocol.
+seed and test_limit), so that its test part gives back the stored test accuracy exactly: the saved model predicts
+as its run did (a ResNet with its preprocessing, batch size and precision; an SVM with its
+features and float64 predict). Another dataset (an MNIST model on FashionMNIST) is split by the
+same protocol.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import torch
 
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
-from mnistbench.engines.torch.loops import eval_batch_size, evaluate
-from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.errors import UserError
-from mnistbench.result import per_class_accuracy
+from mnistbench.result import accuracy_percent, per_class_accuracy
 from mnistbench.use.saved import SavedModel
 
 PARTS = ("test", "val", "train")
@@ -59,21 +57,11 @@ def evaluate_model(
             f"{data.name} has {len(data.info.classes)} classes, the model {len(model.classes)}"
         )
     images, labels = split_part(model, data, part)
-    device = device or torch.device("cpu")
-    if model.engine == "svm":
-        predicted = model.predict(images)
-        flat = labels.numpy() * len(model.classes) + predicted
-        counts = np.bincount(flat, minlength=len(model.classes) ** 2)
-        confusion = counts.reshape(len(model.classes), len(model.classes)).tolist()
-        accuracy = 100.0 * float(np.mean(predicted == labels.numpy()))
-    else:
-        assert model.module is not None and model.preprocess is not None
-        accuracy, matrix = evaluate(
-            model.module.to(device), images.to(device), labels.to(device), model.preprocess,
-            device, make_precision(model.spec.amp, device),
-            eval_batch_size(model.spec.image_size), len(model.classes),
-        )  # fmt: skip
-        confusion = matrix.tolist()
+    classes = len(model.classes)
+    predicted = model.predict(images, device or torch.device("cpu"))
+    flat = labels.numpy() * classes + predicted
+    confusion = np.bincount(flat, minlength=classes**2).reshape(classes, classes).tolist()
+    accuracy = accuracy_percent(int(np.trace(np.array(confusion))), len(labels))
     return Evaluation(
         data.name, part, len(labels), accuracy, per_class_accuracy(confusion), confusion,
         data.info.classes,

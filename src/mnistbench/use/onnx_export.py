@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistbench.errors import RunFailure, UserError
-from mnistbench.modelfile import require
-from mnistbench.use.saved import SavedModel
+from mnistbench.engines import SavedModel
+from mnistbench.engines.svm.saved import SvmModel
+from mnistbench.engines.torch.saved import TorchModel
+from mnistbench.errors import RunFailure, UserError, require
 
 INPUT = "images"
 OPSET = 18
@@ -41,9 +42,8 @@ class ExportError(UserError):
 class Exported(nn.Module):
     """uint8 images (N, 28, 28) -> logits: the run's preprocessing, then its network."""
 
-    def __init__(self, model: SavedModel) -> None:
+    def __init__(self, model: TorchModel) -> None:
         super().__init__()
-        assert model.module is not None and model.preprocess is not None
         # The layout is the runtime's business in ONNX: NCHW in, whatever it runs fastest.
         self.preprocess = dataclasses.replace(model.preprocess, channels_last=False)
         self.network = model.module.to(memory_format=torch.contiguous_format).eval()
@@ -58,17 +58,19 @@ def export_onnx(model: SavedModel, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     try:
-        if model.engine == "svm":
+        if isinstance(model, SvmModel):
             _export_svm(model, partial)
-        else:
+        elif isinstance(model, TorchModel):
             _export_torch(model, partial)
+        else:
+            raise ExportError(f"ONNX export is not supported for the {model.engine} engine")
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return out
 
 
-def _export_torch(model: SavedModel, path: Path) -> None:
+def _export_torch(model: TorchModel, path: Path) -> None:
     require("onnxscript")  # torch.onnx's exporter is written with it
     example = torch.zeros(2, 28, 28, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1)
@@ -82,7 +84,7 @@ def _export_torch(model: SavedModel, path: Path) -> None:
         raise RunFailure(f"torch.onnx could not export {model.path}: {exc}") from exc
 
 
-def _export_svm(model: SavedModel, path: Path) -> None:
+def _export_svm(model: SvmModel, path: Path) -> None:
     onnx = require("onnx")
     skl2onnx = require("skl2onnx")
     from sklearn.pipeline import make_pipeline
@@ -156,7 +158,7 @@ def compare(model: SavedModel, path: Path, images: np.ndarray) -> tuple[float, f
     outputs = run_onnx(path, images)
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     ours = model.scores(tensor)
-    if model.engine == "svm":
+    if isinstance(model, SvmModel):
         labels, theirs = outputs[0], outputs[1]
         same = labels == model.predict(tensor)
     else:

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistbench.errors import RunFailure, UserError
-from mnistbench.modelfile import require
+from mnistbench.errors import RunFailure, UserError, require
 from mnistbench.study.store import RunRecord, Store
 from mnistbench.use.selection import existing_model
 from mnistbench.use.tracking_content import confusion_figure, history_metrics, result_metrics
@@ -249,7 +248,7 @@ def tags(record: RunRecord, study: str, experiment: str) -> dict[str, str]:
         "mnistbench.status": record.status,
         "mnistbench.device": (result.device if result else None) or record.spec.device,
         "mnistbench.backend": (result.backend if result else None)
-        or ("torch" if not record.spec.is_svm else record.spec.svm_backend),
+        or (record.spec.svm_backend if record.spec.engine() == "svm" else record.spec.engine()),
         "mnistbench.git_commit": environment.get("git_commit"),
         "mlflow.source.git.commit": environment.get("git_commit"),
         "mnistbench.error": (record.error or "")[:5000] or None,

@@ -15,20 +15,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 from sklearn.metrics import confusion_matrix
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.engines.svm import MODEL_SUFFIX
+from mnistbench.engines.svm.backends import build_svm
+from mnistbench.engines.svm.features import fit_features, predict
+from mnistbench.engines.svm.saved import save_svm_file
 from mnistbench.errors import UserError
 from mnistbench.measure import environment, peak_memory, reset_peak_memory
-from mnistbench.modelfile import SVM_SUFFIX, save_svm_file
-from mnistbench.models import build_svm
 from mnistbench.progress import Reporter
-from mnistbench.result import RunResult, per_class_accuracy
+from mnistbench.result import RunResult, accuracy_percent, per_class_accuracy
 
 T = TypeVar("T")
 
@@ -43,64 +43,8 @@ def _timed(call: Callable[[], T]) -> tuple[T, float]:
     return value, time.perf_counter() - started
 
 
-def pixels(images: torch.Tensor) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]; N may be 0 (no validation split)."""
-    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
-    return flat.numpy().astype(np.float32) / np.float32(255)
-
-
-def fit_features(
-    kind: str, train: torch.Tensor, others: list[torch.Tensor], seed: int = 0
-) -> tuple[np.ndarray, list[np.ndarray], Any | None]:
-    """Feature vectors for the train images and each of `others` (val, test), and the fitted
-    transform (None for pixels), which a saved model keeps to apply to new images.
-
-    'pixels': scaled to 0..1. 'standardized': zero mean, unit variance per pixel. 'pca:N': the
-    first N principal components. Scaler and PCA are fitted on the training images only, so no
-    statistic of the test set leaks into the model. float32, because oneDAL (sklearnex) and cuML
-    fit in the input's precision, and float32 fits faster with the same model
-    (benchmarks/README.md).
-    """
-    x_train = pixels(train)
-    if kind == "pixels":
-        return x_train, [pixels(images) for images in others], None
-    if kind == "standardized":
-        transform: Any = StandardScaler()
-    elif kind.startswith("pca:"):
-        components = int(kind[4:])
-        limit = min(x_train.shape)
-        if components > limit:
-            raise ValueError(
-                f"features={kind!r}: PCA can keep at most {limit} components "
-                f"with {x_train.shape[0]} training images of {x_train.shape[1]} pixels"
-            )
-        transform = PCA(n_components=components, random_state=seed)
-    else:
-        raise ValueError(f"features={kind!r}: choose pixels, standardized or pca:N")
-    x_train = transform.fit_transform(x_train).astype(np.float32)
-    return x_train, [features(images, transform) for images in others], transform
-
-
-def features(images: torch.Tensor, transform: Any | None) -> np.ndarray:
-    """Feature vectors of images under a fitted transform (None: the pixels)."""
-    x = pixels(images)
-    if transform is None:
-        return x
-    if not len(x):  # transform() rejects 0 rows, which an absent validation split has
-        return np.zeros((0, getattr(transform, "n_components_", x.shape[1])), np.float32)
-    return transform.transform(x).astype(np.float32)
-
-
-def make_features(
-    kind: str, train: torch.Tensor, others: list[torch.Tensor], seed: int = 0
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """fit_features without the transform."""
-    x_train, x_others, _ = fit_features(kind, train, others, seed)
-    return x_train, x_others
-
-
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return 100.0 * float(np.mean(predictions == labels))
+    return accuracy_percent(int(np.sum(predictions == labels)), len(labels))
 
 
 def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
@@ -150,17 +94,6 @@ def _fit(estimator: Any, x: np.ndarray, y: np.ndarray, spec: RunSpec, backend: s
             f"{len(y)} training images of {spec.dataset}): {type(exc).__name__}: {exc}"
         ) from exc
     return seconds
-
-
-def predict(estimator: Any, x: np.ndarray) -> np.ndarray:
-    """Class labels of `x` as numpy int64, predicted in float64 whatever the fit's precision.
-
-    float64 on purpose: oneDAL's (sklearnex) float32 multiclass predict disagreed with libsvm
-    on some FashionMNIST test images, even for a model fitted in float64, and its float64
-    predict agreed on all of them (benchmarks/README.md).
-    """
-    # cuML may hand back its own array type; the metrics want numpy integers.
-    return np.asarray(estimator.predict(x.astype(np.float64))).astype(np.int64)
 
 
 def _predict_timed(estimator: Any, x: np.ndarray, backend: str) -> tuple[np.ndarray, float]:
@@ -251,7 +184,7 @@ def keep_model(
 ) -> str | None:
     """Save the fitted SVM for later prediction (modelfile.py); its path, or None, said through
     the reporter, when it cannot be saved here (skops not installed, a cuML model)."""
-    path = checkpoint_dir / f"{spec.key()}{SVM_SUFFIX}"
+    path = checkpoint_dir / f"{spec.key()}{MODEL_SUFFIX}"
     try:
         save_svm_file(path, spec, estimator, transform)
     except UserError as exc:

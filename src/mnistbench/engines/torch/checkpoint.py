@@ -17,9 +17,11 @@ from torch import nn
 
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
+from mnistbench.engines.modelfile import header, why
+from mnistbench.engines.torch import MODEL_SUFFIX
 from mnistbench.engines.torch.recipe import GLOBAL_RNG, Training
+from mnistbench.engines.torch.saved import preprocess_record
 from mnistbench.files import atomic_replace
-from mnistbench.modelfile import TORCH_SUFFIX, header, preprocess_record, why
 from mnistbench.result import EpochRecord
 
 CHECKPOINT_VERSION = 1
@@ -30,7 +32,7 @@ def checkpoint_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
 
 
 def final_model_path(checkpoint_dir: Path, spec: RunSpec) -> Path:
-    return checkpoint_dir / f"{spec.key()}{TORCH_SUFFIX}"
+    return checkpoint_dir / f"{spec.key()}{MODEL_SUFFIX}"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -22,6 +22,7 @@ from mnistbench.engines.torch.batches import Batches, make_augment, warm_up_shap
 from mnistbench.engines.torch.recipe import Precision, make_optimizer, make_precision
 from mnistbench.measure import synchronize
 from mnistbench.progress import Reporter
+from mnistbench.result import accuracy_percent
 
 PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
 
@@ -213,7 +214,7 @@ def evaluate(
             batch_labels * num_classes + predicted, minlength=num_classes * num_classes
         )
     confusion = confusion.view(num_classes, num_classes).cpu()
-    accuracy = 100.0 * confusion.diag().sum().item() / max(int(confusion.sum()), 1)
+    accuracy = accuracy_percent(int(confusion.diag().sum()), int(confusion.sum()))
     return accuracy, confusion
 
 

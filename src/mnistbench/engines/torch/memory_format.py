@@ -33,11 +33,11 @@ from torch import nn
 
 from mnistbench.config import RunSpec
 from mnistbench.engines.torch.loops import eval_batch_size
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.recipe import GLOBAL_RNG, Precision, make_optimizer, make_precision
 from mnistbench.engines.torch.smallmaps import count_small_map_convs, use_matmul_for_small_maps
 from mnistbench.files import atomic_write_text
 from mnistbench.measure import machine_key, synchronize
-from mnistbench.models import build_resnet
 
 CACHE_NAME = "layouts.json"
 # Raised when what a cached entry means changes (2: evaluation rates; 3: matmul on small maps).
@@ -121,6 +121,19 @@ def choose_layout(
         entries[key] = rates
         atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}))
     return _decide(spec, rates, work, "measured now")
+
+
+def cached_choice(spec: RunSpec, device: torch.device, work: tuple[int, int]) -> LayoutChoice:
+    """The choice `choose_layout` would make from the cache alone; without a cached entry for
+    an "auto" shape, NCHW with the backend's convolutions (what every other tool runs)."""
+    if spec.memory_format != "auto" and spec.small_map_convs != "auto":
+        return choose_layout(spec, device, work=work)
+    key = shape_key(spec, device, make_precision(spec.amp, device))
+    cached = _read_cache(cache_dir() / CACHE_NAME).get(key)
+    if cached is not None:
+        return _decide(spec, cached, work, "measured earlier (cached)")
+    channels_last = spec.memory_format == "channels_last"
+    return LayoutChoice(channels_last, "not measured yet", None, spec.small_map_convs == "matmul")
 
 
 def _decide(

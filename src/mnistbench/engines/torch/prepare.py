@@ -14,8 +14,10 @@ import torch
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
+from mnistbench.data.sizes import Sizes
 from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.devices import resolve_device
+from mnistbench.engines.torch import run_images
 from mnistbench.engines.torch.batches import DeviceData, count_batches, warm_up_shapes
 from mnistbench.engines.torch.cudagraphs import (
     GPU_GATE,
@@ -32,7 +34,6 @@ from mnistbench.engines.torch.recipe import (
     make_preprocess,
     make_training,
 )
-from mnistbench.estimate import torch_run_images
 from mnistbench.measure import forward_flops
 
 
@@ -60,8 +61,8 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     torch.set_num_threads(spec.threads)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
     split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
-    sizes = (len(split.train_labels), len(split.val_labels), len(split.test_labels))
-    default_work = torch_run_images(spec.epochs, *sizes, spec.eval_each_epoch)
+    sizes = Sizes(len(split.train_labels), len(split.val_labels), len(split.test_labels))
+    default_work = run_images(spec, sizes)
     backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing
     with GPU_GATE.shared():  # it times steps: threads set, and never during a capture
         layout = choose_layout(spec, device, work=work or default_work)

@@ -1,47 +1,30 @@
 """What a study will cost on this machine, before it starts and while it runs.
 
 For each run of the study's one expansion (`study.expand`): its status in the store, whether
-this machine will skip it and why (`devices.skip_reason`), its estimated wall seconds here, and
-the disk its final model needs under the study's keep policy. Estimates are calibrate.py's rates
-for the run's shape, turned into seconds by estimate.py, and refined by the store: finished runs
-of the same shape on this machine replace the calibrated rates with their measured ones, and
-shapes without a finished run are scaled by how far the finished runs' wall times fell from
-their own calibrated estimates (the machine is busier, or quieter, than when it was calibrated).
+this machine will skip it and why (`engines.skip_reason`), its estimated wall seconds here, and
+the disk its final model needs under the study's keep policy. A run's estimate is its work at
+the rates of the finished runs of its speed on this machine (the store), else at those of a
+probe (probe.py), scaled by how far the finished runs' wall times fell from their probes'
+estimates (the machine is busier, or quieter, than when it was probed).
+
+A study whose runs are all done is answered from the store alone: no probe, no torch.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-import torch
-
-from mnistbench.calibrate import (
-    Calibration,
-    cache_path_for,
-    run_sizes,
-    svm_shape_key,
-    torch_shape_key,
-)
 from mnistbench.config import RunSpec
-from mnistbench.devices import skip_reason
-from mnistbench.estimate import (
-    Sizes,
-    SvmObservation,
-    TorchObservation,
-    load_factor,
-    refine_svm,
-    refine_torch,
-)
-from mnistbench.measure import machine_key, this_cpu
-from mnistbench.models import build_resnet
-from mnistbench.progress import Reporter
+from mnistbench.cost.probe import Probes, cache_path_for, device_kind, machine_of
+from mnistbench.cost.rates import Observation, Rates, rates_from, run_sizes, run_work, speed_key
+from mnistbench.engines import engine_for, skip_reason
+from mnistbench.progress import Reporter, load_factor
+from mnistbench.study.run import PlannedRun
 from mnistbench.study.store import RunRecord, Store
-
-if TYPE_CHECKING:
-    from mnistbench.study.run import PlannedRun
 
 TO_DO = ("pending", "running")
 
@@ -141,53 +124,30 @@ def _study_disk(runs: list[RunForecast], keep_models: str, experiments: list[str
     return sum(_disk([r for r in runs if r.experiment == e], keep_models) for e in experiments)
 
 
-# --- Disk ------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=16)
-def _model_bytes(model: str, channels: int, stem: str) -> int:
-    with torch.device("meta"):  # counted, not allocated
-        net = build_resnet(model, channels=channels, stem=stem)
-    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
-
-
-def model_file_bytes(spec: RunSpec) -> int:
-    """The final model a run keeps: its parameters and buffers (fp32 whatever the precision it
-    trained in). An SVM keeps none."""
-    return 0 if spec.is_svm else _model_bytes(spec.model, spec.channels, spec.stem)
-
-
 # --- The store's finished runs ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Observed:
-    """A finished run of this machine, under the calibration key of its shape."""
+def observations(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[Observation]]:
+    """Done runs that ran alone, from the start, on this machine's CPU: (machine, speed key)
+    -> what they took."""
+    from mnistbench.measure import this_cpu
 
-    spec: RunSpec
-    observation: TorchObservation | SvmObservation
-
-
-def observations(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[Observed]]:
-    """Done runs that ran alone, from the start, on this machine's CPU: (machine, shape) ->
-    what they measured."""
-    found: dict[tuple[str, str], list[Observed]] = {}
-    here = this_cpu()
+    found: dict[tuple[str, str], list[Observation]] = {}
     for record in records:
         result = record.result
         if (
             record.status != "done" or result is None or result.status != "ok"
             or not (record.started_at and record.finished_at)
-            or result.environment.get("cpu") != here or result.resumed_from_epoch is not None
+            or result.environment.get("cpu") != this_cpu() or result.resumed_from_epoch is not None
             or not ran_alone(result.environment.get("concurrency"))
             or not result.train_seconds or not result.eval_seconds
         ):  # fmt: skip
             continue
         try:
-            key, observed = _observed(record)
+            key, seen = _observed(record)
         except (ValueError, TypeError, KeyError):  # stored by another version: not comparable
             continue
-        found.setdefault(key, []).append(observed)
+        found.setdefault(key, []).append(seen)
     return found
 
 
@@ -201,114 +161,94 @@ def ran_alone(concurrency: dict[str, Any] | int | None) -> bool:
     return concurrency == 1
 
 
-def _observed(record: RunRecord) -> tuple[tuple[str, str], Observed]:
-    """A finished run's calibration key, and what it measured."""
+def _observed(record: RunRecord) -> tuple[tuple[str, str], Observation]:
+    """A finished run's (machine, speed key), and what it took."""
+    from mnistbench.data.sizes import Sizes
+    from mnistbench.measure import machine_key
+
     result = record.result
     assert result is not None and record.finished_at and record.started_at
-    env, wall = result.environment, record.finished_at - record.started_at
+    env = result.environment
     sizes = Sizes(*(int(result.protocol["sizes"][s]) for s in ("train", "val", "test")))
-    device = (result.device or "cpu").split(":")[0]
+    kind = (result.device or "cpu").split(":")[0]
     spec = record.spec.replace(threads=int(env.get("threads", record.spec.threads)))
-    if spec.is_svm:
-        shape = svm_shape_key(spec, result.backend or "")
-        seen: TorchObservation | SvmObservation = SvmObservation(
-            wall, result.train_seconds, result.eval_seconds, sizes
-        )
-    else:
-        spec = spec.replace(device=device)
-        shape = torch_shape_key(spec)
-        seen = TorchObservation(
-            wall, result.train_seconds, result.eval_seconds, len(result.history), sizes,
-            spec.eval_each_epoch,
-        )  # fmt: skip
-    return (machine_key(device, spec.threads, env), shape), Observed(spec, seen)
-
-
-def _key(spec: RunSpec) -> tuple[str, str]:
-    if spec.is_svm:
-        return machine_key("cpu", spec.threads), svm_shape_key(spec)
-    device = spec.device.split(":")[0]
-    return machine_key(device, spec.threads), torch_shape_key(spec)
-
-
-def _calibrated_seconds(spec: RunSpec, sizes: Sizes, calibration: Calibration) -> float | None:
-    """The calibrated estimate from the cache alone (no timing), or None."""
-    if spec.is_svm:
-        svm = calibration.cached_svm(spec)
-        return svm.seconds(sizes) if svm else None
-    rates = calibration.cached_torch(spec)
-    if rates is None:
-        return None
-    return rates.cost(spec.label(), spec.epochs, sizes, spec.eval_each_epoch).seconds
-
-
-def machine_load(
-    observed: dict[tuple[str, str], list[Observed]], calibration: Calibration
-) -> float:
-    """Finished runs' wall seconds over their calibrated estimates (for shapes in the cache)."""
-    pairs = []
-    for runs in observed.values():
-        for run in runs:
-            estimated = _calibrated_seconds(run.spec, run.observation.sizes, calibration)
-            if estimated is not None:
-                pairs.append((estimated, run.observation.wall_seconds))
-    return load_factor(pairs)
+    seen = Observation(
+        run_work(spec, sizes), result.train_seconds, result.eval_seconds,
+        record.finished_at - record.started_at,
+    )  # fmt: skip
+    return (machine_key(kind, spec.threads, env), speed_key(spec, kind)), seen
 
 
 # --- Estimates --------------------------------------------------------------------------------
 
 
 class Estimator:
-    """Seconds per run here: refined rates where the store has finished runs of the shape,
-    else calibrated rates (timed once, then cached) scaled by the machine's load factor."""
+    """Seconds per run here: at the rates of finished runs of its speed, else at its probe's
+    (timed once, then cached) scaled by the machine's pace."""
 
-    def __init__(self, calibration: Calibration, store: Store | None) -> None:
-        self.calibration = calibration
+    def __init__(self, probes: Probes, store: Store | None) -> None:
+        self.probes = probes
         self.observed = observations(store.runs() if store is not None else [])
-        self.factor = machine_load(self.observed, calibration)
+        self.pace = self._pace()
+
+    def _key(self, spec: RunSpec) -> tuple[str, str]:
+        return machine_of(spec), speed_key(spec, device_kind(spec))
+
+    def _pace(self) -> float:
+        """Finished runs' wall seconds over their probes' estimates (for speeds probed)."""
+        pairs = []
+        for key, runs in self.observed.items():
+            probed = self.probes.cached_by_key(*key)
+            rates = rates_from([probed], "probe") if probed else None
+            if rates is not None:
+                pairs += [(rates.seconds(run.work), run.wall_seconds) for run in runs]
+        return load_factor(pairs)
+
+    def rates(self, spec: RunSpec) -> Rates | None:
+        seen = self.observed.get(self._key(spec), [])
+        rates = rates_from(seen, f"{len(seen)} finished run(s) of its speed")
+        return rates or rates_from([self.probes.observation(spec)], "a probe")
 
     def seconds(self, spec: RunSpec) -> tuple[float | None, str]:
         """(estimated wall seconds, what it rests on); (None, why) when it cannot say."""
-        sizes = run_sizes(spec)
         try:
-            seen = [o.observation for o in self.observed.get(_key(spec), [])]
-        except Exception as exc:  # an SVM back-end that is not here: the run will fail
-            return None, f"cannot estimate: {exc}"
-        if seen:
-            basis = f"{len(seen)} finished run(s) of its shape"
-            if spec.is_svm:
-                return refine_svm(self.calibration.cached_svm(spec), seen).seconds(sizes), basis
-            rates = refine_torch(self.calibration.cached_torch(spec), seen)
-            return rates.cost(spec.label(), spec.epochs, sizes, spec.eval_each_epoch).seconds, basis
-        try:
-            if spec.is_svm:
-                seconds = self.calibration.svm_rates(spec).seconds(sizes)
-            else:
-                rates = self.calibration.torch_rates(spec)
-                seconds = rates.cost(spec.label(), spec.epochs, sizes, spec.eval_each_epoch).seconds
+            rates = self.rates(spec)
         except Exception as exc:  # the run would fail the same way: say so, estimate the rest
             return None, f"cannot estimate: {type(exc).__name__}: {exc}"
-        if self.factor != 1.0:
-            return seconds * self.factor, f"calibrated x{self.factor:.2f} (finished runs' pace)"
-        return seconds, "calibrated"
+        if rates is None:
+            return None, "cannot estimate: no timings"
+        seconds = rates.seconds(run_work(spec, run_sizes(spec)))
+        if rates.source == "a probe" and self.pace != 1.0:
+            return seconds * self.pace, f"a probe x{self.pace:.2f} (finished runs' pace)"
+        return seconds, rates.source
+
+
+def model_bytes(spec: RunSpec, record: RunRecord | None) -> int:
+    """The final model's size: the file's own for a done run (0 once it is gone), else what
+    its engine says it will be."""
+    if record is not None and record.status == "done":
+        path = record.result.model_path if record.result else None
+        return os.stat(path).st_size if path and os.path.isfile(path) else 0
+    return engine_for(spec).model_file_bytes(spec)
 
 
 def forecast_study(
-    runs: list[PlannedRun], store: Store | None, calibration: Calibration, keep_models: str
+    runs: list[PlannedRun], store: Store | None, probes: Probes, keep_models: str
 ) -> StudyForecast:
     """Every run's status, skip reason, estimate and model size; the study's fixed overhead."""
-    estimator = Estimator(calibration, store)
+    started = process_age()
+    estimator = Estimator(probes, store)
     forecasts = [
         forecast_run(run, store.get(run.key) if store is not None else None, estimator)
         for run in runs
     ]
-    return StudyForecast(forecasts, keep_models, _overhead(runs, forecasts, calibration))
+    return StudyForecast(forecasts, keep_models, _overhead(runs, forecasts, probes, started))
 
 
 def forecast_run(run: PlannedRun, record: RunRecord | None, estimator: Estimator) -> RunForecast:
     """One run: its status as `study run` will see it, and its estimate when it runs here."""
     status = record.status if record else "pending"
-    reason = skip_reason(run.spec)
+    reason = skip_reason(run.spec) if status in (*TO_DO, "skipped") else None
     if status == "skipped" and reason is None:
         status = "pending"  # study run puts it back: its reason no longer holds here
     skip = reason if status in TO_DO else (record.error if status == "skipped" else None)
@@ -319,28 +259,38 @@ def forecast_run(run: PlannedRun, record: RunRecord | None, estimator: Estimator
         actual = record.finished_at - record.started_at
     return RunForecast(
         run.experiment, run.key, run.spec.label(), status, skip, seconds, actual,
-        model_file_bytes(run.spec), basis,
+        model_bytes(run.spec, record), basis,
     )  # fmt: skip
 
 
 def _overhead(
-    runs: list[PlannedRun], forecasts: list[RunForecast], calibration: Calibration
+    runs: list[PlannedRun], forecasts: list[RunForecast], probes: Probes, startup: float
 ) -> float:
-    """A `study run`'s start-up, and each dataset loaded twice (fetch check, then the runs)."""
+    """A `study run`'s start-up (this process's, to the forecast: the same imports), and each
+    dataset loaded twice (fetch check, then the runs)."""
     to_do = [run.spec for run, f in zip(runs, forecasts, strict=True) if f.runs_here]
     if not to_do:
         return 0.0
-    startup = calibration.startup_seconds(with_svm=any(spec.is_svm for spec in to_do))
     datasets = {spec.dataset for spec in to_do}
-    return startup + 2 * sum(calibration.load_seconds(name) for name in datasets)
+    return startup + 2 * sum(probes.load_seconds(name) for name in datasets)
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux; 0 where that is not known)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def run_estimates(
-    runs: list[PlannedRun], store: Store, calibration: Calibration
+    runs: list[PlannedRun], store: Store, probes: Probes
 ) -> list[tuple[str, float | None]]:
     """(label, estimated seconds) per run about to be claimed, for the live ETA; 0 for a run
     this machine will skip."""
-    estimator = Estimator(calibration, store)
+    estimator = Estimator(probes, store)
     return [
         (run.spec.label(), 0.0 if skip_reason(run.spec) else estimator.seconds(run.spec)[0])
         for run in runs
@@ -351,12 +301,12 @@ def live_estimates(
     runs: list[PlannedRun], store: Store, reporter: Reporter, root: str | None = None
 ) -> list[tuple[str, float | None]] | None:
     """The estimates a reporter that shows an ETA wants (None for one that does not); shapes
-    not in the calibration cache yet are timed first (seconds each, once per machine)."""
+    not probed yet are timed first (about a second each, once per machine)."""
     if not reporter.shows_eta or not runs:
         return None
-    calibration = Calibration(cache_path_for(store.path), root=root, log=reporter.log)
+    probes = Probes(cache_path_for(store.path), root=root, log=reporter.log)
     try:
-        return run_estimates(runs, store, calibration)
+        return run_estimates(runs, store, probes)
     except Exception as exc:  # the ETA is never a reason to stop a study
         reporter.log(f"no ETA: {type(exc).__name__}: {exc}")
         return None
