@@ -92,7 +92,7 @@ def _advertised(store: Store) -> dict[str, str | None]:
 
 def test_file_names_are_the_engines(tmp_path: Path) -> None:
     """run_files finds the checkpoint's name and every engine's model file that is there."""
-    from mnistbench.engines.svm import MODEL_SUFFIX as SVM_SUFFIX
+    from mnistbench.engines.svm.saved import MODEL_SUFFIX as SVM_SUFFIX
     from mnistbench.engines.torch.checkpoint import checkpoint_path, final_model_path
 
     spec, svm = RunSpec(), RunSpec(model="svm")

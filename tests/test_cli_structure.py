@@ -197,15 +197,16 @@ def test_status_of_a_store(store_path: Path, capsys) -> None:
 def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnistbench.estimate import TorchRates
+    from mnistbench.cost.rates import Observation
+    from mnistbench.engines import Work
 
-    from mnistbench import calibrate
-
-    # Timing replaced by constants (the real timing: tests/test_calibrate.py): 25 s a run.
-    rates = TorchRates(100.0, 1_000.0, run_overhead_seconds=3.0, epoch_overhead_seconds=0.5)
-    monkeypatch.setattr(calibrate, "time_torch_shape", lambda spec, data, seconds: rates)
-    monkeypatch.setattr(calibrate, "_random_images", lambda name: None)
-    monkeypatch.setattr(calibrate, "time_startup", lambda with_svm: 5.0)
+    # The probe replaced by a constant (the real one: tests/cost/test_probe.py): 100 images
+    # trained a second, 1000 evaluated, 3 s a run besides. A run of 2 epochs of 1000 images and
+    # 2 test passes of 500 (the 2nd the final one): 20 + 1 + 3 = 24 s. Start-up: 5 s.
+    seen = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
+    monkeypatch.setattr("mnistbench.cost.probe.probe", lambda spec, data: seen)
+    monkeypatch.setattr("mnistbench.cost.probe.probe_data", lambda name, root=None: None)
+    monkeypatch.setattr("mnistbench.cost.forecast.process_age", lambda: 5.0)
     study = tmp_path / "s.toml"
     study.write_text(
         '[defaults]\nmodel = "resnet18"\nepochs = 2\ntrain_limit = 1000\ntest_limit = 500\n'
@@ -216,9 +217,9 @@ def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     assert _exit_code(["study", "status", str(study), "--store", str(store)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     # experiment, done, failed, skipped, running, pending, skip here, time here, disk
-    assert "grid 0 0 0 0 2 0 0m50s 44.7 MB" in out  # keep_models 'best': one model
+    assert "grid 0 0 0 0 2 0 0m48s 44.7 MB" in out  # keep_models 'best': one model
     assert "gpu 0 0 0 0 1 1 0m00s 0 B" in out
-    assert "study 0 0 0 0 3 1 0m55s" in out  # + 5 s start-up
+    assert "study 0 0 0 0 3 1 0m53s" in out  # + 5 s start-up
     assert "skipped here: 1 run(s) of gpu: device 'cuda:99' needs" in out
     assert not store.exists(), "status writes no store"
 

@@ -3,7 +3,7 @@
 - every command's `--help` (the commands found in the parser, so a new one needs its file);
 - `study status` of tests/test_report.py's synthetic store and of tests/fixtures/store_v1.db;
 - `study run --dry-run` and `study status FILE` of a small study file (no store, no training,
-  the calibration's timings replaced by constants as in tests/test_cli_structure.py);
+  the probes replaced by constants as in tests/test_cli_structure.py);
 - two bad study files, an unknown field and a bad value: exit 2, the `study run` usage and
   one error line, no traceback.
 
@@ -145,23 +145,28 @@ def test_study_status_of_a_store_an_older_mnistbench_wrote_prints_its_golden_fil
 
 @pytest.fixture
 def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The small study file, and calibration timings replaced by constants: the dry run and
-    the status estimate from them, and train nothing (the real timing: test_calibrate.py).
-    Named by module path: after a move, a stale name fails here instead of timing for real."""
-    from mnistbench.estimate import SvmRates, TorchRates
+    """The small study file, and probes replaced by constants: the dry run and the status
+    estimate from them, and train nothing (the real probes: tests/cost/test_probe.py). Named by
+    module path: after a move, a stale name fails here instead of probing for real."""
+    from mnistbench.config import RunSpec
+    from mnistbench.cost.rates import Observation
+    from mnistbench.data.sizes import Sizes
+    from mnistbench.engines import Work
+    from mnistbench.engines.svm import ENGINE as SVM
 
-    # 2 epochs of 1000 images at 100/s, 2 test passes of 500 at 1000/s, 3 s + 2 x 0.5 s: 25 s
-    torch_rates = TorchRates(100.0, 1_000.0, run_overhead_seconds=3.0, epoch_overhead_seconds=0.5)
-    svm_rates = SvmRates(2000, 4.0, 2.0, 500, 1.0, 1.0, 1.0)
+    # A ResNet probe: 100 images trained a second, 1000 evaluated, 3 s a run besides. A run of
+    # 2 epochs of 1000 images, 2 test passes of 500 (the 2nd the final one): 20 + 1 + 3 = 24 s.
+    resnet = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
+    # An SVM probe of the study's own size (1000 fitted, 500 predicted): 2 s in all.
+    svm_work = SVM.work(RunSpec(model="svm", svm_backend="sklearn"), Sizes(1_000, 0, 500))
+    svm = Observation(svm_work, 1.0, 0.5, wall_seconds=2.0)
     patches = {
-        "time_torch_shape": lambda spec, data, seconds: torch_rates,
-        "time_svm_shape": lambda spec, data: svm_rates,
-        "time_startup": lambda with_svm: 5.0,
-        "_random_images": lambda name: None,
-        "_real_data": lambda name, root: None,
+        "mnistbench.cost.probe.probe": lambda spec, data: svm if spec.model == "svm" else resnet,
+        "mnistbench.cost.probe.probe_data": lambda name, root=None: None,
+        "mnistbench.cost.forecast.process_age": lambda: 5.0,  # the start-up
     }
     for name, replacement in patches.items():
-        monkeypatch.setattr(f"mnistbench.calibrate.{name}", replacement)
+        monkeypatch.setattr(name, replacement)
     (tmp_path / "tiny.toml").write_text(TINY_STUDY)
     return "tiny.toml"
 

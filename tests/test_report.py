@@ -697,7 +697,7 @@ def test_a_third_engines_runs_render_in_the_tables_and_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model of a third engine, on a dataset the published study has and on one it lacks:
-    its runs reach the tables, CSV and JSON. The engine is declared as config.ENGINES declares
+    its runs reach the tables, CSV and JSON. The engine is declared as specfields.ENGINES declares
     engines (where this version has ENGINES; before it, such a model was read as a torch one)."""
     engines = {**getattr(config, "ENGINES", {}), "logreg": ("logreg",)}
     monkeypatch.setattr(config, "ENGINES", engines, raising=False)

@@ -1,7 +1,8 @@
 """The package's shape: small functions and modules, and data flowing one way.
 
-config -> data + models -> engines -> calibrate -> study -> report -> use -> cli (README.md,
-Architecture, whose table must name every module). These tests read the source, so a function
+core (config, data, result, devices, measure, ...) -> engines -> study -> cost -> report -> use
+-> cli (README.md, Architecture, whose table must name every module), and no import cycle
+anywhere, type-checking imports included. These tests read the source, so a function
 that grows past the limit or an import that reaches back up the chain fails here, naming it,
 instead of in a review months later.
 """
@@ -23,6 +24,7 @@ LONG_FUNCTIONS: dict[str, str] = {}
 
 # Lower layers never import higher ones. A module not listed is a failure: place it.
 LAYERS: list[tuple[str, ...]] = [
+    # The core: the run's spec and result, data, devices, measurement, progress, errors.
     (
         "__init__",
         "files",
@@ -32,13 +34,16 @@ LAYERS: list[tuple[str, ...]] = [
         "config",
         "result",
         "published",
+        "measure",
+        "devices",
+        "progress",
     ),
-    ("estimate", "measure", "devices", "models", "progress", "modelfile"),
-    # The engines: the registry (engines/__init__.py), the ResNet engine, the SVM engine.
+    # The engines: the seam and registry (engines/__init__.py), the ResNet and SVM engines.
     ("engines",),
-    ("calibrate",),
     # Studies: the study file, planning and running, the store, executors, scheduler, cleanup.
-    ("study", "forecast"),
+    ("study",),
+    # What runs cost here: probes, rates, a study's forecast (given to the study as a callback).
+    ("cost",),
     ("report",),
     # Using saved models: load, predict, evaluate, export, track in MLflow.
     ("use",),
@@ -85,6 +90,11 @@ def test_no_function_is_too_long() -> None:
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
+def _is_module(name: str) -> bool:
+    path = PACKAGE.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _imports(path: Path) -> set[str]:
     """mnistbench modules imported anywhere in the file (top level or inside a function)."""
     found = set()
@@ -96,7 +106,12 @@ def _imports(path: Path) -> set[str]:
                     for alias in node.names
                 )
             elif node.module.startswith("mnistbench."):
-                found.add(node.module.removeprefix("mnistbench."))
+                module = node.module.removeprefix("mnistbench.")
+                # `from mnistbench.report import text` imports the module report.text
+                found.update(
+                    f"{module}.{alias.name}" if _is_module(f"{module}.{alias.name}") else module
+                    for alias in node.names
+                )
         elif isinstance(node, ast.Import):
             found.update(
                 a.name.removeprefix("mnistbench.")
@@ -111,6 +126,30 @@ def test_imports_flow_one_way(path: Path) -> None:
     own = _layer(_name(path))
     upward = sorted(m for m in _imports(path) if _layer(m) > own)
     assert not upward, f"mnistbench.{_name(path)} reaches up the chain to {upward}"
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through its imports (type-checking ones included), inside a
+    layer as much as across: a cycle makes the order of imports matter and the layers lie."""
+    modules = {_name(path): path for path in _modules()}
+    graph = {
+        name: {m for m in _imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    seen: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = [*trail[trail.index(name) :], name]
+            raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+        if name in seen:
+            return
+        for imported in sorted(graph[name]):
+            visit(imported, [*trail, name])
+        seen.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
 
 
 def test_the_readmes_architecture_table_names_every_module_and_only_real_ones() -> None:

@@ -22,62 +22,34 @@ from typing import Any
 
 from mnistbench.data.registry import UnknownDatasetError, canonical_name
 from mnistbench.specfields import (
+    AMP_CUDA_ONLY,
+    AUGMENTS,
+    CUDA_GRAPHS,
+    GAMMAS,
+    KERNELS,
+    LOADERS,
+    LR_SCHEDULES,
+    MEMORY_FORMATS,
+    OPTIMIZERS,
+    SMALL_MAP_CONVS,
+    SPLITS,
+    STEMS,
+    SVM_BACKENDS,
+    TTAS,
     Engine,
     FieldRole,
     Identity,
     SpecError,
     check_choice,
     check_positive,
+    engine_of,
     field_default,
     field_role,
+    models,
     spec_field,
 )
 
 __all__ = ["Engine", "FieldRole", "Identity", "RunSpec", "SpecError", "field_role", "spec_field"]
-
-# The engines, by the name their folder has under engines/ (mnistbench.engines.<name> holds its
-# ENGINE), and the models each trains. A new engine is its folder plus one line here.
-ENGINES: dict[str, tuple[str, ...]] = {"torch": ("resnet18", "resnet50"), "svm": ("svm",)}
-
-
-def models() -> tuple[str, ...]:
-    """Every model some engine trains (read when asked, so an engine added at run time counts)."""
-    return tuple(model for names in ENGINES.values() for model in names)
-
-
-def engine_of(model: str) -> str:
-    """The engine that trains `model` (a model no engine knows: SpecError)."""
-    for engine, names in ENGINES.items():
-        if model in names:
-            return engine
-    raise SpecError("model", model, f"choose one of {', '.join(models())}")
-
-
-SPLITS = ("official", "assignment")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("none", "cosine", "onecycle")
-AUGMENTS = (
-    "none",
-    "translate",
-    "flip",
-    "translate+flip",
-    "erase",
-    "translate+erase",
-    "flip+erase",
-    "translate+flip+erase",
-)
-TTAS = ("none", "flip")
-LOADERS = ("memory", "dataloader")
-# The 3x3 stems without max-pool, by their conv's stride: how much they shrink the input.
-SMALL_STEM_STRIDES = {"halve": 2, "cifar": 1}
-STEMS = ("imagenet", *SMALL_STEM_STRIDES)
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-SMALL_MAP_CONVS = ("auto", "matmul", "conv")
-CUDA_GRAPHS = ("auto", "off")
-KERNELS = ("poly", "rbf", "linear")
-SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
-GAMMAS = ("scale", "auto")
-AMP_CUDA_ONLY = "cuda"  # amp = "cuda": mixed precision on CUDA only, fp32 elsewhere
 
 # The identity scheme. Bump it only to change every run's key on purpose: each store then runs
 # everything again. Version 1 hashes the canonical fields as JSON (no version in the text).
@@ -306,7 +278,7 @@ class RunSpec:
         return self.model == "svm"
 
     def engine(self) -> Engine:
-        """The engine that trains this spec's model (config.ENGINES)."""
+        """The engine that trains this spec's model (specfields.ENGINES)."""
         return engine_of(self.model)
 
     def reads(self, name: str) -> bool:

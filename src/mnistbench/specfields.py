@@ -1,4 +1,5 @@
-"""How a RunSpec field declares its role (spec_field), and the error a bad value raises.
+"""How a RunSpec field declares its role (spec_field), the values fields may take (and the
+engines, by the models they train), and the error a bad value raises.
 
 Kept apart from config.py, which declares the fields themselves: the machinery is the same
 for every field, the declarations are what a reader of a run's settings looks for.
@@ -17,7 +18,7 @@ from mnistbench.errors import UserError
 # module declares how RunSpec's fields are made, so naming RunSpec would be an import cycle.
 SpecCheck = Callable[[Any], bool]
 
-Engine = str  # "run" (every engine reads the field) or an engine's name (config.ENGINES)
+Engine = str  # "run" (every engine reads the field) or an engine's name (specfields.ENGINES)
 Identity = Literal["always", "non-default", "never"]
 
 
@@ -86,6 +87,51 @@ class SpecError(UserError, ValueError):
         super().__init__(f"{field_name}={value!r} is invalid: {allowed}")
         self.field_name, self.value, self.allowed = field_name, value, allowed
         self.flag = "--" + field_name.replace("_", "-")  # what the CLI calls the field
+
+
+# The engines, by the name their folder has under engines/ (mnistbench.engines.<name> holds its
+# ENGINE), and the models each trains. A new engine is its folder plus one line here.
+ENGINES: dict[str, tuple[str, ...]] = {"torch": ("resnet18", "resnet50"), "svm": ("svm",)}
+
+
+def models() -> tuple[str, ...]:
+    """Every model some engine trains (read when asked, so an engine added at run time counts)."""
+    return tuple(model for names in ENGINES.values() for model in names)
+
+
+def engine_of(model: str) -> str:
+    """The engine that trains `model` (a model no engine knows: SpecError)."""
+    for engine, names in ENGINES.items():
+        if model in names:
+            return engine
+    raise SpecError("model", model, f"choose one of {', '.join(models())}")
+
+
+SPLITS = ("official", "assignment")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "cosine", "onecycle")
+AUGMENTS = (
+    "none",
+    "translate",
+    "flip",
+    "translate+flip",
+    "erase",
+    "translate+erase",
+    "flip+erase",
+    "translate+flip+erase",
+)
+TTAS = ("none", "flip")
+LOADERS = ("memory", "dataloader")
+# The 3x3 stems without max-pool, by their conv's stride: how much they shrink the input.
+SMALL_STEM_STRIDES = {"halve": 2, "cifar": 1}
+STEMS = ("imagenet", *SMALL_STEM_STRIDES)
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+SMALL_MAP_CONVS = ("auto", "matmul", "conv")
+CUDA_GRAPHS = ("auto", "off")
+KERNELS = ("poly", "rbf", "linear")
+SVM_BACKENDS = ("auto", "sklearn", "sklearnex", "cuml")
+GAMMAS = ("scale", "auto")
+AMP_CUDA_ONLY = "cuda"  # amp = "cuda": mixed precision on CUDA only, fp32 elsewhere
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistbench import config
+from mnistbench import specfields
 from mnistbench.cli import main
 from mnistbench.data.load import load_dataset
 from mnistbench.study.store import Store
@@ -37,7 +37,7 @@ description = "a logistic regression, by an engine mnistbench did not ship with"
 def toy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its folder (as the module engines.toy) and its registry line."""
     monkeypatch.setitem(sys.modules, "mnistbench.engines.toy", toy_engine)
-    monkeypatch.setitem(config.ENGINES, "toy", ("logreg",))
+    monkeypatch.setitem(specfields.ENGINES, "toy", ("logreg",))
 
 
 def test_a_toy_engine_runs_a_study_reports_it_and_predicts(

@@ -1,7 +1,7 @@
 """A test-only engine: scikit-learn's LogisticRegression on pixels, behind the engine interface.
 
 It stands for "a new engine is one folder plus one registry line": test_toy_engine.py puts this
-module where `mnistbench.engines.toy` would be and adds one line to `config.ENGINES`, and
+module where `mnistbench.engines.toy` would be and adds one line to `specfields.ENGINES`, and
 nothing else in mnistbench changes. Its model file is a pickle (tests only: loading a pickle runs
 code, which a real engine must not do).
 """

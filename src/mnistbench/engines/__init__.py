@@ -2,7 +2,7 @@
 engine is found.
 
 An engine is a package `mnistbench.engines.<name>` whose `ENGINE` honours `Engine`, listed with
-its models in `config.ENGINES`: a new engine is its folder plus that one line. Nothing outside
+its models in `specfields.ENGINES`: a new engine is its folder plus that one line. Nothing outside
 an engine's folder names its modules; everything else goes through `engine_for(spec)` or
 `engine_for_file(path)`.
 """
@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mnistbench.config import ENGINES, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.sizes import Sizes
 from mnistbench.engines.modelfile import MODEL_MARK, ModelFileError
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
+from mnistbench.specfields import ENGINES
 
 if TYPE_CHECKING:  # torch is imported by what runs a spec, not by what plans one
     from collections.abc import Callable
@@ -118,7 +119,7 @@ class Engine(Protocol):
 
 
 def engine_named(name: str) -> Engine:
-    """The engine of that name (config.ENGINES), imported when first asked for."""
+    """The engine of that name (specfields.ENGINES), imported when first asked for."""
     if name not in ENGINES:
         raise KeyError(f"no engine {name!r}; there are {', '.join(ENGINES)}")
     return importlib.import_module(f"mnistbench.engines.{name}").ENGINE

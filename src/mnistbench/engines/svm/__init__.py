@@ -3,7 +3,8 @@
 
 Read train.py (a run, top to bottom), then features.py (images as feature vectors), backends.py
 (which SVC fits here) and saved.py (the final model file). This module imports neither torch
-nor scikit-learn, so that planning and estimates can ask it questions cheaply.
+nor scikit-learn, nor the modules beside it (which never import it back), so that planning and
+estimates can ask it questions cheaply.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from mnistbench.progress import Reporter
     from mnistbench.result import RunResult
 
-MODEL_SUFFIX = ".model.skops"  # its final model file: <key>.model.skops
 PROBE_TRAIN_IMAGES = 1000  # the reference fit (the run's own size when it is smaller)
 PROBE_TEST_IMAGES = 500
 # (fit, predict) growth exponents in the training images per back-end, measured from 2k images
@@ -31,7 +31,11 @@ DEFAULT_GROWTH = (1.7, 0.6)
 
 
 class SvmEngine:
-    model_suffix = MODEL_SUFFIX
+    @property
+    def model_suffix(self) -> str:
+        from mnistbench.engines.svm.saved import MODEL_SUFFIX
+
+        return MODEL_SUFFIX
 
     def run(
         self,

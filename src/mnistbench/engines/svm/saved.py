@@ -29,6 +29,8 @@ from mnistbench.engines.svm.features import features, predict
 from mnistbench.errors import require
 from mnistbench.files import atomic_replace
 
+MODEL_SUFFIX = ".model.skops"  # the final model: <key>.model.skops (the engine's model_suffix)
+
 # The fitted state of a scikit-learn SVC, with the dtypes libsvm's predict expects.
 _SVC_INT32 = ("support_", "_n_support")
 _SVC_FLOAT64 = (

@@ -21,10 +21,9 @@ from threadpoolctl import threadpool_limits
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
-from mnistbench.engines.svm import MODEL_SUFFIX
 from mnistbench.engines.svm.backends import build_svm
 from mnistbench.engines.svm.features import fit_features, predict
-from mnistbench.engines.svm.saved import save_svm_file
+from mnistbench.engines.svm.saved import MODEL_SUFFIX, save_svm_file
 from mnistbench.errors import UserError
 from mnistbench.measure import environment, peak_memory, reset_peak_memory
 from mnistbench.progress import Reporter

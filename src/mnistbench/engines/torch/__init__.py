@@ -5,8 +5,8 @@ loops.py (the epoch and evaluation loops), recipe.py (optimizer, schedule, preci
 batches.py, cudagraphs.py, memory_format.py, smallmaps.py, checkpoint.py (resume and the final
 model), saved.py (the final model loaded to predict), models.py (the ResNets).
 
-This module imports no torch: the study's planning, status and estimates ask it questions
-without paying for torch's import.
+This module imports no torch, and none of the modules beside it (which never import it back):
+the study's planning, status and estimates ask it questions without paying for torch's import.
 """
 
 from __future__ import annotations
@@ -25,23 +25,16 @@ if TYPE_CHECKING:
     from mnistbench.progress import Reporter
     from mnistbench.result import RunResult
 
-MODEL_SUFFIX = ".model.pt"  # its final model file: <key>.model.pt
 PROBE_STEPS = 6  # training steps a probe times (after the run's own warm-up)
 PROBE_TEST_IMAGES = 256
 
 
-def run_images(spec: RunSpec, sizes: Sizes) -> tuple[int, int]:
-    """(images trained, images evaluated) by a run: the held-out evaluations (on the validation
-    split, or on the test split when there is none) and the final test pass, which without a
-    validation split is the last epoch's evaluation itself."""
-    held_out_passes = spec.epochs if spec.eval_each_epoch else 1
-    if sizes.val == 0:
-        return spec.epochs * sizes.train, held_out_passes * sizes.test
-    return spec.epochs * sizes.train, held_out_passes * sizes.val + sizes.test
-
-
 class TorchEngine:
-    model_suffix = MODEL_SUFFIX
+    @property
+    def model_suffix(self) -> str:
+        from mnistbench.engines.torch.checkpoint import MODEL_SUFFIX
+
+        return MODEL_SUFFIX
 
     def run(
         self,
@@ -88,6 +81,7 @@ class TorchEngine:
 
     def work(self, spec: RunSpec, sizes: Sizes) -> Work:
         from mnistbench.engines import Work
+        from mnistbench.engines.torch.prepare import run_images
 
         trained, evaluated = run_images(spec, sizes)
         return Work(trained, evaluated, sizes.test)

@@ -18,12 +18,12 @@ from torch import nn
 from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.engines.modelfile import header, why
-from mnistbench.engines.torch import MODEL_SUFFIX
 from mnistbench.engines.torch.recipe import GLOBAL_RNG, Training
 from mnistbench.engines.torch.saved import preprocess_record
 from mnistbench.files import atomic_replace
 from mnistbench.result import EpochRecord
 
+MODEL_SUFFIX = ".model.pt"  # the final model: <key>.model.pt (the engine's model_suffix)
 CHECKPOINT_VERSION = 1
 
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torchvision
 from torch import nn
 
-from mnistbench.config import ENGINES, SMALL_STEM_STRIDES, STEMS
+from mnistbench.specfields import ENGINES, SMALL_STEM_STRIDES, STEMS
 
-# The torch engine's models (config.ENGINES) are torchvision's builders of the same name.
+# The torch engine's models (specfields.ENGINES) are torchvision's builders of the same name.
 RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     name: getattr(torchvision.models, name) for name in ENGINES["torch"]
 }

@@ -17,7 +17,6 @@ from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.sizes import Sizes
 from mnistbench.data.splits import SplitData, limit_split, make_split
 from mnistbench.devices import resolve_device
-from mnistbench.engines.torch import run_images
 from mnistbench.engines.torch.batches import DeviceData, count_batches, warm_up_shapes
 from mnistbench.engines.torch.cudagraphs import (
     GPU_GATE,
@@ -35,6 +34,16 @@ from mnistbench.engines.torch.recipe import (
     make_training,
 )
 from mnistbench.measure import forward_flops
+
+
+def run_images(spec: RunSpec, sizes: Sizes) -> tuple[int, int]:
+    """(images trained, images evaluated) by a run: the held-out evaluations (on the validation
+    split, or on the test split when there is none) and the final test pass, which without a
+    validation split is the last epoch's evaluation itself."""
+    held_out_passes = spec.epochs if spec.eval_each_epoch else 1
+    if sizes.val == 0:
+        return spec.epochs * sizes.train, held_out_passes * sizes.test
+    return spec.epochs * sizes.train, held_out_passes * sizes.val + sizes.test
 
 
 @dataclass
@@ -103,21 +112,34 @@ class Flops:
     train_per_image: int  # one training step's forward + backward
 
 
+# FLOPs per image by what they depend on (architecture, input, precision, convolutions on small
+# maps, device kind): counted once per process, since counting costs a second of Python
+# dispatch per model while every run of a grid shares a few architectures.
+_COUNTED: dict[tuple[Any, ...], Flops] = {}
+
+
 def measure_flops_and_warm_up(setup: Setup) -> Flops:
     """Count FLOPs on real images at the real input size (the count does not depend on the
-    batch), then warm up, both on a scratch copy of the model."""
-    training, on_device = setup.training, setup.data
-    probe = (setup.preprocess(on_device.train_images[:2]), on_device.train_labels[:2])
+    batch or the weights: once per process and architecture), then warm up, both on a scratch
+    copy of the model."""
+    training, on_device, spec = setup.training, setup.data, setup.spec
     scratch = copy.deepcopy(training.model)
-    with GPU_GATE.exclusive():  # the counter's module hooks see every thread's modules
-        forward = forward_flops(training.model, probe[0]) // 2
-        train = count_train_flops(
-            scratch, training.criterion, probe, training.precision, setup.device
-        )
+    architecture = (
+        spec.model, spec.image_size, spec.channels, spec.stem, training.precision.label,
+        setup.device.type, setup.backends.get("small_map_convs"),
+    )  # fmt: skip
+    if architecture not in _COUNTED:
+        probe = (setup.preprocess(on_device.train_images[:2]), on_device.train_labels[:2])
+        with GPU_GATE.exclusive():  # the counter's module hooks see every thread's modules
+            forward = forward_flops(training.model, probe[0]) // 2
+            train = count_train_flops(
+                scratch, training.criterion, probe, training.precision, setup.device
+            )
+        _COUNTED[architecture] = Flops(forward, train)
     with GPU_GATE.shared():  # first uses of every shape: cuDNN times them
         warm_up(
             setup.spec, scratch, training.criterion, setup.preprocess, setup.device,
             (on_device.train_images, on_device.train_labels),
             (on_device.eval_images, on_device.eval_labels),
         )  # fmt: skip
-    return Flops(forward, train)
+    return _COUNTED[architecture]

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from mnistbench.config import AMP_CUDA_ONLY, RunSpec
+from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import ASSIGNMENT_MEAN_STD, Preprocess, normalization_stats
 from mnistbench.data.splits import SplitData
 from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.smallmaps import use_matmul_for_small_maps
+from mnistbench.specfields import AMP_CUDA_ONLY
 
 
 @dataclass(frozen=True)
