@@ -40,13 +40,18 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu_check import guarded, machine_arguments, prepare_data  # noqa: E402
-from mnistbench.calibrate import run_sizes  # noqa: E402
 from mnistbench.config import RunSpec  # noqa: E402
+from mnistbench.cost.rates import (  # noqa: E402
+    Observation,
+    gpu_lane_seconds,
+    rates_from,
+    run_sizes,
+    run_work,
+)
 from mnistbench.data import load_dataset  # noqa: E402
 from mnistbench.engines import run_spec  # noqa: E402
 from mnistbench.engines.torch.batches import count_batches  # noqa: E402
 from mnistbench.engines.torch.memory_format import choose_layout  # noqa: E402
-from mnistbench.estimate import gpu_lane_seconds, rates_of_run  # noqa: E402
 from mnistbench.measure import device_name, environment  # noqa: E402
 from mnistbench.progress import Reporter  # noqa: E402
 from mnistbench.result import RunResult  # noqa: E402
@@ -303,28 +308,28 @@ def slice_specs(lane: Lane) -> list[RunSpec]:
 
 
 def rates_by_shape(group: list[tuple[RunResult, StartTogether]]) -> dict[tuple, Any]:
+    """Each shape's rates as its run in the group showed them: its training and test rates,
+    and as per-run cost what its life held besides (set-up, warm-up, capture, saving)."""
     rates = {}
     for result, _ in group:
         spec = RunSpec.from_dict(result.spec)
-        sizes = run_sizes(spec)
-        _, evaluated = torch_images(spec, sizes)
-        rates[shape_of(spec)] = rates_of_run(
-            sum(e.images for e in result.history), result.train_seconds, evaluated, sizes.test,
-            result.eval_seconds, result.environment["concurrency"]["life_seconds"],
+        seen = Observation(
+            run_work(spec), result.train_seconds, result.eval_seconds,
+            result.environment["concurrency"]["life_seconds"],
         )  # fmt: skip
+        rates[shape_of(spec)] = rates_from([seen], "a run of the group")
     return rates
 
 
 def torch_images(spec: RunSpec, sizes) -> tuple[int, int]:
-    from mnistbench.estimate import torch_run_images
+    from mnistbench.engines.torch.prepare import run_images
 
-    return torch_run_images(spec.epochs, sizes.train, sizes.val, sizes.test, spec.eval_each_epoch)
+    return run_images(spec, sizes)
 
 
 def projected_seconds(specs: list[RunSpec], rates: dict[tuple, Any], at_once: int) -> float:
-    costs = [rates[shape_of(spec)].cost(spec.label(), spec.epochs, run_sizes(spec),
-                                        spec.eval_each_epoch) for spec in specs]  # fmt: skip
-    return gpu_lane_seconds(costs, at_once, [])
+    seconds = [rates[shape_of(spec)].seconds(run_work(spec)) for spec in specs]
+    return gpu_lane_seconds(seconds, at_once, [])
 
 
 def phase_probe(lane: Lane, data: dict, at_once: int, steps: int) -> dict[tuple, Any]:

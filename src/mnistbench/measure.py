@@ -91,7 +91,10 @@ def reset_host_peak() -> bool:
     resets VmHWM), first handing freed heap back to the OS. False where that cannot be done:
     peak_memory then falls back to the whole process's peak and says so."""
     global _host_peak_reset
-    gc.collect()
+    # The young generations only: what a finished run left in reference cycles is young, and a
+    # full collection walks every object torch and scikit-learn made at import (0.1-0.2 s, as
+    # long as a small SVM's whole run).
+    gc.collect(1)
     with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed blocks otherwise
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:

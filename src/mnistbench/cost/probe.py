@@ -133,14 +133,22 @@ class Probes:
         return float(entry["seconds"])
 
 
+_warm_engines: set[str] = set()  # engines that ran a probe in this process
+
+
 def probe(spec: RunSpec, data: Dataset) -> Observation:
-    """Run the engine's probe of the spec, timed; its failure is the estimate's failure."""
+    """Run the engine's probe of the spec, timed; its failure is the estimate's failure. An
+    engine's first probe in a process runs twice, the first untimed: its imports and thread
+    pools are a process's cost (the study's start-up), not each run's."""
     import torch  # the probe runs an engine, and engines set torch's threads: restored after
 
     engine, threads = engine_for(spec), torch.get_num_threads()
     short = engine.probe(spec)
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            if spec.engine() not in _warm_engines:
+                engine.run(short, data, checkpoint_dir=Path(scratch) / "warm-up")
+                _warm_engines.add(spec.engine())
             started = time.perf_counter()
             result = engine.run(short, data, checkpoint_dir=Path(scratch))
             wall = time.perf_counter() - started

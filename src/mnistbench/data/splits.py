@@ -61,6 +61,12 @@ def make_split(
     if split == "official":
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if val_fraction == 0.0:  # nothing held out: no mask, and no copy of 60k images
+            empty = dataset.train_labels[:0]
+            return SplitData(
+                split, dataset.train_images, dataset.train_labels,
+                dataset.train_images[:0], empty, dataset.test_images, dataset.test_labels,
+            )  # fmt: skip
         is_val = stratified_holdout(dataset.train_labels, val_fraction, seed)
         return SplitData(
             split,
