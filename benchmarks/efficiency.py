@@ -31,9 +31,9 @@ from mnistbench.data import load_dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.storage import resolve_root
 from mnistbench.devices import resolve_device
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.measure import cpu_model, device_name, synchronize
-from mnistbench.engines.torch.models import build_resnet
 from train_throughput import engine_result  # benchmarks/ is on sys.path as the script's dir
 
 MATMUL_SIZE = 4096

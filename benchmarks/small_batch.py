@@ -34,9 +34,9 @@ from torchvision import transforms
 
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.smallmaps import use_matmul_for_small_maps
 from mnistbench.measure import cpu_model
-from mnistbench.engines.torch.models import build_resnet
 from train_throughput import engine_result
 
 BATCH = 16

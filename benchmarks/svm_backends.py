@@ -22,9 +22,9 @@ from typing import Any
 from mnistbench import published
 from mnistbench.config import RunSpec
 from mnistbench.data.load import load_dataset
+from mnistbench.engines.svm.backends import available_svm_backends
 from mnistbench.engines.svm.train import run
 from mnistbench.measure import cpu_model
-from mnistbench.engines.svm.backends import available_svm_backends
 from mnistbench.progress import PlainReporter
 
 QUICK_LIMITS = {"train_limit": 5_000, "test_limit": 1_000}

@@ -29,10 +29,10 @@ from mnistbench.config import RunSpec
 from mnistbench.data import load_dataset
 from mnistbench.data.storage import resolve_root
 from mnistbench.devices import resolve_device
+from mnistbench.engines.torch.models import build_resnet
 from mnistbench.engines.torch.recipe import make_precision
 from mnistbench.engines.torch.train import run
 from mnistbench.measure import cpu_model, device_name
-from mnistbench.engines.torch.models import build_resnet
 from mnistbench.result import RunResult
 
 
