@@ -15,6 +15,7 @@ written in checkpoint.py; this module trains, evaluates, and assembles the RunRe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.splits import SplitData
-from mnistbench.devices import DeviceUnavailableError as DeviceUnavailableError
 from mnistbench.engines.torch.batches import epoch_augment, epoch_batches, epoch_indices
 from mnistbench.engines.torch.checkpoint import (
     checkpoint_path,
@@ -55,7 +55,7 @@ from mnistbench.engines.torch.recipe import Precision, Training
 from mnistbench.measure import Stopwatch, environment, peak_memory, reset_peak_memory
 from mnistbench.progress import Reporter
 from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
-from mnistbench.specfields import field_default
+from mnistbench.specfields import field_role
 
 # --- The run, step by step --------------------------------------------------------------------
 
@@ -340,10 +340,14 @@ def protocol(
         "amp": spec.amp,  # as asked (True, False or "cuda"); precision is what ran here
         "precision": precision.label,
         "device": str(device),
-    } | {name: getattr(spec, name) for name in ("ema_decay", "tta") if _is_set(spec, name)}
+    } | _levers_set(spec)
 
 
-def _is_set(spec: RunSpec, name: str) -> bool:
-    """Whether a lever added after the first results is used: stated only then, so that the
-    protocol of every earlier result reads the same."""
-    return getattr(spec, name) != field_default(RunSpec.__dataclass_fields__[name])
+def _levers_set(spec: RunSpec) -> dict[str, Any]:
+    """The fields added after the first results (identity "non-default") that this run sets:
+    stated only then, so that the protocol of every earlier result reads the same. The rule of
+    the run's identity (RunSpec.canonical) decides which."""
+    added_later = {
+        f.name for f in dataclasses.fields(spec) if field_role(f).identity == "non-default"
+    }
+    return {name: value for name, value in spec.canonical().items() if name in added_later}
