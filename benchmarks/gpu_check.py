@@ -5,8 +5,8 @@
 
 Phases, each written to OUT/gpu_check.json and OUT/gpu_check.md as soon as it ends (a run cut
 short keeps what it measured):
-  tests       first, with time reserved: the CUDA tests (tests/test_cuda.py, the captured step
-              against the eager one in tests/test_cudagraphs.py) and the tests that must also
+  tests       first, with time reserved: the CUDA tests (tests/engines/torch/test_cuda.py, the captured step
+              against the eager one in tests/engines/torch/test_cudagraphs.py) and the tests that must also
               pass on a GPU machine run from src/ (killed-run resume, study with a CUDA row)
   throughput  ResNet-18/50 at the published protocol (224x224x3, fp16 AMP + GradScaler) at
               batch 16 and 32: eager against captured steps (ms per step, img/s), and the memory
@@ -106,12 +106,12 @@ def engine_spec(model: str, batch: int, loader: str, steps: int, device: str, **
 TEST_SELECTIONS = {
     # The CUDA-only tests, and the study test that must find its CUDA row done on a GPU machine.
     "cuda": [
-        "tests/test_cuda.py",
-        "tests/test_cudagraphs.py",
-        "tests/test_study.py::test_runs_what_is_missing_and_records_failures_and_skips",
+        "tests/engines/torch/test_cuda.py",
+        "tests/engines/torch/test_cudagraphs.py",
+        "tests/study/test_run.py::test_runs_what_is_missing_and_records_failures_and_skips",
     ],
     # CPU only (one thread), so it runs in the background beside the GPU phases.
-    "killed_run_from_src": ["tests/test_train_torch.py::test_killed_run_resumes_bit_exact"],
+    "killed_run_from_src": ["tests/engines/torch/test_train.py::test_killed_run_resumes_bit_exact"],
 }
 
 

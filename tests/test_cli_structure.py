@@ -13,7 +13,7 @@ import pytest
 import mnistbench.cli
 from mnistbench.cli import build_parser, main
 from mnistbench.cli.args import HelpFormatter
-from tests.test_report import build_synthetic_store
+from tests.report.test_report import build_synthetic_store
 
 CLI_DIR = Path(mnistbench.cli.__file__).parent
 HEAVY = ("torch", "torchvision", "numpy", "sklearn", "matplotlib", "pandas", "rich.progress")

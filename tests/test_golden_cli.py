@@ -1,7 +1,7 @@
 """Golden files of the CLI: what each command prints, on stdout and stderr, and its exit code.
 
 - every command's `--help` (the commands found in the parser, so a new one needs its file);
-- `study status` of tests/test_report.py's synthetic store and of tests/fixtures/store_v1.db;
+- `study status` of tests/report/test_report.py's synthetic store and of tests/fixtures/store_v1.db;
 - `study run --dry-run` and `study status FILE` of a small study file (no store, no training,
   the probes replaced by constants as in tests/test_cli_structure.py);
 - two bad study files, an unknown field and a bad value: exit 2, the `study run` usage and
@@ -34,8 +34,8 @@ import pytest
 
 from mnistbench.cli import build_parser, main
 from tests.golden_files import GOLDEN, REGOLD, assert_matches_golden
+from tests.report.test_report import build_synthetic_store
 from tests.test_golden_report import FIXTURE
-from tests.test_report import build_synthetic_store
 
 HELP = GOLDEN / "cli" / "help"
 WIDTH = 100  # columns of the terminal the output is laid out for

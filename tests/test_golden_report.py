@@ -1,6 +1,6 @@
 """Golden files of the report: its Markdown, CSV and JSON, byte for byte, for three stores.
 
-- `synthetic`: tests/test_report.py's synthetic store (no GPU run), with a study description and
+- `synthetic`: tests/report/test_report.py's synthetic store (no GPU run), with a study description and
   an experiment description, as `report --study FILE` passes them;
 - `synthetic-gpu`: the same store with its CUDA runs finished, one of them beside other runs on
   its GPU (the speedups, the ‡ mark and its footnote);
@@ -34,7 +34,7 @@ import pytest
 from mnistbench.report import Report, build_report, write_report
 from mnistbench.study.store import Store
 from tests.golden_files import GOLDEN, assert_matches_golden
-from tests.test_report import STUDY, build_synthetic_store
+from tests.report.test_report import STUDY, build_synthetic_store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1.db"
 FILES = ("report.md", "runs.csv", "runs.json")

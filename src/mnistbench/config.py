@@ -71,8 +71,7 @@ class RunSpec:
     dataset: str = spec_field("mnist", engine="run", speed=("svm",))
     """'mnist' or 'fashion-mnist' (aliases accepted, stored canonical)."""
     model: str = spec_field("resnet18", engine="run", choices=models, speed=True)
-    """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin): one
-    of `models()`, which decides the engine (ENGINES)."""
+    """'resnet18', 'resnet50' (torchvision) or 'svm' (sklearn SVC or an accelerated twin)."""
     split: str = spec_field("official", engine="run", choices=SPLITS)
     """'official' (60k/10k files) or 'assignment' (published protocol: pooled 70/10/20, seed 42)."""
     val_fraction: float = spec_field(0.0, engine="run", applies=lambda s: s.split != "assignment")

@@ -109,7 +109,7 @@ def test_runs_skipped_here_say_why_and_cost_nothing(tmp_path, probes, probed) ->
     forecast = forecast_study(expand(_study(tmp_path)), None, probes, "all")
     (gpu,) = [run for run in forecast.runs if run.experiment == "gpu"]
     assert gpu.status == "pending" and gpu.skip is not None and "cuda:99" in gpu.skip
-    assert gpu.seconds is None and not gpu.runs_here
+    assert gpu.seconds is None and gpu.basis == "" and not gpu.runs_here  # not even tried
     assert [spec.device for spec in probed] == ["cpu"] * 5  # 4 ResNet speeds, 1 SVM: not it
     summary = forecast.summary("gpu")
     assert summary.counts["skip here"] == 1 and summary.seconds == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from mnistbench.engines.svm import PROBE_TEST_IMAGES as SVM_TEST_IMAGES
 from mnistbench.engines.svm import PROBE_TRAIN_IMAGES as SVM_TRAIN_IMAGES
 from mnistbench.engines.torch import ENGINE as TORCH
 from mnistbench.engines.torch import PROBE_STEPS, PROBE_TEST_IMAGES
+from mnistbench.result import RunResult
 from tests.conftest import synthetic_dataset
 
 SPEC = RunSpec(model="resnet18", batch_size=8, epochs=1, device="cpu", threads=1)
@@ -114,6 +116,46 @@ def test_loading_a_dataset_is_timed_once_and_not_when_it_is_not_here(
     seconds = _probes(path).load_seconds("mnist")
     assert seconds >= 0.0 and len(loads) == 2
     assert _probes(path).load_seconds("mnist") == seconds and len(loads) == 2  # cached
+
+
+class _Engine:
+    """Runs nothing: a result with the given status; its first run takes 0.3 s (its imports)."""
+
+    def __init__(self, status: str = "ok") -> None:
+        self.status = status
+        self.runs: list[RunSpec] = []
+
+    def probe(self, spec: RunSpec) -> RunSpec:
+        return spec.replace(train_limit=48, test_limit=256, epochs=1)
+
+    def run(self, spec: RunSpec, data: object, checkpoint_dir: Path | None = None) -> RunResult:
+        self.runs.append(spec)
+        if len(self.runs) == 1:
+            time.sleep(0.3)
+        return RunResult(
+            spec=spec.to_dict(), status=self.status, train_seconds=0.01, eval_seconds=0.001,
+            message="out of memory",
+        )  # fmt: skip
+
+
+def test_an_engines_first_probe_in_a_process_runs_once_untimed(monkeypatch) -> None:
+    engine = _Engine()
+    monkeypatch.setattr("mnistbench.cost.probe.engine_for", lambda spec: engine)
+    monkeypatch.setattr("mnistbench.cost.probe._warm_engines", set())
+    first = probes_module.probe(SPEC, data=None)
+    assert len(engine.runs) == 2 and engine.runs[0] == engine.runs[1] == engine.probe(SPEC)
+    assert 0 < first.wall_seconds < 0.3  # the warm-up is not the run's
+    assert first.work == Work(48, 256, 256)
+    assert (first.train_seconds, first.test_seconds) == (0.01, 0.001)
+    probes_module.probe(SPEC.replace(batch_size=16), data=None)
+    assert len(engine.runs) == 3  # warm now: timed at once
+
+
+def test_a_probe_run_that_fails_is_the_estimates_failure(monkeypatch) -> None:
+    monkeypatch.setattr("mnistbench.cost.probe.engine_for", lambda spec: _Engine("failed"))
+    monkeypatch.setattr("mnistbench.cost.probe._warm_engines", {SPEC.engine()})
+    with pytest.raises(RuntimeError, match="its probe run ended failed: out of memory"):
+        probes_module.probe(SPEC, data=None)
 
 
 def test_a_resnet_probe_runs_a_few_real_steps_and_one_test_pass() -> None:

@@ -43,7 +43,7 @@ _SVC_AS_IS = ("fit_status_", "shape_fit_", "_gamma", "_sparse", "classes_", "n_f
 def as_sklearn_svc(estimator: Any) -> Any:
     """The fitted SVC as scikit-learn's own class: itself, or for scikit-learn-intelex's
     subclass an sklearn.svm.SVC with its support vectors, coefficients and parameters (the same
-    decision function, to rounding: tests/test_modelfile.py). cuML's SVC is another library's
+    decision function, to rounding: tests/engines/test_modelfile.py). cuML's SVC is another library's
     model: saving it is refused with the reason."""
     from sklearn.svm import SVC
 

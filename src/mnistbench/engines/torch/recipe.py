@@ -79,7 +79,7 @@ def make_optimizer(
     Except SGD under a GradScaler in an eager step: fused SGD takes over the scaler's overflow
     check, and when it skips its very first step it leaves its momentum buffers uninitialised
     (torch allocates them with empty_like), so the weights blow up a few steps later; fused
-    Adam/AdamW honour the skip (tests/test_train_torch.py reproduces it on CPU). A `captured`
+    Adam/AdamW honour the skip (tests/engines/torch/test_train.py reproduces it on CPU). A `captured`
     step (cudagraphs.py) creates every optimizer state, zeroed, before its first step, so it
     uses fused SGD too; there Adam is also `capturable`, as a graph capture requires.
     """

@@ -286,7 +286,7 @@ def test_killed_run_resumes_bit_exact(tmp_path):
     reference_model = torch.load(final_model_path(tmp_path / "reference", spec))["model"]
 
     ckpt_dir = tmp_path / "killed"
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[3])
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD.format(repo=repo, spec=spec_values, ckpt=str(ckpt_dir))],
         # Keep the caller's PYTHONPATH: where the package is used from src/ it is what finds it.

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from mnistbench.cli import main
-from tests.test_report_html import CHROMIUM, chromium
-from tests.test_tracking import SPECS, free_port, make_store
+from tests.report.test_report_html import CHROMIUM, chromium
+from tests.use.test_tracking import SPECS, free_port, make_store
 
 pytestmark = pytest.mark.slow  # a server and a browser: a minute
 

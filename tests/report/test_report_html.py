@@ -16,7 +16,7 @@ import pytest
 
 from mnistbench.report import build_report, write_report
 from mnistbench.study.store import Store
-from tests.test_report import STUDY, build_synthetic_store
+from tests.report.test_report import STUDY, build_synthetic_store
 
 pytestmark = pytest.mark.slow  # a real browser: seconds per page
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mnistbench.cli import main
-from tests.test_report import STUDY, build_synthetic_store
+from tests.report.test_report import STUDY, build_synthetic_store
 
 
 @pytest.fixture(scope="module")

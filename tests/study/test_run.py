@@ -142,7 +142,7 @@ def test_ray_executor_with_a_local_ray_instance(tmp_path, real_data_root):
         broken = store.runs("tiny", "broken")[0]
     # A failing Ray task is recorded with the worker's own traceback, not just Ray's wrapper.
     assert broken.status == "failed" and "pca:5000" in broken.traceback
-    assert "Traceback" in broken.traceback and "train_svm" in broken.traceback
+    assert "Traceback" in broken.traceback and "engines/svm/train.py" in broken.traceback
     # On CPU, Ray gives the accuracies the local executor gives for the same seeds.
     local_path = tmp_path / "local.db"
     run_study(study, local_path, only=["grid", "svm"], root=str(real_data_root))

@@ -515,7 +515,7 @@ def test_status_eta_is_the_mean_done_time_times_the_runs_left(tmp_path: Path) ->
 
 # --- a store written by an older mnistbench -----------------------------------------------------
 
-FIXTURE = Path(__file__).parent / "fixtures" / "store_v1.db"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store_v1.db"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from mnistbench.report.frame import load_runs
 from mnistbench.report.plots import geometric
 from mnistbench.result import RunResult
 from mnistbench.study.store import Store
-from tests.test_report import _environment, _finish, torch_result
+from tests.report.test_report import _environment, _finish, torch_result
 
 BASE = RunSpec(
     dataset="mnist", model="resnet18", epochs=2, device="cpu", threads=1, train_limit=500
