@@ -134,7 +134,7 @@ class _Engine:
             time.sleep(0.3)
         return RunResult(
             spec=spec.to_dict(), status=self.status, train_seconds=0.01, eval_seconds=0.001,
-            message="out of memory",
+            message="out of memory", protocol={"sizes": {"train": 48, "val": 0, "test": 256}},
         )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mnistbench.config import RunSpec
 from mnistbench.cost.rates import Observation, Rates, gpu_lane_seconds, makespan, rates_from
-from mnistbench.data.sizes import Sizes, split_sizes
+from mnistbench.data.sizes import Sizes
 from mnistbench.engines import Work
 from mnistbench.engines.svm import ENGINE as SVM
 from mnistbench.engines.svm import GROWTH
@@ -78,27 +78,6 @@ def test_observations_without_timings_or_test_images_give_no_rates() -> None:
     # An unusable one is left out, not counted in the medians.
     rates = rates_from([Observation(work, 0.0, 1.0, 5.0), Observation(work, 5.0, 1.0, 9.0)], "")
     assert rates is not None and rates.train == pytest.approx(0.005)
-
-
-def test_split_sizes_are_those_the_splits_make() -> None:
-    from mnistbench.data import splits
-    from tests.conftest import synthetic_dataset
-
-    data = synthetic_dataset(n_train=400, n_test=100)
-    counts = {"train": 400, "test": 100}
-    for split, val_fraction, train_limit, test_limit in (
-        ("official", 0.0, None, None),
-        ("official", 0.1, 200, 50),
-        ("official", 0.25, None, 1_000),
-        ("assignment", 0.0, None, 30),
-        ("assignment", 0.0, 100, None),
-    ):
-        made = splits.limit_split(
-            splits.make_split(data, split, val_fraction=val_fraction),
-            train_limit, test_limit, seed=0,
-        )  # fmt: skip
-        sizes = split_sizes(split, val_fraction, train_limit, test_limit, counts)
-        assert made.sizes() == {"train": sizes.train, "val": sizes.val, "test": sizes.test}
 
 
 def _resnet(epochs: int, eval_each_epoch: bool) -> RunSpec:

@@ -26,6 +26,7 @@ from mnistbench.config import RunSpec, default_threads
 from mnistbench.cost.rates import Observation, run_work, speed_key
 from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import get_dataset
+from mnistbench.data.sizes import Sizes
 from mnistbench.devices import auto_device
 from mnistbench.engines import Work, engine_for
 from mnistbench.files import atomic_write_text
@@ -156,7 +157,8 @@ def probe(spec: RunSpec, data: Dataset) -> Observation:
         torch.set_num_threads(threads)
     if result.status != "ok" or not result.train_seconds or not result.eval_seconds:
         raise RuntimeError(f"its probe run ended {result.status}: {result.message}")
-    return Observation(run_work(short), result.train_seconds, result.eval_seconds, wall)
+    ran = Sizes(*(int(result.protocol["sizes"][part]) for part in ("train", "val", "test")))
+    return Observation(run_work(short, ran), result.train_seconds, result.eval_seconds, wall)
 
 
 @functools.lru_cache(maxsize=2)
