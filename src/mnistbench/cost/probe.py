@@ -1,8 +1,7 @@
 """Probes: a short real run of the engine at a spec's speed, timed once per machine and cached.
 
 A probe is `Engine.probe(spec)`, run by the engine itself: its own set-up, warm-up, a few
-training steps (or a small fit), one test pass and its final model written to a scratch
-directory. Its timings and its work are an Observation, which rates.py scales to the run's
+training steps (or a small fit) and one test pass, without writing its model. Its timings and its work are an Observation, which rates.py scales to the run's
 work. Nothing here knows an engine's internals.
 
 Each probe is cached in a JSON file next to the store (`calibration.json`), keyed by machine
@@ -16,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from mnistbench.measure import machine_key
 
 CACHE_VERSION = 3  # 3: probe observations by speed key (2: per-shape rates)
 CACHE_NAME = "calibration.json"
+WARM_UP_IMAGES = 32  # an engine's first, untimed run in a process: imports and thread pools
 
 
 def cache_path_for(store_path: Path) -> Path:
@@ -139,20 +138,21 @@ _warm_engines: set[str] = set()  # engines that ran a probe in this process
 
 def probe(spec: RunSpec, data: Dataset) -> Observation:
     """Run the engine's probe of the spec, timed; its failure is the estimate's failure. An
-    engine's first probe in a process runs twice, the first untimed: its imports and thread
-    pools are a process's cost (the study's start-up), not each run's."""
+    engine's first probe in a process is preceded by a smaller, untimed run: its imports and
+    thread pools are a process's cost (the study's start-up), not each run's. A probe keeps no
+    files: writing a model and a checkpoint (a few tenths of a second for a ResNet, a few per
+    cent of a one-epoch quick run) would double a dry run's time, so estimates leave it out."""
     import torch  # the probe runs an engine, and engines set torch's threads: restored after
 
     engine, threads = engine_for(spec), torch.get_num_threads()
     short = engine.probe(spec)
     try:
-        with tempfile.TemporaryDirectory() as scratch:
-            if spec.engine() not in _warm_engines:
-                engine.run(short, data, checkpoint_dir=Path(scratch) / "warm-up")
-                _warm_engines.add(spec.engine())
-            started = time.perf_counter()
-            result = engine.run(short, data, checkpoint_dir=Path(scratch))
-            wall = time.perf_counter() - started
+        if spec.engine() not in _warm_engines:
+            engine.run(short.replace(train_limit=WARM_UP_IMAGES, test_limit=WARM_UP_IMAGES), data)
+            _warm_engines.add(spec.engine())
+        started = time.perf_counter()
+        result = engine.run(short, data)
+        wall = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads)
     if result.status != "ok" or not result.train_seconds or not result.eval_seconds:

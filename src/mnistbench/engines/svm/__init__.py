@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from mnistbench.progress import Reporter
     from mnistbench.result import RunResult
 
-PROBE_TRAIN_IMAGES = 1000  # the reference fit (the run's own size when it is smaller)
-PROBE_TEST_IMAGES = 500
+PROBE_TRAIN_IMAGES = 500  # the reference fit (the run's own size when it is smaller)
+PROBE_TEST_IMAGES = 250
 # (fit, predict) growth exponents in the training images per back-end, measured from 2k images
 # up (benchmarks/README.md); the ratio of two small fits scattered too much to use.
 GROWTH = {"sklearnex": (1.5, 0.4), "sklearn": (1.9, 0.8)}

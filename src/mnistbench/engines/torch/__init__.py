@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from mnistbench.progress import Reporter
     from mnistbench.result import RunResult
 
-PROBE_STEPS = 6  # training steps a probe times (after the run's own warm-up)
-PROBE_TEST_IMAGES = 256
+PROBE_STEPS = 3  # training steps a probe times (after the run's own warm-up)
+PROBE_TEST_IMAGES = 128
 
 
 class TorchEngine:
