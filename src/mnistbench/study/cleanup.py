@@ -103,7 +103,7 @@ def _best_with_model(store: Store, study: str, experiment: str) -> str | None:
     """The key of the experiment's most accurate done run that still has a model."""
     candidates = [
         record
-        for record in store.runs(study, experiment)
+        for record in store.runs(study, experiment, with_model=True)
         if record.status == "done"
         and record.result is not None
         and record.result.model_path is not None
@@ -124,7 +124,7 @@ def apply_keep_policy(store: Store, study: str, key: str, policy: str, directory
     if policy == "all":
         return cleaned
     experiments = [name for owner, name in store.memberships(key) if owner == study]
-    runs = {r.key: r for e in experiments for r in store.runs(study, e)}
+    runs = {r.key: r for e in experiments for r in store.runs(study, e, with_model=True)}
     best: dict[str, str | None] = {}
 
     def is_best(run_key: str) -> bool:

@@ -332,14 +332,20 @@ class Store:
         rows = self._query(f"SELECT {self._COLUMNS} FROM runs WHERE key = ?", (key,))
         return self._record(rows[0]) if rows else None
 
-    def runs(self, study: str | None = None, experiment: str | None = None) -> list[RunRecord]:
-        """Runs of a study / experiment (None = all), each once, in the order they were registered."""
+    def runs(
+        self, study: str | None = None, experiment: str | None = None, *, with_model: bool = False
+    ) -> list[RunRecord]:
+        """Runs of a study / experiment (None = all), each once, in the order they were registered.
+        `with_model`: only those whose result names a model file, found by SQLite without
+        reading the others (a keep policy asks after every run of a 500-run sweep)."""
         rows = self._query(
             f"SELECT {self._COLUMNS} FROM runs JOIN ("
             "  SELECT key, MIN(id) AS first FROM memberships"
             "  WHERE (?1 IS NULL OR study = ?1) AND (?2 IS NULL OR experiment = ?2) GROUP BY key"
-            ") AS m ON m.key = runs.key ORDER BY m.first",
-            (study, experiment),
+            ") AS m ON m.key = runs.key"
+            " WHERE NOT ?3 OR json_extract(runs.result, '$.model_path') IS NOT NULL"
+            " ORDER BY m.first",
+            (study, experiment, with_model),
         )
         return [self._record(row) for row in rows]
 
