@@ -166,7 +166,7 @@ def run_study(args: argparse.Namespace) -> int:
 def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
     """List the runs, their status in the store (if there is one) and what each will cost
     here; then per experiment and for the study: counts, runs skipped here and why, time and
-    disk. Writes nothing but the calibration cache next to the store."""
+    disk. Writes nothing but the probe cache (calibration.json) next to the store."""
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration
@@ -352,10 +352,10 @@ def status_rows(
     store: Store, study: StudySpec | None
 ) -> list[tuple[str, str, dict[str, int], float | None]]:
     """(study, experiment, counts, ETA seconds) per experiment, for `study status` without a
-    study file (which must start at once: no torch, no calibration).
+    study file (which must start at once: no torch, no probe).
 
     The ETA is the mean wall time of this experiment's finished runs times the runs left; with a
-    study file, `study status FILE` estimates each run from this machine's calibration instead.
+    study file, `study status FILE` estimates each run from this machine's probes instead.
     """
     rows = []
     for (study_name, experiment), counts in store.counts(study.name if study else None).items():

@@ -45,7 +45,7 @@ CACHE_VERSION = 3
 TIMED_SECONDS = 0.6  # per variant, after one warm-up step each
 MIN_STEPS, MAX_STEPS = 3, 30  # timed steps per layout
 # Evaluation is timed on batches of up to this many images: about a second at 28 px; above 64 px
-# (slow per image) a few images tell the rate (calibrate.py times evaluation there with as many).
+# (slow per image) a few images tell the rate.
 EVAL_PROBE_BATCH, EVAL_PROBE_BATCH_LARGE = 256, 32
 # channels_last (or matmul on small maps) must win by this much to be chosen: within it the two
 # are a wash, and NCHW with the backend's convolutions is what every other tool runs.

@@ -65,7 +65,7 @@ class Setup:
 def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -> Setup:
     """Device, threads and backends; the split, its preprocessing and device copy; the model,
     optimizer and schedule over the whole run. The layout is chosen for `work` (images trained,
-    evaluated), by default this run's: a calibration probe passes the real run's."""
+    evaluated), by default this run's; a short run prepared for a longer one passes the longer one's."""
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
