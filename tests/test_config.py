@@ -2,8 +2,11 @@ import dataclasses
 
 import pytest
 
-from mnistbench.config import SVM_FIELDS, TORCH_FIELDS, RunSpec, SpecError, field_role, spec_field
+from mnistbench.config import RunSpec, fields_of
 from mnistbench.result import EpochRecord, RunResult
+from mnistbench.specfields import SpecError, field_role, spec_field
+
+TORCH_FIELDS, SVM_FIELDS = fields_of("torch"), fields_of("svm")
 
 
 def test_defaults_are_a_fast_recipe_and_the_study_files_pin_the_published_protocol():
@@ -183,3 +186,16 @@ def test_a_number_where_a_name_belongs_is_a_spec_error(name: str) -> None:
 def test_a_whole_number_for_a_float_field_is_the_same_run() -> None:
     assert RunSpec(lr=1, C=10, momentum=0).key() == RunSpec(lr=1.0, C=10.0, momentum=0.0).key()
     assert RunSpec(model="svm", gamma=2).gamma == 2.0 and RunSpec(lr=1).lr == 1.0
+
+
+def test_a_stored_run_of_a_model_no_engine_here_knows_is_read_not_a_crash() -> None:
+    """A newer version's run, or one of an engine not installed: its identity is the fields
+    every engine reads, and its key and label still come out."""
+    spec, unknown = RunSpec.from_stored({"model": "logreg", "dataset": "mnist", "seed": 2})
+    assert not unknown and spec.engine() == "unknown"
+    assert spec.canonical() == {
+        name: getattr(spec, name) for name in fields_of("run") if name != "threads"
+    }
+    assert len(spec.key()) == 16 and spec.label() == "logreg mnist seed=2"
+    with pytest.raises(SpecError, match="model='logreg' is invalid"):
+        RunSpec(model="logreg")

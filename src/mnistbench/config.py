@@ -36,9 +36,8 @@ from mnistbench.specfields import (
     STEMS,
     SVM_BACKENDS,
     TTAS,
-    Engine,
-    FieldRole,
-    Identity,
+    UNKNOWN_ENGINE,
+    EngineName,
     SpecError,
     check_choice,
     check_positive,
@@ -48,8 +47,6 @@ from mnistbench.specfields import (
     models,
     spec_field,
 )
-
-__all__ = ["Engine", "FieldRole", "Identity", "RunSpec", "SpecError", "field_role", "spec_field"]
 
 # The identity scheme. Bump it only to change every run's key on purpose: each store then runs
 # everything again. Version 1 hashes the canonical fields as JSON (no version in the text).
@@ -276,9 +273,11 @@ class RunSpec:
     def is_svm(self) -> bool:
         return self.model == "svm"
 
-    def engine(self) -> Engine:
-        """The engine that trains this spec's model (specfields.ENGINES)."""
-        return engine_of(self.model)
+    def engine(self) -> EngineName:
+        """The engine that trains this spec's model (specfields.ENGINES); for a stored run of a
+        model no engine here knows (a newer version's, an engine not installed), "unknown":
+        only the fields every engine reads are its own, and nothing crashes on it."""
+        return engine_of(self.model) if self.model in models() else UNKNOWN_ENGINE
 
     def reads(self, name: str) -> bool:
         """Whether this run's engine reads the field and it applies here (see FieldRole)."""
@@ -384,9 +383,6 @@ class RunSpec:
         return label + (f" {self.device}" if self.device != "auto" else "") + f" seed={self.seed}"
 
 
-def fields_of(engine: Engine) -> tuple[str, ...]:
+def fields_of(engine: EngineName) -> tuple[str, ...]:
     """The names of the RunSpec fields that `engine` declares ("run": read by every engine)."""
     return tuple(f.name for f in dataclasses.fields(RunSpec) if field_role(f).engine == engine)
-
-
-TORCH_FIELDS, SVM_FIELDS = fields_of("torch"), fields_of("svm")

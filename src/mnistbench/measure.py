@@ -91,10 +91,11 @@ def reset_host_peak() -> bool:
     resets VmHWM), first handing freed heap back to the OS. False where that cannot be done:
     peak_memory then falls back to the whole process's peak and says so."""
     global _host_peak_reset
-    # The young generations only: what a finished run left in reference cycles is young, and a
-    # full collection walks every object torch and scikit-learn made at import (0.1-0.2 s, as
-    # long as a small SVM's whole run).
-    gc.collect(1)
+    gc.collect()
+    # What is alive now (modules, datasets, caches) outlives every run: frozen, later full
+    # collections skip it, and stay cheap (a full pass over everything torch and scikit-learn
+    # made at import takes 0.1-0.2 s, as long as a small SVM's whole run).
+    gc.freeze()
     with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed blocks otherwise
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
@@ -133,7 +134,7 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 
 def machine_key(device: str, threads: int, env: dict[str, Any] | None = None) -> str:
-    """What identifies a machine for a calibration: CPU, device, threads, torch. With `env` (a
+    """What identifies a machine for a measurement: CPU, device, threads, torch. With `env` (a
     stored result's environment), the machine that result ran on."""
     if env is not None:
         cpu, version = env.get("cpu"), env.get("torch")

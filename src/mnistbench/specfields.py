@@ -18,7 +18,7 @@ from mnistbench.errors import UserError
 # module declares how RunSpec's fields are made, so naming RunSpec would be an import cycle.
 SpecCheck = Callable[[Any], bool]
 
-Engine = str  # "run" (every engine reads the field) or an engine's name (specfields.ENGINES)
+EngineName = str  # "run" (every engine reads the field) or an engine's name (specfields.ENGINES)
 Identity = Literal["always", "non-default", "never"]
 
 
@@ -34,7 +34,7 @@ class FieldRole:
         does not apply is left out of the key.
     """
 
-    engine: Engine
+    engine: EngineName
     identity: Identity = "always"
     applies: SpecCheck | None = None
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
@@ -56,7 +56,7 @@ class FieldRole:
 def spec_field(
     default: Any = dataclasses.MISSING,
     *,
-    engine: Engine,
+    engine: EngineName,
     identity: Identity = "always",
     applies: SpecCheck | None = None,
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
@@ -97,6 +97,9 @@ ENGINES: dict[str, tuple[str, ...]] = {"torch": ("resnet18", "resnet50"), "svm":
 def models() -> tuple[str, ...]:
     """Every model some engine trains (read when asked, so an engine added at run time counts)."""
     return tuple(model for names in ENGINES.values() for model in names)
+
+
+UNKNOWN_ENGINE = "unknown"  # the engine of a stored run whose model no engine here trains
 
 
 def engine_of(model: str) -> str:

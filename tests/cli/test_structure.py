@@ -343,13 +343,13 @@ def test_one_small_module_per_command_group() -> None:
 
 def test_every_library_error_is_a_user_error_or_a_run_failure() -> None:
     """main catches these two bases once; a library error outside them would be a traceback."""
-    from mnistbench.config import SpecError
     from mnistbench.data.fetch import FetchError
     from mnistbench.data.registry import UnknownDatasetError
     from mnistbench.devices import DeviceUnavailableError
     from mnistbench.engines.svm.backends import SVMBackendUnavailableError
     from mnistbench.errors import RunFailure, UserError
     from mnistbench.report import EmptyReportError
+    from mnistbench.specfields import SpecError
     from mnistbench.study.file import StudyFileError
     from mnistbench.study.store import StoreError
 

@@ -128,6 +128,9 @@ class _Engine:
     def probe(self, spec: RunSpec) -> RunSpec:
         return spec.replace(train_limit=48, test_limit=256, epochs=1)
 
+    def device(self, spec: RunSpec) -> str:
+        return "cpu"
+
     def run(self, spec: RunSpec, data: object, checkpoint_dir: Path | None = None) -> RunResult:
         self.runs.append(spec)
         if len(self.runs) == 1:
@@ -156,7 +159,7 @@ def test_an_engines_first_probe_in_a_process_runs_once_untimed(monkeypatch) -> N
 
 def test_a_probe_run_that_fails_is_the_estimates_failure(monkeypatch) -> None:
     monkeypatch.setattr("mnistbench.cost.probe.engine_for", lambda spec: _Engine("failed"))
-    monkeypatch.setattr("mnistbench.cost.probe._warm_engines", {SPEC.engine()})
+    monkeypatch.setattr("mnistbench.cost.probe._warm_engines", {(SPEC.engine(), "cpu")})
     with pytest.raises(RuntimeError, match="its probe run ended failed: out of memory"):
         probes_module.probe(SPEC, data=None)
 
@@ -195,6 +198,8 @@ def test_an_svm_probe_fits_the_runs_own_size_up_to_the_reference_fits() -> None:
     assert (full.train_limit, full.test_limit) == (SVM_TRAIN_IMAGES, SVM_TEST_IMAGES)
     large = SVM.probe(RunSpec(model="svm", train_limit=50_000, test_limit=5_000))
     assert (large.train_limit, large.test_limit) == (SVM_TRAIN_IMAGES, SVM_TEST_IMAGES)
+    wide = SVM.probe(RunSpec(model="svm", features="pca:800"))  # PCA needs more images
+    assert wide.train_limit == 801
 
 
 def test_speed_keys_ignore_what_does_not_change_speed() -> None:

@@ -171,3 +171,12 @@ def test_without_skops_an_svm_trains_and_says_its_model_is_not_saved(monkeypatch
     assert keep_model(tmp_path, spec, fitted, None, Log()) is None
     assert "not saved" in said[0] and "mnistbench[models]" in said[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_file_renamed_by_hand_is_read_by_its_extension(tmp_path: Path) -> None:
+    from mnistbench.engines import engine_for_file
+
+    assert engine_for_file(tmp_path / "best.pt").model_suffix == ".model.pt"
+    assert engine_for_file(tmp_path / "svm.skops").model_suffix == ".model.skops"
+    with pytest.raises(ModelFileError, match="not a model file"):
+        engine_for_file(tmp_path / "notes.txt")

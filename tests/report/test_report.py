@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from mnistbench import config, published
+from mnistbench import published, specfields
 from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
 from mnistbench.report.frame import BUILT_OTHERWISE, LAST, RESULT_FIELDS, load_runs
@@ -697,10 +697,9 @@ def test_a_third_engines_runs_render_in_the_tables_and_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model of a third engine, on a dataset the published study has and on one it lacks:
-    its runs reach the tables, CSV and JSON. The engine is declared as specfields.ENGINES declares
-    engines (where this version has ENGINES; before it, such a model was read as a torch one)."""
-    engines = {**getattr(config, "ENGINES", {}), "logreg": ("logreg",)}
-    monkeypatch.setattr(config, "ENGINES", engines, raising=False)
+    its runs reach the tables, CSV and JSON. The engine is declared as engines are: a line in
+    specfields.ENGINES."""
+    monkeypatch.setitem(specfields.ENGINES, "logreg", ("logreg",))
     common = {"model": "logreg", "seed": 0, "threads": 2}
     specs = [RunSpec._unchecked({**common, "dataset": d}) for d in ("mnist", "kmnist")]
     path = _logreg_store(tmp_path / "logreg.db", specs, (92.5, 81.0))

@@ -204,12 +204,15 @@ def test_clean_orphans(tmp_path: Path, store_path: Path) -> None:
     study = load_study(study_file)
     with _run_all(store_path, "all") as store:
         (directory / "0123456789abcdef.model.pt").write_bytes(b"x" * 7)  # a run of no study
+        writing = directory / ".fedcba9876543210.model.pt.k2j3.tmp"  # atomic_replace's, mid-write
+        writing.write_bytes(b"y")
         dropped = _specs()["a"][0]  # the file's grid no longer has batch 16
         current = study_keys(study) - {dropped.key()}
         assert study_keys(study) >= {s.key() for specs in _specs().values() for s in specs}
         cleaned = clean_orphans(store, directory, "s", current, keys_beside(store_path))
         assert cleaned.bytes == 1000 + 7 and cleaned.files == 2
         assert len(_models(store_path)) == 3 and dropped.key() not in str(_models(store_path))
+        assert writing.exists(), "a file being written is a live run's, never an orphan"
 
 
 def test_files_of_a_store_beside_are_not_orphans(tmp_path: Path, store_path: Path) -> None:

@@ -17,7 +17,7 @@ from mnistbench.cli.args import add_command, add_root, add_store, require_store,
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
-    from mnistbench.use.saved import SavedModel
+    from mnistbench.engines import SavedModel
     from mnistbench.use.selection import Choice
 
 INVERT = ("auto", "yes", "no")
@@ -208,7 +208,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     )
     stored = chosen.record.result.test_accuracy if chosen.record and chosen.record.result else None
     if stored is not None and dataset == model.spec.dataset and args.part == "test":
-        same = "the same" if stored == evaluation.accuracy else "[red]DIFFERENT[/red]"
+        # The same number of images right: formulas of older versions differ in the last bit.
+        right = round(evaluation.accuracy * evaluation.images / 100)
+        same = (
+            "the same"
+            if round(stored * evaluation.images / 100) == right
+            else "[red]DIFFERENT[/red]"
+        )
         console.print(f"stored test accuracy {stored:.2f} %: {same}")
     console.print(_confusion_table(evaluation))
     write_json(args.json, {"model": str(model.path), "run": model.key, **vars(evaluation)})

@@ -113,8 +113,8 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     Defaults stay RunSpec's own: an absent flag is absent from the namespace (SUPPRESS), and
     the help states RunSpec's default (the formatter shows none for SUPPRESS).
     """
-    from mnistbench.config import RunSpec, field_role
-    from mnistbench.specfields import AMP_CUDA_ONLY
+    from mnistbench.config import RunSpec
+    from mnistbench.specfields import AMP_CUDA_ONLY, field_role
 
     docs = _field_docs(RunSpec)
     groups = {engine: parser.add_argument_group(title) for engine, title in _GROUP_TITLES.items()}

@@ -27,6 +27,9 @@ from mnistbench.study.run import PlannedRun
 from mnistbench.study.store import RunRecord, Store
 
 TO_DO = ("pending", "running")
+# A `study run` starts in seconds; a process older than this (the Python API in a notebook)
+# is not one starting, and its age says nothing of a study's start-up.
+STARTUP_AT_MOST = 30.0
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ def forecast_study(
     runs: list[PlannedRun], store: Store | None, probes: Probes, keep_models: str
 ) -> StudyForecast:
     """Every run's status, skip reason, estimate and model size; the study's fixed overhead."""
-    started = process_age()
+    started = min(process_age(), STARTUP_AT_MOST)
     estimator = Estimator(probes, store)
     forecasts = [
         forecast_run(run, store.get(run.key) if store is not None else None, estimator)

@@ -12,6 +12,7 @@ when it is here, else on random images of its size (a ResNet's speed does not de
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ from mnistbench.data.load import Dataset, load_dataset
 from mnistbench.data.registry import get_dataset
 from mnistbench.data.sizes import Sizes
 from mnistbench.devices import auto_device
-from mnistbench.engines import Work, engine_for
+from mnistbench.engines import Engine, Work, engine_for
 from mnistbench.files import atomic_write_text
 from mnistbench.measure import machine_key
 
@@ -52,7 +53,8 @@ def machine_of(spec: RunSpec) -> str:
 
 class Probes:
     """Observations per speed on this machine: from the cache file, else probed and written
-    there. `dataset(name)` gives the data a probe runs on (default: `probe_data`)."""
+    there. `dataset(name)` gives the data a probe runs on (default: `probe_data`, real images
+    where they decide the speed)."""
 
     def __init__(
         self,
@@ -63,7 +65,7 @@ class Probes:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
-        self._dataset = dataset or functools.partial(probe_data, root=root)
+        self._dataset = dataset
         self.root = root
         self.log = log or (lambda message: None)
         self.entries: dict[str, dict[str, dict[str, Any]]] = self._read()
@@ -113,7 +115,11 @@ class Probes:
             return found
         key = speed_key(spec, device_kind(spec))
         self.log(f"timing a short run of {spec.label()} ({spec.threads} threads)")
-        seen = probe(spec, self._dataset(spec.dataset))
+        if self._dataset is not None:
+            data = self._dataset(spec.dataset)
+        else:  # an SVM's speed depends on its images: never random ones
+            data = probe_data(spec.dataset, self.root, "dataset" not in spec.speed_fields())
+        seen = probe(spec, data)
         self._store(machine_of(spec), key, dataclasses.asdict(seen))
         self.probed.append(key)
         return seen
@@ -133,7 +139,7 @@ class Probes:
         return float(entry["seconds"])
 
 
-_warm_engines: set[str] = set()  # engines that ran a probe in this process
+_warm_engines: set[tuple[str, str]] = set()  # (engine, device kind) probed in this process
 
 
 def probe(spec: RunSpec, data: Dataset) -> Observation:
@@ -147,9 +153,9 @@ def probe(spec: RunSpec, data: Dataset) -> Observation:
     engine, threads = engine_for(spec), torch.get_num_threads()
     short = engine.probe(spec)
     try:
-        if spec.engine() not in _warm_engines:
-            engine.run(short.replace(train_limit=WARM_UP_IMAGES, test_limit=WARM_UP_IMAGES), data)
-            _warm_engines.add(spec.engine())
+        if (spec.engine(), device_kind(spec)) not in _warm_engines:
+            _warm_up(engine, short, data)
+            _warm_engines.add((spec.engine(), device_kind(spec)))
         started = time.perf_counter()
         result = engine.run(short, data)
         wall = time.perf_counter() - started
@@ -161,12 +167,23 @@ def probe(spec: RunSpec, data: Dataset) -> Observation:
     return Observation(run_work(short, ran), result.train_seconds, result.eval_seconds, wall)
 
 
-@functools.lru_cache(maxsize=2)
-def probe_data(name: str, root: str | None = None) -> Dataset:
-    """The dataset when it is here; else random images and labels of its size."""
+def _warm_up(engine: Engine, short: RunSpec, data: Dataset) -> None:
+    """A small untimed run; one that cannot run so small (a PCA wider than its images) leaves
+    the warming to the probe itself."""
+    with contextlib.suppress(Exception):
+        engine.run(short.replace(train_limit=WARM_UP_IMAGES, test_limit=WARM_UP_IMAGES), data)
+
+
+@functools.lru_cache(maxsize=4)
+def probe_data(name: str, root: str | None = None, random_ok: bool = True) -> Dataset:
+    """The dataset when it is here; else, `random_ok`, random images and labels of its size,
+    which time a run whose speed does not depend on its images (a ResNet's). Without the
+    dataset and random_ok: DatasetNotFoundError, which says how to fetch it."""
     try:
         return load_dataset(name, root)
     except FileNotFoundError:
+        if not random_ok:
+            raise
         return _random_images(name)
 
 

@@ -130,10 +130,14 @@ def engine_for(spec: RunSpec) -> Engine:
 
 
 def engine_for_file(path: Path) -> Engine:
-    """The engine whose model files end like `path`'s name."""
-    for name in ENGINES:
-        engine = engine_named(name)
+    """The engine whose model files end like `path`'s name; for a file renamed by hand
+    ('best.pt', 'svm.skops'), the one whose files have its last extension."""
+    engines = [engine_named(name) for name in ENGINES]
+    for engine in engines:
         if path.name.endswith(engine.model_suffix):
+            return engine
+    for engine in engines:
+        if path.suffix and path.suffix == Path(engine.model_suffix).suffix:
             return engine
     if MODEL_MARK in path.name:
         raise ModelFileError(f"{path}: a model file of an engine this mnistbench does not have")
@@ -147,10 +151,6 @@ def skip_reason(spec: RunSpec) -> str | None:
     """Why this machine cannot run the spec at all (a study records it as 'skipped', not
     'failed'): its device, or for an SVM on svm_backend 'cuml', a CUDA GPU."""
     return engine_for(spec).skip_reason(spec)
-
-
-def model_suffixes() -> tuple[str, ...]:
-    return tuple(engine_named(name).model_suffix for name in ENGINES)
 
 
 def run_spec(

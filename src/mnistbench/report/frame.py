@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from mnistbench.config import RunSpec, SpecError, field_role
+from mnistbench.config import RunSpec
 from mnistbench.published import GridKey
 from mnistbench.result import RunResult
 from mnistbench.study.store import RunRecord, Store
@@ -89,7 +89,7 @@ def load_runs(store: Store, study: str | None = None) -> pd.DataFrame:
 
 def _row(record: RunRecord, study: str) -> dict[str, Any]:
     spec, result, state = record.spec, record.result, _state(record)
-    canonical, engine = _identity(spec)
+    canonical = spec.canonical()
     row: dict[str, Any] = {
         "key": record.key, "study": study, "memberships": [], "store_status": record.status,
         "state": state, "reason": _reason(record, state), "attempt": record.attempt,
@@ -99,7 +99,7 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     row |= {f: getattr(spec, f) if f in canonical or f == "threads" else None for f in SPEC_FIELDS}
     seedless = {name: value for name, value in canonical.items() if name != "seed"}
     row["config"] = json.dumps(seedless, sort_keys=True, default=str)
-    row["engine"] = engine
+    row["engine"] = spec.engine()
     row |= {name: getattr(result, name, None) for name in RESULT_FIELDS}
     env = result.environment if result else {}
     used = (result.device if result else None) or spec.device
@@ -123,18 +123,6 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
     row["history"] = result.history if result else []
     row["confusion"] = result.confusion_matrix if result else None
     return row
-
-
-def _identity(spec: RunSpec) -> tuple[dict[str, Any], str | None]:
-    """The spec's canonical fields and its engine. A model that no engine of this version trains
-    (a newer mnistbench stored the run) has neither: the fields that every engine reads stand
-    in, and its engine is None."""
-    try:
-        return spec.canonical(), spec.engine()
-    except SpecError:
-        roles = {f.name: field_role(f) for f in dataclasses.fields(spec)}
-        read = [n for n, role in roles.items() if role.engine == "run" and role.identity != "never"]
-        return {n: getattr(spec, n) for n in read}, None
 
 
 def _state(record: RunRecord) -> str:

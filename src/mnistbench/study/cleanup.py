@@ -218,6 +218,8 @@ def clean_orphans(
     }
     for pattern in (f"*{CHECKPOINT_SUFFIX}", f"*{MODEL_MARK}*"):
         for path in sorted(directory.glob(pattern)):
+            if path.name.startswith("."):  # a file being written (files.atomic_replace)
+                continue
             key = _key_of(path.name)
             if key not in known:
                 remove_run_files(store, directory, key, cleaned)

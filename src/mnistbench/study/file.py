@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistbench.config import RunSpec, SpecError
+from mnistbench.config import RunSpec
 from mnistbench.errors import UserError
+from mnistbench.specfields import SpecError
 
 
 class StudyFileError(UserError, ValueError):

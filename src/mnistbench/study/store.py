@@ -343,7 +343,8 @@ class Store:
             "  SELECT key, MIN(id) AS first FROM memberships"
             "  WHERE (?1 IS NULL OR study = ?1) AND (?2 IS NULL OR experiment = ?2) GROUP BY key"
             ") AS m ON m.key = runs.key"
-            " WHERE NOT ?3 OR json_extract(runs.result, '$.model_path') IS NOT NULL"
+            " WHERE NOT ?3 OR (json_valid(runs.result)"
+            "  AND json_extract(runs.result, '$.model_path') IS NOT NULL)"
             " ORDER BY m.first",
             (study, experiment, with_model),
         )

@@ -16,9 +16,9 @@ import torch
 
 from mnistbench.data.load import Dataset
 from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.engines import SavedModel
 from mnistbench.errors import UserError
 from mnistbench.result import accuracy_percent, per_class_accuracy
-from mnistbench.use.saved import SavedModel
 
 PARTS = ("test", "val", "train")
 

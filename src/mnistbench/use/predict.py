@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistbench.use.saved import SavedModel
+from mnistbench.engines import SavedModel
 
 TOP = 3
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from mnistbench.data.load import Dataset
 from mnistbench.engines import SavedModel, engine_for_file
-from mnistbench.engines.modelfile import ModelFileError, check_exists
-
-__all__ = ["ModelFileError", "SavedModel", "load_model"]
+from mnistbench.engines.modelfile import check_exists
 
 
 def load_model(path: Path, load_data: Callable[[str], Dataset] | None = None) -> SavedModel:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnistbench.config import RunSpec, SpecError
+from mnistbench.config import RunSpec
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.engines.torch.batches import (
     ERASE_AREA,
@@ -17,6 +17,7 @@ from mnistbench.engines.torch.checkpoint import final_model_path
 from mnistbench.engines.torch.loops import evaluate
 from mnistbench.engines.torch.recipe import ema_decay_at, make_ema, make_precision
 from mnistbench.engines.torch.train import run
+from mnistbench.specfields import SpecError
 from tests.conftest import synthetic_dataset
 
 TINY = {"model": "resnet18", "epochs": 2, "batch_size": 32, "threads": 1, "device": "cpu"}

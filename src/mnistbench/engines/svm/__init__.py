@@ -64,9 +64,12 @@ class SvmEngine:
         resolve_svm_backend(spec.svm_backend)
 
     def probe(self, spec: RunSpec) -> RunSpec:
-        limit = PROBE_TRAIN_IMAGES if spec.train_limit is None else spec.train_limit
+        largest = PROBE_TRAIN_IMAGES
+        if spec.features.startswith("pca:"):  # PCA keeps at most as many components as images
+            largest = max(largest, int(spec.features[4:]) + 1)
+        limit = largest if spec.train_limit is None else spec.train_limit
         return spec.replace(
-            train_limit=min(limit, PROBE_TRAIN_IMAGES),
+            train_limit=min(limit, largest),
             test_limit=min(spec.test_limit or PROBE_TEST_IMAGES, PROBE_TEST_IMAGES),
         )
 

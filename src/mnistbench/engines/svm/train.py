@@ -181,7 +181,7 @@ def run(
 def keep_model(
     checkpoint_dir: Path, spec: RunSpec, estimator: Any, transform: Any | None, reporter: Reporter
 ) -> str | None:
-    """Save the fitted SVM for later prediction (modelfile.py); its path, or None, said through
+    """Save the fitted SVM for later prediction (saved.py); its path, or None, said through
     the reporter, when it cannot be saved here (skops not installed, a cuML model)."""
     path = checkpoint_dir / f"{spec.key()}{MODEL_SUFFIX}"
     try:

@@ -126,7 +126,7 @@ def _read_weights_only(path: Path) -> tuple[dict[str, Any], str | None]:
 
 
 def save_final_model(path: Path, spec: RunSpec, model: nn.Module, preprocess: Preprocess) -> None:
-    """The model file (modelfile.py): weights as CPU tensors, so that it loads on a machine
+    """The model file (saved.py reads it): weights as CPU tensors, so that it loads on a machine
     without the training GPU, with the spec, preprocessing and class names beside them."""
     weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     steps = preprocess_record(

@@ -97,11 +97,20 @@ class TorchModel(SavedModel):
         self.preprocess, self.module = preprocess, module
         self.legacy = legacy  # the first format: its preprocessing recomputed from the spec
 
-    @torch.no_grad()
     def scores(self, images: torch.Tensor, device: torch.device | None = None) -> np.ndarray:
-        device = device or torch.device("cpu")
+        """Logits in fp32, whatever precision the run trained in (the probabilities a user
+        reads, and what an ONNX export is compared with)."""
+        return self._logits(images, device or torch.device("cpu"), as_run=False)
+
+    def predict(self, images: torch.Tensor, device: torch.device | None = None) -> np.ndarray:
+        """Classes as the run evaluated them: in its precision, so that its own test split
+        gives its stored accuracy exactly."""
+        return self._logits(images, device or torch.device("cpu"), as_run=True).argmax(axis=1)
+
+    @torch.no_grad()
+    def _logits(self, images: torch.Tensor, device: torch.device, as_run: bool) -> np.ndarray:
         module = self.module.to(device).eval()
-        precision = make_precision(self.spec.amp, device)
+        precision = make_precision(self.spec.amp if as_run else False, device)
         batch = eval_batch_size(self.preprocess.image_size)
         out = []
         for start in range(0, len(images), batch):
