@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistbench.cost.forecast import Estimator
+from mnistbench.cost.estimate import Estimator
 from mnistbench.cost.probe import Probes, cache_path_for
 from mnistbench.measure import cpu_model
 from mnistbench.study.file import load_study
@@ -66,7 +66,7 @@ def quick_study(work: Path) -> list[tuple[str, str, str]]:
 ESTIMATE_ALONE = """
 import sys, time
 from pathlib import Path
-from mnistbench.cost.forecast import live_estimates
+from mnistbench.cost.estimate import live_estimates
 from mnistbench.progress import PlainReporter
 from mnistbench.study.file import load_study
 from mnistbench.study.run import plan

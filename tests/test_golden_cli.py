@@ -162,8 +162,8 @@ def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     svm = Observation(svm_work, 1.0, 0.5, wall_seconds=2.0)
     patches = {
         "mnistbench.cost.probe.probe": lambda spec, data: svm if spec.model == "svm" else resnet,
-        "mnistbench.cost.probe.probe_data": lambda name, root=None: None,
-        "mnistbench.cost.forecast.process_age": lambda: 5.0,  # the start-up
+        "mnistbench.cost.probe.probe_data": lambda name, root=None, random_ok=True: None,
+        "mnistbench.cost.estimate.process_age": lambda: 5.0,  # the start-up
     }
     for name, replacement in patches.items():
         monkeypatch.setattr(name, replacement)

@@ -3,7 +3,7 @@
 Engines and the study runner call these few methods and never print themselves, so the same run
 shows bars in a terminal, log lines under `--quiet` or in a worker process, or nothing in tests.
 
-A study's ETA is the estimated seconds of its runs (cost/forecast.py: probed on this
+A study's ETA is the estimated seconds of its runs (cost/estimate.py: probed on this
 machine, refined by the store) not finished yet, scaled by how long the finished runs took against their
 own estimates (`EtaClock`).
 """

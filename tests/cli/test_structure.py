@@ -205,8 +205,10 @@ def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     # 2 test passes of 500 (the 2nd the final one): 20 + 1 + 3 = 24 s. Start-up: 5 s.
     seen = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
     monkeypatch.setattr("mnistbench.cost.probe.probe", lambda spec, data: seen)
-    monkeypatch.setattr("mnistbench.cost.probe.probe_data", lambda name, root=None: None)
-    monkeypatch.setattr("mnistbench.cost.forecast.process_age", lambda: 5.0)
+    monkeypatch.setattr(
+        "mnistbench.cost.probe.probe_data", lambda name, root=None, random_ok=True: None
+    )
+    monkeypatch.setattr("mnistbench.cost.estimate.process_age", lambda: 5.0)
     study = tmp_path / "s.toml"
     study.write_text(
         '[defaults]\nmodel = "resnet18"\nepochs = 2\ntrain_limit = 1000\ntest_limit = 500\n'

@@ -25,8 +25,8 @@ from mnistbench.errors import EXIT_FAILURE, EXIT_OK
 from mnistbench.study.executors import EXECUTORS  # light: no torch (its docstring)
 
 if TYPE_CHECKING:
-    from mnistbench.cost.forecast import StudyForecast
     from mnistbench.study.file import StudySpec
+    from mnistbench.study.forecast import StudyForecast
     from mnistbench.study.store import Store
 
 _STATUS_COLUMNS = ("done", "failed", "skipped", "running", "pending")
@@ -120,7 +120,7 @@ def run_study(args: argparse.Namespace) -> int:
         return _dry_run(study, args.only, args.store)
 
     from mnistbench.cli import console as ui
-    from mnistbench.cost.forecast import live_estimates
+    from mnistbench.cost.estimate import live_estimates
     from mnistbench.study import run as study_module
 
     # Fetch what the runs need first, here, so that workers never race to download.
@@ -206,7 +206,7 @@ def _forecast(
     """The study's runs as this machine sees them, with their estimates (probing the speeds
     not in the cache next to the store first: about a second each, once per machine)."""
     from mnistbench.cli.console import err_console
-    from mnistbench.cost.forecast import forecast_study
+    from mnistbench.cost.estimate import forecast_study
     from mnistbench.cost.probe import Probes, cache_path_for
     from mnistbench.study.run import expand
 
@@ -221,7 +221,7 @@ def _print_forecast(forecast: StudyForecast, title: str) -> None:
     from rich.table import Table
 
     from mnistbench.cli.console import console, duration, human_size
-    from mnistbench.cost.forecast import COLUMNS
+    from mnistbench.study.forecast import COLUMNS
 
     table = Table(
         title=f"{title} (keep_models = {forecast.keep_models!r})",

@@ -49,7 +49,7 @@ class PlannedRun:
 
 
 EstimateRuns = Callable[[list[PlannedRun], Store, Reporter], Estimates | None]
-"""The seconds each run to do will take here, given the store (cost.forecast.live_estimates)."""
+"""The seconds each run to do will take here, given the store (cost.estimate.live_estimates)."""
 
 
 def expand(study: StudySpec, only: list[str] | None = None) -> list[PlannedRun]:
@@ -245,7 +245,7 @@ def run_study(
     """Execute every run of the study that the store does not have yet. `on_recorded(store,
     key)` is called in this (driver) process after each run's result or failure is stored
     (`study run --mlflow` logs the run there). `estimates(todo, store, reporter)`: the
-    seconds each run to do will take, for a reporter that shows an ETA (cost.forecast's
+    seconds each run to do will take, for a reporter that shows an ETA (cost.estimate's
     `live_estimates`; without it, no ETA).
 
     `executor`: a name in executors.EXECUTORS, configured by `jobs` and `ray_address` (each

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnistbench.config import RunSpec
-from mnistbench.cost.forecast import Estimator, forecast_study, live_estimates, ran_alone
+from mnistbench.cost.estimate import Estimator, forecast_study, live_estimates, ran_alone
 from mnistbench.cost.probe import Probes
 from mnistbench.cost.rates import Observation
 from mnistbench.data.sizes import Sizes
@@ -73,7 +73,7 @@ def probed(monkeypatch: pytest.MonkeyPatch) -> list[RunSpec]:
         return SVM_PROBE if spec.model == "svm" else RESNET_PROBE
 
     monkeypatch.setattr("mnistbench.cost.probe.probe", fake_probe)
-    monkeypatch.setattr("mnistbench.cost.forecast.process_age", lambda: STARTUP)
+    monkeypatch.setattr("mnistbench.cost.estimate.process_age", lambda: STARTUP)
     return specs
 
 
