@@ -27,6 +27,9 @@ run: setup
 	$(BIN)/mnistbench study run $(STUDY)
 	$(BIN)/mnistbench study status
 	$(BIN)/mnistbench report --study $(STUDY)
+	@echo
+	@echo "The report: results/report/report.md, and report.html beside it (open it in a browser)."
+	@echo "The command: $(BIN)/mnistbench --help, or 'source $(BIN)/activate' first, then mnistbench."
 
 # Everything, slow end-to-end and network tests included (CI runs exactly this).
 test: setup

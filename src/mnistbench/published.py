@@ -3,7 +3,7 @@
 Every row below is the line of the study's README as printed (its tables: Q1(a) MNIST and
 FashionMNIST, Q1(b) SVM, Q2 CPU vs GPU), and each value is parsed from that line, so a number
 cannot drift from its source. tests/test_published.py checks every line against the README
-itself (`../shared/seed/000_48f8ae2cb403eb43.txt`, where it is present).
+itself, where a copy of it is beside the repository.
 
 Keys use our names: datasets 'mnist' / 'fashion-mnist', models 'resnet18' / 'resnet50',
 optimizers 'sgd' / 'adam', devices 'cpu' / 'cuda', learning rates as floats (0.001 == 1e-3).
@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-SOURCE = "the published study's README (../shared/seed/000_48f8ae2cb403eb43.txt)"
+REPOSITORY = "NisargUpadhyayIITJ/MLOps-NisargUpadhyay-B23CS1075"
+SOURCE = f"the published study's README (github.com/{REPOSITORY})"
 
 
 class GridKey(NamedTuple):

@@ -13,6 +13,7 @@ import pytest
 import mnistbench.cli
 from mnistbench.cli import build_parser, main
 from mnistbench.cli.args import HelpFormatter
+from mnistbench.study.store import Store
 from tests.report.test_report import build_synthetic_store
 
 CLI_DIR = Path(mnistbench.cli.__file__).parent
@@ -77,6 +78,11 @@ def _cuda() -> bool:
         (["report", "--format", "pdf"], "--format 'pdf': choose from md, html, csv, json"),
         (["report", "--format", ","], "choose from md, html, csv, json"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["export", "--model", "x.model.pt", "--out", "DIR"], "is a folder: give the file"),
+        (
+            ["track", "mlflow", "--tracking-uri", "foo://bar", "--store", "STORE"],
+            "foo://bar: MLflow cannot keep runs there (scheme 'foo')",
+        ),
     ],
 )
 def test_bad_input_exits_2(tmp_path: Path, capsys, args: list[str], message: str) -> None:
@@ -84,7 +90,11 @@ def test_bad_input_exits_2(tmp_path: Path, capsys, args: list[str], message: str
     (tmp_path / "good.toml").write_text(
         '[study]\nname = "s"\n[experiments.grid]\nbase = { model = "svm" }\n'
     )
-    names = {"BAD_TOML": "bad.toml", "GOOD_TOML": "good.toml", "DEST": "out"}
+    (tmp_path / "folder").mkdir()
+    with Store(tmp_path / "store.db") as store:  # an empty store, written by today's code
+        store.register("s", "grid", [])
+    names = {"BAD_TOML": "bad.toml", "GOOD_TOML": "good.toml", "DEST": "out", "DIR": "folder",
+             "STORE": "store.db"}  # fmt: skip
     args = [
         str(tmp_path / names.get(a, a)) if a in names or a.startswith("MISSING") else a
         for a in args
@@ -92,6 +102,13 @@ def test_bad_input_exits_2(tmp_path: Path, capsys, args: list[str], message: str
     assert _exit_code(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "MISSING.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.toml",
+        "folder",
+        "good.toml",
+        "store.db",
+    ], "nothing written"
+    assert not list((tmp_path / "folder").iterdir())
 
 
 @pytest.mark.skipif(_cuda(), reason="this machine has CUDA")

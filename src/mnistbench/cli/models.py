@@ -237,11 +237,19 @@ def _confusion_table(evaluation: Any) -> Any:
     return table
 
 
+class OutIsAFolderError(UserError):
+    flag = "--out"
+
+
 def export_command(args: argparse.Namespace) -> int:
     """Write the ONNX file, then run it with onnxruntime and compare it with the model."""
     from mnistbench.cli.console import console
     from mnistbench.use.onnx_export import compare, export_onnx
 
+    if args.out is not None and args.out.is_dir():  # before any work: nothing is written
+        raise OutIsAFolderError(
+            f"{args.out} is a folder: give the file to write, e.g. {args.out / 'model.onnx'}"
+        )
     model, _ = load_chosen(args)
     out = args.out or Path("results/export") / f"{model.key}.onnx"
     export_onnx(model, out)

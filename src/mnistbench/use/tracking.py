@@ -48,9 +48,22 @@ class TrackingError(UserError):
     flag = "--tracking-uri"
 
 
+# The schemes of MLflow's tracking stores (a plain path is a local folder: scheme "").
+TRACKING_SCHEMES = (
+    "", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
+)  # fmt: skip
+
+
 def check_uri(uri: str) -> None:
     """Fail fast, before anything is written, on a tracking URI that cannot be reached: an
-    HTTP server that does not answer its /health, a SQLite file where no folder can be made."""
+    HTTP server that does not answer its /health, a SQLite file where no folder can be made,
+    a scheme MLflow does not keep runs in."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingError(
+            f"{uri}: MLflow cannot keep runs there (scheme {scheme!r}); use a sqlite:///PATH.db "
+            "file, a local folder, or an http(s):// tracking server"
+        )
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_SECONDS):
