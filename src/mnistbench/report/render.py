@@ -6,6 +6,7 @@ the runs' table as CSV and JSON (one flat row per run).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from collections.abc import Iterable
 from importlib import resources
@@ -14,11 +15,13 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from mnistbench.config import RunSpec
 from mnistbench.files import atomic_write_text
 from mnistbench.report.build import Report
 from mnistbench.report.frame import MISSING_STATES, NOT_EXPORTED
 from mnistbench.report.plots import Plot
 from mnistbench.report.tables import Table
+from mnistbench.result import RunResult
 
 FORMATS = ("md", "html", "csv", "json")
 MARKDOWN = """\
@@ -107,6 +110,19 @@ def render_html(report: Report, out_dir: Path | None = None) -> str:
     return page.render(report=report, classes=cell_classes, zip=zip, link=link, image=image)
 
 
+def whole_numbers(runs: pd.DataFrame) -> pd.DataFrame:
+    """The integer fields of a spec and a result as integers: a column that is empty for some
+    runs (batch_size for an SVM) is float in pandas, and would be written 16.0."""
+    integers = [
+        f.name
+        for kind in (RunSpec, RunResult)
+        for f in dataclasses.fields(kind)
+        if str(f.type) in ("int", "int | None") and f.name in runs.columns
+    ]
+    integers += [name for name in runs.columns if name.endswith("_images")]
+    return runs.astype({name: "Int64" for name in integers})
+
+
 def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write the chosen formats into out_dir; return the files written."""
     formats = list(formats)
@@ -117,7 +133,7 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str] = FORMATS
     for plot in report.plots if "md" in formats else []:
         (out_dir / f"{plot.slug}.png").write_bytes(plot.png)
         written.append(out_dir / f"{plot.slug}.png")
-    exports = report.runs.drop(columns=list(NOT_EXPORTED))
+    exports = whole_numbers(report.runs.drop(columns=list(NOT_EXPORTED)))
     texts = {
         "md": ("report.md", lambda: render_markdown(report)),
         "html": ("report.html", lambda: render_html(report, out_dir)),
