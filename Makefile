@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: fetch and verify both datasets, run the quick study (about 5 minutes on
+# The main job: fetch and verify both datasets, run the quick study (about 2 minutes on
 # 2 CPU cores), then write its report to results/report/. Run it again and only what is
 # missing runs.
 STUDY ?= configs/quick.toml

@@ -1,7 +1,7 @@
 """The package's shape: small functions and modules, and data flowing one way.
 
 core (config, data, result, devices, measure, ...) -> engines -> study -> cost -> report -> use
--> cli (README.md, Architecture, whose table must name every module), and no import cycle
+-> cli (docs/architecture.md, whose table must name every module), and no import cycle
 anywhere, type-checking imports included. These tests read the source, so a function
 that grows past the limit or an import that reaches back up the chain fails here, naming it,
 instead of in a review months later.
@@ -153,12 +153,11 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_readmes_architecture_table_names_every_module_and_only_real_ones() -> None:
-    """README.md's Architecture section cannot drift from the tree: each module is named there
+    """docs/architecture.md's layer table cannot drift from the tree: each module is named there
     (by its path under its folder, or, for data/, report/ and cli/, by the folder), and every
     path it names exists."""
-    readme = (PACKAGE.parents[1] / "README.md").read_text()
-    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
-    table = section.split("| layer |", 1)[1].split("\n\n", 1)[0]
+    page = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    table = page.split("| layer |", 1)[1].split("\n\n", 1)[0]
     named = set(re.findall(r"`([a-z_/]+(?:\.py|/))`", table))
     folders = {name for name in named if name.endswith("/")}
     for path in _modules():
@@ -167,7 +166,8 @@ def test_the_readmes_architecture_table_names_every_module_and_only_real_ones() 
         covered = relative == "__init__.py" or any(  # the package's version, nothing else
             relative.startswith(folder) for folder in ("data/", "report/", "cli/")
         )
-        assert covered or set(within) & named, f"README's Architecture table omits {relative}"
+        assert covered or set(within) & named, f"docs/architecture.md's table omits {relative}"
     for name in named - folders:
-        assert list(PACKAGE.rglob(name.rsplit("/", 1)[-1])), f"README names {name}: no such file"
+        found = list(PACKAGE.rglob(name.rsplit("/", 1)[-1]))
+        assert found, f"docs/architecture.md names {name}: no such file"
     assert {"data/", "report/", "cli/", "study/", "use/", "engines/torch/"} <= folders
