@@ -25,6 +25,7 @@ from mnistbench import published, specfields
 from mnistbench.config import RunSpec
 from mnistbench.report import build_report, write_report
 from mnistbench.report.frame import BUILT_OTHERWISE, LAST, RESULT_FIELDS, load_runs
+from mnistbench.report.render import render_markdown
 from mnistbench.report.text import label, name
 from mnistbench.result import EpochRecord, RunResult
 from mnistbench.study.store import Store
@@ -301,7 +302,7 @@ def test_footnotes_state_the_protocol_how_it_differs_from_the_published_one_and_
     report,
 ) -> None:
     notes = table(report, "grid_mnist").notes
-    gaps, protocol, machine = notes[0], notes[1], notes[2]
+    gaps, protocol, machine = notes[0], notes[1], table(report, "grid_mnist").machine
     for part in ("split official here, assignment published", "input 28×28×1 here, 224×224×3 published",
                  f"epochs 2 here, {published.Q1A_EPOCHS['mnist']} published", "device CPU here, GPU published"):  # fmt: skip
         assert part in gaps
@@ -309,6 +310,20 @@ def test_footnotes_state_the_protocol_how_it_differs_from_the_published_one_and_
                  "input: 28×28×1", "epochs: 2", "pin_memory: off", "precision: fp32", "seeds: 0, 1 (cells are mean ± sample std over seeds)"):  # fmt: skip
         assert part in protocol
     assert machine == f"Machine: {CPU} (2 threads); PyTorch 2.5.1, scikit-learn 1.5.0."
+
+
+def test_one_machine_and_one_seed_are_said_once_atop_not_per_table(report) -> None:
+    notes = [n for s in report.sections for n in s.table.notes]
+    assert not [n for n in notes if n.startswith("Machine:")]  # every table ran on one machine
+    texts = [i.text for i in report.headline + report.insights]
+    assert not [t for t in texts if "one seed" in t]
+    assert (
+        report.caveat == "7 of 12 finished configs have one seed: gaps between them are untested."
+    )
+    markdown = render_markdown(report)
+    assert (
+        markdown.count("one seed") == 1 and "\nCaveat: 7 of 12" in markdown.split("## Machine")[0]
+    )
 
 
 def test_svm_table_in_seconds_with_the_published_rows(report) -> None:
@@ -345,8 +360,10 @@ def test_devices_table_without_gpu(report) -> None:
         "1.00× (baseline)",
         "87.40",
     ]
-    assert row(devices, 1)[:4] == ["GPU (cuda, skipped)", "ResNet-18", "skipped", "skipped"]
-    assert devices.cells.loc[1, "speedup vs CPU"] == "n/a (skipped)"
+    assert (
+        row(devices, 1)[:8] == ["GPU (cuda)", "ResNet-18", "not run here (needs CUDA)"] + [""] * 5
+    )
+    assert devices.cells.loc[1].tolist().count("not run here (needs CUDA)") == 1
     assert devices.values["published %"].tolist() == [
         published.Q2[(m, d)].accuracy for m in ("resnet18", "resnet50") for d in ("cpu", "cuda")
     ]

@@ -122,7 +122,7 @@ def test_chromium_renders_tables_and_every_image(page: tuple[Path, int], tmp_pat
     svm = dom.tables["svm"]
     assert svm[1][:7] == ["MNIST", "poly", "10", "97.61", "286.00", "9,000", "sklearn 1.5.0"]
     devices = dom.tables["devices"]
-    assert devices[2][:3] == ["GPU (cuda, skipped)", "ResNet-18", "skipped"]
+    assert devices[2][:4] == ["GPU (cuda)", "ResNet-18", "not run here (needs CUDA)", ""]
     assert int(dom.body["data-table-count"]) == 4  # the machine, then one per experiment
 
 

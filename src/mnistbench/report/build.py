@@ -16,7 +16,7 @@ from mnistbench.report import insights as said
 from mnistbench.report import plots as drawn
 from mnistbench.report.compare import Experiment, Insight, effects, kind, outliers
 from mnistbench.report.frame import finished, load_runs, numeric
-from mnistbench.report.tables import Table, build_table
+from mnistbench.report.tables import Table, build_table, machine_once
 from mnistbench.report.text import counts, label, show
 from mnistbench.study.store import Store
 
@@ -54,6 +54,8 @@ class Report:
     environment: list[tuple[str, str]]
     best_models: list[tuple[str, str]]
     """(what, model file) for the best runs that kept their model."""
+    caveat: str = ""
+    """The one caveat atop the report (configs with one seed: their gaps are untested)."""
 
     @property
     def plots(self) -> list[drawn.Plot]:
@@ -90,18 +92,22 @@ def build_report(
     headline += said.gpu_speedup(exps)
     insights = said.model_sizes(exps) + [i for e in exps for i in effects(e)] + said.claims(exps)
     insights += [i for e in exps for i in outliers(e)] + said.caveats(runs)
+    tables = machine_once([build_table(e) for e in exps])
     return Report(
         title=f"mnistbench report: study {', '.join(studies)}",
         description=study_description,
         generated_at=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         store_path=str(Path(store.path)),
         runs=runs,
-        sections=[Section(e, build_table(e), figures(e) if plots else []) for e in exps],
+        sections=[
+            Section(e, t, figures(e) if plots else []) for e, t in zip(exps, tables, strict=True)
+        ],
         headline=headline,
         insights=insights,
         confusion=confusion_plots(runs) if plots else [],
         environment=environment(runs),
         best_models=best_models(runs, headline),
+        caveat=said.seed_caveat(runs),
     )
 
 
@@ -114,10 +120,10 @@ def experiments(
     for (study, name), members in runs.explode("memberships").groupby("memberships", sort=False):
         slug, text = f"{study}-{name}" if several else name, descriptions.get(name, "")
         if kind(members) != "grid" or members["dataset"].nunique() == 1:
-            found.append(Experiment(slug, kind(members), members, text))
+            found.append(Experiment(slug, kind(members), members, text, runs))
         else:
             for dataset, part in members.groupby("dataset", sort=False):
-                found.append(Experiment(f"{slug}-{dataset}", "grid", part, text))
+                found.append(Experiment(f"{slug}-{dataset}", "grid", part, text, runs))
     return found
 
 

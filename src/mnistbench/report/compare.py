@@ -2,13 +2,17 @@
 
 A comparison of two values of one axis (batch 16 vs 32) pairs the configs of one experiment that
 agree on every other axis, takes each config's median over its seeds, and counts the pairs that
-agree with the direction it states. Configs far below their neighbours are left out and named;
-diverged runs have no accuracy to use. One seed per config leaves a gap untested; with two or
-more, seeds matched across a pair give a paired t-test, else Welch's test.
+agree with the direction it states. Configs far below their neighbours stay in and are flagged,
+with why where the data shows it (undertrained: few optimizer steps at a small lr); only failed
+and diverged runs, which have no accuracy, are left out. One seed per config leaves a gap
+untested (the report says so once, at its top); with two or more, seeds matched across a pair
+give a paired t-test, else Welch's test. A time ratio is stated only for an axis that changes the
+work per image, and only where runs of identical shape ran at a steady throughput.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +23,7 @@ import pandas as pd
 from mnistbench.data.registry import UnknownDatasetError, get_dataset
 from mnistbench.report.frame import axes, configs, finished, levels, numeric
 from mnistbench.report.text import field_label, label, percent, plural, ratio, show
+from mnistbench.report.timing import STEADY, changes_work, throughput_spread
 
 OUTLIER_POINTS = 10.0
 """A config this many accuracy points below the median of its neighbours is an outlier."""
@@ -29,6 +34,11 @@ BOX_FILLED = 1.25
 """Flagged configs fill their box when it holds at most this many times as many configs."""
 AT_MOST = 3
 """Findings of one kind in one experiment named one by one; more become one region sentence."""
+FEW_STEPS = 500
+SMALL_LR = 1e-3
+"""A low torch config with fewer optimizer steps than FEW_STEPS at an lr of at most SMALL_LR is
+undertrained: a ResNet from scratch needs more updates than that to learn."""
+UNTESTED = "untested: one seed per config"
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class Experiment:
     """'grid' (Q1(a)), 'svm' (Q1(b)) or 'devices' (Q2)."""
     runs: pd.DataFrame
     description: str = ""
+    study_runs: pd.DataFrame | None = None
+    """Every run of the report, for the throughput check (None: this experiment's runs)."""
 
     @cached_property
     def configs(self) -> pd.DataFrame:
@@ -72,8 +84,28 @@ class Experiment:
 
     @cached_property
     def clean(self) -> pd.DataFrame:
-        """Finished configs, outliers left out: what comparisons use."""
-        return self.done.drop(self.outliers.index)
+        """What comparisons use: every finished config, low ones included (flagged, not left
+        out); failed and diverged runs have no accuracy to use."""
+        return self.done
+
+    @cached_property
+    def times_comparable(self) -> bool:
+        """Runs of identical shape in the study kept a steady throughput (within STEADY×)."""
+        spread = throughput_spread(self.runs if self.study_runs is None else self.study_runs)
+        return spread.empty or bool((spread["max"] <= STEADY * spread["min"]).all())
+
+
+def undertrained(exp: Experiment, row: dict) -> str:
+    """'undertrained: 63 optimizer steps at lr 0.0001' for a low torch config with few steps
+    (epochs × ceil(train images / batch size)) at a small lr; '' when the data does not say."""
+    runs = exp.runs[exp.runs["config"].eq(row["config"])]
+    images, lr = runs["train_images"].max(), row.get("lr")
+    if not runs["engine"].eq("torch").all() or pd.isna(images) or pd.isna(lr):
+        return ""
+    steps = int(row["epochs"]) * math.ceil(images / row["batch_size"])
+    if steps >= FEW_STEPS or lr > SMALL_LR:
+        return ""
+    return f"undertrained: {steps:,} optimizer steps at lr {show('lr', lr)}"
 
 
 def kind(runs: pd.DataFrame) -> str:
@@ -200,13 +232,21 @@ def findings(
 
 
 def outliers(exp: Experiment) -> list[Insight]:
-    """Configs far below their neighbours, and configs near chance (runs that failed or
-    diverged are in the notes of their table)."""
+    """Configs far below their neighbours (kept in comparisons, flagged with why where the data
+    shows it), and configs near chance (runs that failed or diverged are in the notes of their
+    table)."""
     threshold = f"threshold {OUTLIER_POINTS:g} points"
-    below = f"points below its neighbours along every axis (configs one setting away; {threshold})."
-    far = f"are far below their neighbours ({threshold}): left out of comparisons."
+    below = f"points below its neighbours along every axis (configs one setting away; {threshold})"
     low = exp.configs.loc[exp.outliers.index].assign(gap=exp.outliers)
-    found = findings(low, exp, lambda r: f"at least {r['gap']:.2f} {below}", far)
+    low["why"] = [undertrained(exp, row) for row in low.to_dict("records")]
+    many = (low["why"] != "").sum()
+    why = f"; {many} undertrained (under {FEW_STEPS} optimizer steps at lr ≤ {SMALL_LR:g})"
+    far = f"are far below their neighbours ({threshold}){why * bool(many)}: kept in comparisons."
+
+    def each(row: dict) -> str:
+        return f"at least {row['gap']:.2f} {below}" + f"; {row['why']}" * bool(row["why"]) + "."
+
+    found = findings(low, exp, each, far)
     limit = exp.done["dataset"].map(chance).astype(float) + CHANCE_MARGIN
     near = f"within {CHANCE_MARGIN:g} points of chance"
     together = f"are {near} (≤ {percent(limit.max())}%): they did not learn."
@@ -262,7 +302,7 @@ def gap_test(exp: Experiment, used: pd.DataFrame, factor: str, a: Any, b: Any) -
     """'untested' with one seed per config; else a paired t-test over seeds matched within
     each pair, or Welch's test where seeds do not match. Returns (what it says, p)."""
     if used["n_ok"].min() < 2:
-        return "untested: one seed per config", None
+        return UNTESTED, None
     from scipy import stats  # here: importing it takes a second, and one seed needs no test
 
     runs = finished(exp.runs)
@@ -287,25 +327,39 @@ def tested(test: str, p: float) -> str:
 
 def versus_text(exp: Experiment, result: dict) -> str:
     """'batch size 16 is more accurate than 32 in 3 of 4 optimizer × lr pairs (median +1.20
-    points) and trains 1.49× slower (median time ratio); untested: one seed per config'."""
+    points) and trains 1.49× slower (median time ratio); paired t-test p = 0.012, ...'. The time
+    is said only where `pace` has something to say; one seed per config is said atop the report."""
     factor, a, b = result["factor"], result["a"], result["b"]
     wins, gap, speed = result["a_wins"], result["median_diff"], result["time_ratio"]
     if result["b_wins"] > wins or (result["b_wins"] == wins and gap < 0):
         a, b, wins, gap, speed = b, a, result["b_wins"], -gap, 1 / speed
     named = "" if factor in ("model", "optimizer", "kernel") else f"{field_label(factor)} "
-    pace = f"{ratio(speed)} slower" if speed >= 1 else f"{ratio(1 / speed)} faster"
-    pace = "about as fast" if 0.95 < speed < 1.05 else pace
-    pace = "" if pd.isna(speed) else f" and trains {pace} (median time ratio)"
     pairs = plural(result["pairs"], f"{context_name(exp, factor)} pair")
     than = f"is more accurate than {show(factor, b)} in {wins:,} of {pairs}"
-    return f"{named}{show(factor, a)} {than} (median {gap:+.2f} points){pace}; {result['test']}"
+    test = f"; {result['test']}" * (result["test"] != UNTESTED)
+    return f"{named}{show(factor, a)} {than} (median {gap:+.2f} points){pace(exp, factor, speed)}{test}"
 
 
-def left_out(exp: Experiment) -> str:
-    """What a comparison in this experiment could not use, said once per sentence."""
+def pace(exp: Experiment, factor: str, speed: float) -> str:
+    """' and trains 1.49× slower (median time ratio)', or nothing where the ratio is noise: the
+    axis does not change the work per image, or the machine was shared (times_comparable)."""
+    if pd.isna(speed) or not changes_work(set(exp.runs["engine"]), factor):
+        return ""
+    if not exp.times_comparable:
+        return "; times not compared (the machine was shared)"
+    said = f"{ratio(speed)} slower" if speed >= 1 else f"{ratio(1 / speed)} faster"
+    said = "about as fast" if 0.95 < speed < 1.05 else said
+    return f" and trains {said} (median time ratio)"
+
+
+def low_note(exp: Experiment) -> str:
+    """What a comparison in this experiment kept that is low, and why, said once per sentence;
+    and the diverged runs it could not use."""
     out = exp.configs.loc[exp.outliers.index].to_dict("records")
-    names = "; ".join(label(r, exp.axes) for r in out[:AT_MOST]) + "; …" * (len(out) > AT_MOST)
-    note = f" Left out: {plural(len(out), 'outlier config')} ({names})." if out else ""
+    whys = [undertrained(exp, r) for r in out]
+    named = [label(r, exp.axes) + f" ({why})" * bool(why) for r, why in zip(out, whys, strict=True)]
+    names = "; ".join(named[:AT_MOST]) + "; …" * (len(out) > AT_MOST)
+    note = f" Includes {plural(len(out), 'low config')}, flagged: {names}." if out else ""
     diverged = int(exp.runs["state"].eq("diverged").sum())
     return note + f" {plural(diverged, 'diverged run')} had no accuracy to use." * (diverged > 0)
 
@@ -313,7 +367,7 @@ def left_out(exp: Experiment) -> str:
 def effects(exp: Experiment, at_most: int = 4) -> list[Insight]:
     """A sentence per axis (the first `at_most`): two values compared pair by pair, or for more
     values, which is best in how many contexts."""
-    insights, note = [], left_out(exp)
+    insights, note = [], low_note(exp)
     for factor in [a for a in exp.axes if a not in ("dataset", "model", "device_kind")][:at_most]:
         values = levels(exp.clean[factor])
         if len(values) == 2 and (result := versus(exp, factor, *values)):

@@ -8,10 +8,18 @@ from __future__ import annotations
 import pandas as pd
 
 from mnistbench import published
-from mnistbench.report.compare import Experiment, Insight, keys, tested, versus, versus_text
+from mnistbench.report.compare import (
+    Experiment,
+    Insight,
+    keys,
+    tested,
+    versus,
+    versus_text,
+)
 from mnistbench.report.frame import GRID_AXES, SVM_AXES, finished
 from mnistbench.report.tables import LIMITS, published_gaps
 from mnistbench.report.text import counts, giga, label, name, percent, plural, ratio, seconds
+from mnistbench.report.timing import STEADY, throughput_spread
 
 AGREE = 0.75
 """A claim is supported where at least this share of our pairs agrees with it, contradicted
@@ -27,8 +35,8 @@ def runner_up(exps: list[Experiment], best: dict, second: dict) -> str:
     gap = best["test_accuracy_mean"] - second["test_accuracy_mean"]
     what = label(second, exps[second["exp"]].axes, dataset=False)
     text = f"; runner-up {what} at {accuracy(second)}, {gap:.2f} points lower"
-    if min(best["n_ok"], second["n_ok"]) < 2:
-        return text + " (untested: one seed per config)."
+    if min(best["n_ok"], second["n_ok"]) < 2:  # untested: the report says so once, atop
+        return text + "."
     from scipy import stats  # here: importing it takes a second, and one seed needs no test
 
     samples = [
@@ -79,9 +87,10 @@ def their_best(dataset: str, kind: str) -> tuple[float, str] | None:
 
 
 def speedups(exps: list[Experiment]) -> pd.DataFrame:
-    """Per model of the Q2 experiments: the median CPU/GPU time ratio over pairs, FLOPs/img."""
+    """Per model of the Q2 experiments: the median CPU/GPU time ratio over pairs, FLOPs/img;
+    none from an experiment whose train times are not comparable (a shared machine)."""
     rows = []
-    for exp in (e for e in exps if e.kind == "devices"):
+    for exp in (e for e in exps if e.kind == "devices" and e.times_comparable):
         for model, configs in exp.clean.groupby("model", sort=False):
             if found := versus(exp, "device_kind", "cpu", "cuda", configs):
                 flops = configs["flops_per_image_mean"].max()
@@ -100,6 +109,10 @@ def per_model(found: pd.DataFrame) -> str:
 def gpu_speedup(exps: list[Experiment]) -> list[Insight]:
     """The GPU speedup per model with its FLOPs beside the published ones, or why there is none."""
     runs, found = [e.runs for e in exps if e.kind == "devices"], speedups(exps)
+    shared = [e.runs for e in exps if e.kind == "devices" and not e.times_comparable]
+    if shared and found.empty:
+        text = "GPU speedup: not measured here (the machine was shared: train times are not comparable)."
+        return [Insight("speedup", text, {"speedups": {}}, tuple(pd.concat(shared)["key"]))]
     if runs and found.empty:
         gpu = pd.concat(runs).query("device_kind != 'cpu'")
         why = "; ".join(dict.fromkeys(gpu["state"] + ": " + gpu["reason"])) or "no GPU run"
@@ -162,9 +175,13 @@ def claims(exps: list[Experiment]) -> list[Insight]:
         lrs += found
     none = "no SGD or Adam pairs at lr 0.001 and 0.0001"
     found = [claim("optimizer", lrs, "; ".join(said) or none)]
-    batch = [r for e in grids if (r := versus(e, "batch_size", 16, 32))]
-    speed = ratio(pd.Series([r["time_ratio"] for r in batch], dtype=float).median())
-    said = f"batch 16 more accurate in {agreeing(batch)}; batch 32 trains {speed} faster (median)"
+    found_in = [(e, r) for e in grids if (r := versus(e, "batch_size", 16, 32))]
+    batch = [r for _, r in found_in]
+    steady = [r["time_ratio"] for e, r in found_in if e.times_comparable]
+    speed = ratio(pd.Series(steady, dtype=float).median())
+    said = f"batch 16 more accurate in {agreeing(batch)}"
+    said += f"; batch 32 trains {speed} faster (median)" if steady else ""
+    said += "; times not compared (the machine was shared)" * (len(steady) < len(batch))
     found.append(claim("batch size", batch, said if batch else "no batch 16/32 pairs"))
     sped = speedups(exps)  # a test per model (GPU faster?); with two, does the larger gain more?
     tests = [{"a_wins": int(s > 1), "pairs": 1} for s in sped["speedup"]]
@@ -174,15 +191,21 @@ def claims(exps: list[Experiment]) -> list[Insight]:
     return [*found, claim("GPU acceleration", tests, said)]
 
 
-def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
-    """What a reader must know before trusting the numbers: seeds, subsets, missing runs, and
-    train times of one model, input, device and precision that differ more than `spread`×."""
+def seed_caveat(runs: pd.DataFrame) -> str:
+    """The one line atop the report when configs have one seed: their gaps are untested."""
     seeds = finished(runs).groupby("config")["key"].size()
+    if not (seeds < 2).any():
+        return ""
+    return f"{(seeds < 2).sum()} of {len(seeds)} finished configs have one seed: gaps between them are untested."
+
+
+def caveats(runs: pd.DataFrame) -> list[Insight]:
+    """What a reader must know before trusting the numbers: subsets, missing runs, and train
+    times of identical shapes whose throughput differs more than STEADY× (a shared machine).
+    One seed per config is said once, atop the report (`seed_caveat`)."""
     skipped = runs[runs["state"].eq("skipped")]
     waiting = runs[runs["state"].isin(["not run", "running"])]
     said = [  # (whether it applies, what it says)
-        ((seeds < 2).any(), f"{(seeds < 2).sum()} of {len(seeds)} finished configs have one seed: "
-         "gaps between them are untested."),
         (runs[list(LIMITS)].notna().any(axis=None), "Runs use subsets of the data: "
          "accuracies are not comparable with full-dataset ones such as the published study's."),
         (len(waiting), f"{len(waiting)} of {len(runs)} runs have no result yet "
@@ -191,12 +214,11 @@ def caveats(runs: pd.DataFrame, spread: float = 3.0) -> list[Insight]:
          f"{'; '.join(dict.fromkeys(skipped['reason']))}."),
     ]  # fmt: skip
     texts = [text for applies, text in said if applies]
-    torch = finished(runs[runs["engine"].eq("torch") & runs["images_per_second"].gt(0)])
-    alike = torch.groupby(["model", "image_size", "device_kind", "precision"])["images_per_second"]
-    speeds = alike.agg(["min", "max", "size"])
-    for (model, size, device, _), r in speeds[speeds["max"] > spread * speeds["min"]].iterrows():
+    spread = throughput_spread(runs).reset_index()
+    for r in spread[spread["max"] > STEADY * spread["min"]].itertuples():
         texts.append(
-            f"Training throughput of {name(model)} at {size:g} px on {name(device)} ranges from {r['min']:,.1f} to "
-            f"{r['max']:,.1f} images/s over {r['size']:g} runs: other work shared the machine; compare with care."
+            f"Training throughput of {name(r.model)} at {r.image_size:g} px, batch {r.batch_size:g} on {name(r.device_kind)} "
+            f"ranges from {r.min:,.1f} to {r.max:,.1f} images/s over {r.size:g} runs of identical shape: the machine "
+            "was shared, so train times are not comparable and the report draws no time conclusion."
         )
     return [Insight("caveat", text) for text in texts]

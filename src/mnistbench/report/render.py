@@ -20,7 +20,7 @@ from mnistbench.files import atomic_write_text
 from mnistbench.report.build import Report
 from mnistbench.report.frame import MISSING_STATES, NOT_EXPORTED
 from mnistbench.report.plots import Plot
-from mnistbench.report.tables import Table
+from mnistbench.report.tables import NOT_HERE, Table
 from mnistbench.result import RunResult
 
 FORMATS = ("md", "html", "csv", "json")
@@ -28,7 +28,7 @@ MARKDOWN = """\
 # {{ r.title }}
 {{ "\\n" ~ r.description ~ "\\n" if r.description }}
 Generated {{ r.generated_at }} from `{{ r.store_path }}`: {{ r.status_line() }}.
-
+{{ "\nCaveat: " ~ r.caveat ~ "\n" if r.caveat }}
 ## Machine
 
 | | |
@@ -84,6 +84,8 @@ def cell_classes(table: Table) -> pd.DataFrame:
     partial = table.cells.apply(lambda column: column.str.contains("seeds;", regex=False))
     classes = pd.DataFrame("", index=table.cells.index, columns=table.cells.columns)
     classes = classes.mask(table.values.notna(), "num").mask(partial, "num partial")
+    here = table.cells.apply(lambda column: column.str.startswith(NOT_HERE, na=False))
+    classes = classes.mask(here, "missing skipped")
     return classes.mask(table.cells.isin(MISSING_STATES), "missing " + table.cells)
 
 

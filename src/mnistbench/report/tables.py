@@ -27,6 +27,8 @@ METRICS = {  # header: (column, format); accuracy and train time first
     "support vectors": ("n_support", units.count), "GFLOPs/img (fwd)": ("flops_per_image", units.giga),
     "GMACs/img": ("macs_per_image", units.giga), "images/s": ("images_per_second", units.count),
 }  # fmt: skip
+NOT_HERE = "not run here"
+"""A skipped row says this once, with what it needs ('not run here (needs CUDA)')."""
 SHARED_GPU = "‡"
 """Marks a train time taken while the run shared its GPU (shared_gpu_note says how much)."""
 Columns = dict[str, tuple[pd.Series, "pd.Series | None"]]
@@ -44,6 +46,9 @@ class Table:
     """The number behind each cell (NaN for labels and missing cells)."""
     notes: list[str]
     """Footnotes: published differences, protocol, machines, why cells are missing."""
+    machine: str = ""
+    """The machine footnote, also in `notes` unless every table ran on the one machine the
+    report's Machine section names (`machine_once`)."""
 
 
 def metric(configs: pd.DataFrame, header: str) -> tuple[pd.Series, pd.Series]:
@@ -137,6 +142,7 @@ def devices_table(exp: Experiment) -> Table:
     speed = (configs["pair"].map(cpu_secs) / configs["secs"]).where(configs["gpu"])
     text = formatted(speed, units.ratio).where(speed.notna(), "n/a (" + missing + ")")
     columns["speedup vs CPU"] = (text.where(configs["gpu"], "1.00× (baseline)"), speed)
+    columns = not_here(configs, columns)
     fashion = configs["dataset"].eq("fashion-mnist")
     keys = zip(configs["model"], kind, fashion, strict=True)
     theirs = [published.Q2.get((model, device)) if f else None for model, device, f in keys]
@@ -144,6 +150,34 @@ def devices_table(exp: Experiment) -> Table:
     models = " / ".join(name(m) for m in dict.fromkeys(configs["model"]))
     title = f"{models} on CPU vs GPU ({name(configs['dataset'].iloc[0])})"
     return make_table(exp, title, columns, gaps)
+
+
+def not_here(configs: pd.DataFrame, columns: Columns) -> Columns:
+    """A row skipped on this machine says so once: 'not run here (needs CUDA)' in its first
+    metric cell, the others blank (not 'skipped' in every one)."""
+    skipped = configs["missing"].eq("skipped") & configs["n_ok"].eq(0)
+    if not skipped.any():
+        return columns
+    kind = configs["device_kind"]
+    compute, _ = columns["compute"]
+    columns["compute"] = (compute.where(~skipped, kind.map(name) + " (" + kind + ")"), None)
+    needs = NOT_HERE + " (needs " + kind.str.upper() + ")"
+    cells = list(METRICS)[:1] + list(METRICS)[1:2] + list(METRICS)[3:] + ["speedup vs CPU"]
+    for header in cells:
+        text, value = columns[header]
+        first = header == "accuracy %"
+        columns[header] = (text.where(~skipped, needs if first else ""), value)
+    return columns
+
+
+def machine_once(tables: list[Table]) -> list[Table]:
+    """The machine footnote left out of each table when every table that has one names the same
+    single machine: the report's Machine section says it once."""
+    said = {t.machine for t in tables if t.machine}
+    if len(said) == 1 and not next(iter(said)).startswith("Mixed"):
+        for table in tables:
+            table.notes = [n for n in table.notes if n != table.machine or not n]
+    return tables
 
 
 def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -> Table:
@@ -157,8 +191,10 @@ def make_table(exp: Experiment, title: str, columns: Columns, gaps: list[str]) -
     if len(cells) > ROWS_AT_MOST:
         keep = values.filter(like=" %").iloc[:, 0].nlargest(ROWS_AT_MOST).index
         cells, values = (frame.loc[keep].reset_index(drop=True) for frame in (cells, values))
-    notes += [protocol(exp.runs), machine(exp.runs), shared_gpu_note(exp), *missing_notes(exp)]
-    return Table(exp.slug, f"{exp.slug}: {title}", exp.kind, cells, values, [n for n in notes if n])
+    on = machine(exp.runs)
+    notes += [protocol(exp.runs), on, shared_gpu_note(exp), *missing_notes(exp)]
+    notes = [n for n in notes if n]
+    return Table(exp.slug, f"{exp.slug}: {title}", exp.kind, cells, values, notes, on)
 
 
 def build_table(exp: Experiment) -> Table:
