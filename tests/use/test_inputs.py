@@ -34,7 +34,10 @@ def test_any_mode_and_size_becomes_28px_gray(tmp_path, mode) -> None:
 def test_a_dark_on_light_photo_is_inverted_by_auto_and_yes_but_not_no(tmp_path) -> None:
     path = tmp_path / "paper.jpg"
     save_png(path, IMAGES[1], scale=4, invert=True, mode="RGB")
-    auto, yes, no = (read_file(path, invert)[1][0].astype(int) for invert in ("auto", "yes", "no"))
+    # The whole picture, so that it compares with the image (the digit fit: test_photos.py).
+    auto, yes, no = (
+        read_file(path, invert, fit="whole")[1][0].astype(int) for invert in ("auto", "yes", "no")
+    )
     assert np.mean(np.abs(auto - IMAGES[1])) < 15  # white on black again, as MNIST
     np.testing.assert_array_equal(auto, yes)
     assert np.mean(np.abs(no - (255 - IMAGES[1]))) < 15
@@ -83,3 +86,11 @@ def test_a_folder_is_read_whole_and_bad_files_are_named_with_the_reason(tmp_path
     assert "not a readable .npy" in problems[str(folder / "objects.npy")]
     assert problems[str(tmp_path / "missing.png")] == "no such file"
     assert len(problems) == 4
+
+
+def test_the_cli_offers_the_fits_that_reading_knows() -> None:
+    """The CLI declares --fit's choices without importing use.inputs (a fast --help)."""
+    from mnistbench.cli import models as cli_models
+    from mnistbench.use import inputs
+
+    assert cli_models.FITS == inputs.FITS

@@ -6,6 +6,7 @@ Imports nothing heavy: every subcommand's parser is built at startup, for `--hel
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,27 @@ def add_store(parser: argparse.ArgumentParser) -> None:
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+
+
+def add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--json OUT`: the command's result as JSON too; write it with write_json."""
+    parser.add_argument(
+        "--json", default=None, metavar="OUT", help=f"write {what} as JSON to OUT ('-': stdout)"
+    )
+
+
+def write_json(target: str | None, payload: Any) -> None:
+    """The payload as JSON to the --json target: nothing when None, stdout when '-', else the
+    file (written atomically). With '-' the command prints nothing else on stdout."""
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2)
+    if target == "-":
+        print(text)
+        return
+    from mnistbench.files import atomic_write_text
+
+    atomic_write_text(target, text + "\n")
 
 
 def positive_int(text: str) -> int:

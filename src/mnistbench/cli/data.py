@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mnistbench.cli.args import add_command, add_root, existing_path
+from mnistbench.cli.args import add_command, add_json, add_root, existing_path, write_json
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from mnistbench.data.registry import DatasetInfo
+    from mnistbench.data.storage import FileStatus
 
 _DATASETS_HELP = "mnist, fashion-mnist [default: all]"
 
@@ -52,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     info = add_command(actions, "info", help="show which dataset files are present and valid")
     add_root(info)
+    add_json(info, "the datasets (where, files, verified, sizes, classes)")
     info.set_defaults(handler=show_info)
 
 
@@ -113,22 +121,42 @@ def pack_datasets(args: argparse.Namespace) -> int:
 
 
 def show_info(args: argparse.Namespace) -> int:
-    """Print a table of every dataset file: present, verified, size. 0 when all are valid."""
-    from rich.table import Table
-
-    from mnistbench.cli.console import console, err_console, human_size
+    """Print a table of every dataset file: present, verified, size (or, with --json, write
+    them as JSON). 0 when all are valid."""
+    from mnistbench.cli.console import console, err_console
     from mnistbench.data.registry import DATASETS
     from mnistbench.data.storage import file_statuses, resolve_root
 
     root = resolve_root(args.root)
+    statuses = {info.name: file_statuses(root, info) for info in DATASETS.values()}
+    all_valid = all(s.verified for files in statuses.values() for s in files)
+    if args.json != "-":
+        console.print(_info_table(root, statuses))
+    for files in statuses.values():
+        for status in files:
+            if status.problem:
+                err_console.print(f"[red]{status.problem}[/red]")
+    if not all_valid:
+        hint = "some files are missing or invalid: run `mnistbench data fetch`"
+        (err_console if args.json == "-" else console).print(hint)
+    write_json(args.json, {
+        "root": str(root.resolve()), "all_verified": all_valid,
+        "datasets": [_info_json(root, DATASETS[n], files) for n, files in statuses.items()],
+    })  # fmt: skip
+    return EXIT_OK if all_valid else EXIT_FAILURE
+
+
+def _info_table(root: Path, statuses: dict[str, list[FileStatus]]) -> Table:
+    """The table `data info` prints: one row a file."""
+    from rich.table import Table
+
+    from mnistbench.cli.console import human_size
+
     table = Table(title=f"datasets under {root.resolve()}")
     for column in ("dataset", "file", "present", "verified", "size"):
         table.add_column(column, justify="right" if column == "size" else "left")
-    all_valid = True
-    problems = []
-    for info in DATASETS.values():
-        for status in file_statuses(root, info):
-            all_valid &= status.verified
+    for files in statuses.values():
+        for status in files:
             size = human_size(status.size) if status.size is not None else "-"
             verified = (
                 "[green]yes[/green]"
@@ -139,11 +167,30 @@ def show_info(args: argparse.Namespace) -> int:
             )
             present = "yes" if status.present else "[yellow]no[/yellow]"
             table.add_row(status.dataset, status.filename, present, verified, size)
-            if status.problem:
-                problems.append(status.problem)
-    console.print(table)
-    for problem in problems:
-        err_console.print(f"[red]{problem}[/red]")
-    if not all_valid:
-        console.print("some files are missing or invalid: run `mnistbench data fetch`")
-    return EXIT_OK if all_valid else EXIT_FAILURE
+    return table
+
+
+def _info_json(root: Path, info: DatasetInfo, files: list[FileStatus]) -> dict[str, Any]:
+    """One dataset for `data info --json`: the registry's facts and each file's state."""
+    from mnistbench.data.storage import raw_dir
+
+    return {
+        "name": info.name,
+        "path": str(raw_dir(root, info).resolve()),
+        "verified": all(f.verified for f in files),
+        "bytes": sum(f.size or 0 for f in files),
+        "classes": list(info.classes),
+        "examples": dict(info.sizes),
+        "files": [_file_json(f) for f in files],
+    }
+
+
+def _file_json(status: FileStatus) -> dict[str, Any]:
+    return {
+        "file": status.filename,
+        "path": str(status.path),
+        "present": status.present,
+        "verified": status.verified,
+        "bytes": status.size,
+        "problem": status.problem or None,
+    }

@@ -9,11 +9,18 @@ handlers, not at startup.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistbench.cli.args import add_command, add_root, add_store, require_store, study_name
+from mnistbench.cli.args import (
+    add_command,
+    add_json,
+    add_root,
+    add_store,
+    require_store,
+    study_name,
+    write_json,
+)
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from mnistbench.use.selection import Choice
 
 INVERT = ("auto", "yes", "no")
+FITS = ("auto", "digit", "whole")  # mnistbench.use.inputs.FITS, not imported: --help stays fast
 PARTS = ("test", "val", "train")
 
 
@@ -30,20 +38,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "predict",
         help="predict the classes of images (PNG/JPEG, IDX, .npy) with a saved model",
         description="Predict with a saved model: pictures of any size and mode are converted to "
-        "28x28 grayscale, white on black like MNIST (--invert for dark-on-light photos); IDX "
-        "and .npy files are read as arrays of images; folders are read whole. One batched pass: "
+        "28x28 grayscale, white on black like MNIST (--invert for dark-on-light photos), and a "
+        "photo's digit is cropped, fitted into 20x20 and centred by mass as MNIST's digits were "
+        "(--fit); IDX and .npy files are read as arrays of images (MNIST-like already); folders "
+        "are read whole. One batched pass: "
         "the model is loaded once. A file that cannot be read is named with the reason, and the "
         "others are predicted (exit 1 then).",
     )
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
     _add_model_choice(predict)
-    predict.add_argument(
-        "--invert",
-        choices=INVERT,
-        default="auto",
-        help="auto: invert pictures whose border is light (dark ink on paper); yes/no: always/never",
-    )
-    _add_json(predict, "the predictions")
+    _add_picture_flags(predict)
+    add_json(predict, "the predictions")
     predict.set_defaults(handler=predict_command)
 
     evaluate = add_command(
@@ -59,7 +64,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--dataset", default=None, help="another dataset [default: the model's own]"
     )
     evaluate.add_argument("--part", choices=PARTS, default="test", help="which part of the split")
-    _add_json(evaluate, "the evaluation")
+    add_json(evaluate, "the evaluation")
     evaluate.set_defaults(handler=evaluate_command)
 
     export = add_command(
@@ -77,7 +82,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, metavar="PATH",
         help="output file [default: results/export/<run key>.onnx]",
     )  # fmt: skip
+    add_json(export, "the file, its size and the onnxruntime comparison")
     export.set_defaults(handler=export_command)
+
+
+def _add_picture_flags(predict: argparse.ArgumentParser) -> None:
+    """How predict turns a picture file into MNIST's 28x28: --invert and --fit."""
+    predict.add_argument(
+        "--invert",
+        choices=INVERT,
+        default="auto",
+        help="auto: invert pictures whose border is light (dark ink on paper); yes/no: always/never",
+    )
+    predict.add_argument(
+        "--fit",
+        choices=FITS,
+        default="auto",
+        help="pictures only. digit: crop the ink (above the paper's noise and lighting), fit it "
+        "into 20x20 keeping its shape and centre it by mass in 28x28, as MNIST was made; whole: "
+        "pad the whole picture to a square and resize it (the digit of a photo becomes a few "
+        "pixels); auto: digit for dark-on-light or non-square pictures, whole for square "
+        "white-on-black ones (MNIST images already)",
+    )
 
 
 def _add_model_choice(parser: argparse.ArgumentParser) -> None:
@@ -96,12 +122,6 @@ def _add_model_choice(parser: argparse.ArgumentParser) -> None:
     )
     add_store(parser)
     add_root(parser)
-
-
-def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--json", default=None, metavar="OUT", help=f"write {what} as JSON to OUT ('-': stdout)"
-    )
 
 
 def choose(args: argparse.Namespace) -> Choice:
@@ -141,18 +161,6 @@ def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:
     return model, chosen
 
 
-def write_json(target: str | None, payload: Any) -> None:
-    if target is None:
-        return
-    text = json.dumps(payload, indent=2)
-    if target == "-":
-        print(text)
-        return
-    from mnistbench.files import atomic_write_text
-
-    atomic_write_text(target, text + "\n")
-
-
 def predict_command(args: argparse.Namespace) -> int:
     """Predict every readable input in one batched pass; exit 1 when a file was unreadable."""
     from mnistbench.cli.console import console, err_console
@@ -160,7 +168,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from mnistbench.use.predict import predict_images
 
     model, _ = load_chosen(args)
-    inputs = read_inputs(args.inputs, args.invert)
+    inputs = read_inputs(args.inputs, args.invert, args.fit)
     for file, why in inputs.problems:
         err_console.print(f"[red]cannot read[/red] {file}: {why}")
     if not inputs.names:
@@ -255,11 +263,19 @@ def export_command(args: argparse.Namespace) -> int:
     export_onnx(model, out)
     images, what = _probe_images(model, args.root)
     agree, diff = compare(model, out, images)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    console.print(
-        f"onnxruntime vs the saved model on {len(images)} {what}: same class on {agree:.1f} %, "
-        f"max |score difference| {diff:.2e}"
-    )
+    size = out.stat().st_size
+    if args.json != "-":
+        console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
+        console.print(
+            f"onnxruntime vs the saved model on {len(images)} {what}: same class on "
+            f"{agree:.1f} %, max |score difference| {diff:.2e}"
+        )
+    write_json(args.json, {
+        "file": str(out), "bytes": size, "format": args.format, "run": model.key,
+        "model": str(model.path),
+        "onnxruntime": {"images": len(images), "what": what, "same_class_percent": agree,
+                        "max_score_difference": diff},
+    })  # fmt: skip
     return EXIT_OK
 
 

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 from mnistbench.cli.args import (
     add_command,
+    add_json,
     add_quiet,
     add_root,
     add_store,
     jobs_count,
     require_store,
+    write_json,
 )
 from mnistbench.cli.track import add_live_mlflow
 from mnistbench.errors import EXIT_FAILURE, EXIT_OK
@@ -45,6 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "file", type=Path, nargs="?", default=None, metavar="FILE", help="only this study"
     )
     add_store(status)
+    add_json(status, "the counts and ETAs (with FILE: the forecast)")
     status.set_defaults(handler=show_status)
     _add_clean_parser(actions)
 
@@ -316,10 +319,8 @@ def clean_study(args: argparse.Namespace) -> int:
 def show_status(args: argparse.Namespace) -> int:
     """Done / failed / skipped / running / pending counts per experiment, with an ETA. With a
     study file: its runs as this machine sees them (pending when the store has none yet), the
-    runs skipped here and why, the time left here and the disk of the kept models."""
-    from rich.table import Table
-
-    from mnistbench.cli.console import console, duration
+    runs skipped here and why, the time left here and the disk of the kept models. --json
+    writes the same numbers (`--json -`: only them on stdout)."""
     from mnistbench.study.file import load_study
     from mnistbench.study.store import Store
 
@@ -331,12 +332,28 @@ def show_status(args: argparse.Namespace) -> int:
         finally:
             if store:
                 store.close()
-        _print_forecast(forecast, f"study {study.name} in {args.store}")
+        if args.json != "-":
+            _print_forecast(forecast, f"study {study.name} in {args.store}")
+        write_json(args.json, _forecast_json(forecast, study.name, args.store))
         return EXIT_OK
     require_store(args.store)
     with Store(args.store) as store:  # StoreError (corrupt, not a store): exit 1
         rows = status_rows(store, None)
-    table = Table(title=f"results store {args.store}")
+    if args.json != "-":
+        _print_status(rows, args.store)
+    write_json(args.json, {"store": str(args.store), "experiments": [
+        {"study": name, "experiment": experiment, "counts": counts, "eta_seconds": eta}
+        for name, experiment, counts, eta in rows
+    ]})  # fmt: skip
+    return EXIT_OK
+
+
+def _print_status(rows: list[tuple[str, str, dict[str, int], float | None]], path: Path) -> None:
+    from rich.table import Table
+
+    from mnistbench.cli.console import console, duration
+
+    table = Table(title=f"results store {path}")
     for column in ("study", "experiment", *_STATUS_COLUMNS, "eta"):
         table.add_column(column, justify="right" if column in _STATUS_COLUMNS else "left")
     for study_name, experiment, counts, eta in rows:
@@ -345,7 +362,17 @@ def show_status(args: argparse.Namespace) -> int:
     console.print(table)
     if not rows:
         console.print("the store has no runs")
-    return EXIT_OK
+
+
+def _forecast_json(forecast: StudyForecast, name: str, store: Path) -> dict[str, object]:
+    """`study status FILE --json`: each experiment's summary and the study's, as the table."""
+    from dataclasses import asdict
+
+    return {"study": name, "store": str(store), "keep_models": forecast.keep_models,
+            "overhead_seconds": forecast.overhead_seconds,
+            "experiments": [{"experiment": experiment, **asdict(forecast.summary(experiment))}
+                            for experiment in forecast.experiments()],
+            "total": asdict(forecast.summary())}  # fmt: skip
 
 
 def status_rows(
