@@ -85,6 +85,9 @@ def test_train_on_real_mnist_writes_the_documented_json(real_data_root, tmp_path
         "--dataset", "mnist", "--epochs", "1", "--batch-size", "64", "--lr", "0.004",
         "--train-limit", "2000", "--test-limit", "500", "--root", str(real_data_root),
         "--json", str(out), "--checkpoint-dir", str(tmp_path / "ckpt"), "--quiet",
+        # Pinned: "auto" picks by timing, and these 32 steps end between 78 % and 88 % by the
+        # order in which their sums were taken (matmul on small maps or not, NCHW or NHWC).
+        "--memory-format", "contiguous", "--small-map-convs", "conv",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     saved = json.loads(out.read_text())
