@@ -167,3 +167,16 @@ def test_export_writes_an_onnx_file_that_onnxruntime_agrees_with(setup, tmp_path
         printed = capsys.readouterr().out
         assert code == 0 and out.is_file() and "same class on 100.0 %" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet.onnx", "svm.onnx"]
+
+
+def test_best_says_which_run_it_chose_and_why(setup, tmp_path, capsys) -> None:
+    _, data, store_path, runs = setup
+    np.save(tmp_path / "x.npy", data.test_images[:2].numpy())
+    code = main(["predict", str(tmp_path / "x.npy"), "--best", "--study", "s",
+                 "--store", str(store_path), "--json", "-"])  # fmt: skip
+    captured = capsys.readouterr()
+    key = runs["resnet"][0]  # the report's headline: the grid's best, never the SVM's
+    assert code == 0 and json.loads(captured.out)["run"] == key
+    assert f"best: run {key} (" in captured.err
+    assert "the highest mean test accuracy" in captured.err
+    assert "of the report's headline experiments (resnet:" in captured.err

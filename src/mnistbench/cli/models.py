@@ -112,7 +112,8 @@ def _add_model_choice(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--run", metavar="KEY", help="a run in the store (a unique key prefix)")
     choice.add_argument(
         "--best", action="store_true",
-        help="the most accurate run with a kept model (of --study, --experiment, --for-dataset)",
+        help="the run the report names best, with a kept model: the highest mean test accuracy "
+        "over seeds within --experiment, else per dataset among the Q1(a) grids (else SVMs)",
     )  # fmt: skip
     choice.add_argument("--model", type=Path, metavar="PATH", help="a model file")
     group.add_argument("--study", metavar="NAME|FILE", help="with --best: a study name or file")
@@ -152,6 +153,8 @@ def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:
 
     chosen = choose(args)
     err_console.print(f"model: {chosen.describe()}")
+    if chosen.why:
+        err_console.print(f"best: {chosen.why}")
     model = load_model(chosen.path, lambda name: load_or_fetch(name, args.root))
     if model.legacy:
         err_console.print(

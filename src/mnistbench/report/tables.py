@@ -16,6 +16,7 @@ import pandas as pd
 from mnistbench import published
 from mnistbench.report import text as units
 from mnistbench.report.compare import Experiment, contexts
+from mnistbench.report.flops import INPUT_LABEL, macs_at_published_input
 from mnistbench.report.frame import GRID_AXES, shared_gpu_runs
 from mnistbench.report.text import field_label, formatted, label, name, show
 
@@ -138,6 +139,7 @@ def devices_table(exp: Experiment) -> Table:
     columns = {"compute": (compute, None)}
     columns |= keyed(configs, [a for a in ["model", *exp.axes] if a != "device_kind"])
     columns |= {h: metric(configs, h) for h in ("accuracy %", "train (s)", *list(METRICS)[3:])}
+    columns[PUBLISHED_INPUT_MACS] = published_input_macs(configs["model"])
     cpu_secs = configs[~configs["gpu"]].set_index("pair")["secs"]
     speed = (configs["pair"].map(cpu_secs) / configs["secs"]).where(configs["gpu"])
     text = formatted(speed, units.ratio).where(speed.notna(), "n/a (" + missing + ")")
@@ -149,7 +151,31 @@ def devices_table(exp: Experiment) -> Table:
     columns |= beside(columns["accuracy %"][1], theirs, gaps, times=True)
     models = " / ".join(name(m) for m in dict.fromkeys(configs["model"]))
     title = f"{models} on CPU vs GPU ({name(configs['dataset'].iloc[0])})"
-    return make_table(exp, title, columns, gaps)
+    table = make_table(exp, title, columns, gaps)
+    table.notes.insert(0, MACS_NOTE)
+    return table
+
+
+PUBLISHED_INPUT_MACS = f"GMACs/img at {INPUT_LABEL} (ours | published)"
+"""Q2's column with each model's forward MACs at the published input, whatever input it ran at."""
+MACS_NOTE = (
+    f"{PUBLISHED_INPUT_MACS}: counted here for every row at the published input, whatever input "
+    "the run had; ours counts the convolutions' and the linear layer's multiply-accumulates "
+    "(FlopCounterMode / 2, as GMACs/img), the published count (thop) also 4 operations per "
+    "BatchNorm element, hence its 0.5 % (ResNet-18) to 1.1 % (ResNet-50) more."
+)
+
+
+def published_input_macs(models: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per row: '1.814 | 1.824', ours (report.flops) beside the published (thop's) count at
+    224×224×3, '—' for a side with none; the number behind the cell is ours."""
+    ours = models.map(macs_at_published_input).astype(float)
+    cpu = [published.Q2.get((model, "cpu")) for model in models]
+    theirs = pd.Series([getattr(row, "macs_per_image", None) for row in cpu], models.index)
+    text = (
+        formatted(ours, units.giga, "—") + " | " + formatted(theirs.astype(float), units.giga, "—")
+    )
+    return text, ours
 
 
 def not_here(configs: pd.DataFrame, columns: Columns) -> Columns:
