@@ -492,7 +492,8 @@ def test_same_section_titles_with_or_without_a_study_file(store_path: Path) -> N
 def test_plots_are_pngs(report) -> None:
     assert [plot.slug for plot in report.plots] == [
         "grid_mnist-heatmap", "grid_mnist-curves", "svm-heatmap", "svm-svm", "devices-curves",
-        "confusion-mnist", "confusion-fashion-mnist",
+        "confusion-mnist-torch", "confusion-mnist-svm",
+        "confusion-fashion-mnist-torch", "confusion-fashion-mnist-svm",
     ]  # fmt: skip
     for plot in report.plots:
         assert plot.png.startswith(b"\x89PNG\r\n\x1a\n") and len(plot.png) > 5000

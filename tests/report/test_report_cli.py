@@ -30,7 +30,11 @@ def test_report_writes_every_format_by_default(store_path: Path, tmp_path: Path,
     )
     names = {path.name for path in out.iterdir()}
     assert {"report.md", "report.html", "runs.csv", "runs.json"} <= names
-    assert {"grid_mnist-heatmap.png", "confusion-mnist.png"} <= names
+    assert {
+        "grid_mnist-heatmap.png",
+        "confusion-mnist-torch.png",
+        "confusion-mnist-svm.png",
+    } <= names
     printed = capsys.readouterr().out
     assert "24 runs: 17 ok, 2 not run, 2 failed, 1 diverged, 2 skipped" in printed
     assert "GPU speedup: not measured here (skipped:" in printed

@@ -134,11 +134,26 @@ def figures(exp: Experiment) -> list[drawn.Plot]:
     return [plot for plot in (first, second) if plot is not None]
 
 
+ENGINES_FIRST = ("torch", "svm")
+"""The order of each dataset's confusion matrices: ResNet, SVM, then any other engine."""
+KINDS = {"torch": "ResNet", "svm": "SVM"}
+"""How a confusion matrix's title names an engine's models: 'best ResNet'."""
+
+
 def confusion_plots(runs: pd.DataFrame) -> list[drawn.Plot]:
-    """The confusion matrix of the most accurate run per dataset that kept one."""
+    """Per dataset, the confusion matrix of the most accurate run of each engine that kept one:
+    the best ResNet beside the best SVM, whichever is best overall."""
     done = finished(runs[runs["confusion"].notna()])
-    best = done.loc[done.groupby("dataset", sort=False)["test_accuracy"].idxmax()]
-    return [drawn.confusion(row) for _, row in best.iterrows()]
+    order = {engine: i for i, engine in enumerate(ENGINES_FIRST)}
+    engines = sorted(done["engine"].unique(), key=lambda e: order.get(e, len(order)))
+    found = []
+    for dataset in done["dataset"].unique():
+        for engine in engines:
+            part = done[done["dataset"].eq(dataset) & done["engine"].eq(engine)]
+            if not part.empty:
+                best = part.loc[part["test_accuracy"].idxmax()]
+                found.append(drawn.confusion(best, KINDS.get(engine, engine)))
+    return found
 
 
 def environment(runs: pd.DataFrame) -> list[tuple[str, str]]:

@@ -147,8 +147,9 @@ def svm_scatter(exp: Experiment) -> Plot | None:
     return _plot(f"{exp.slug}-svm", title, caption, figure)
 
 
-def confusion(run: pd.Series) -> Plot:
-    """The best run's confusion matrix: counts, coloured by the share of the true class."""
+def confusion(run: pd.Series, kind: str) -> Plot:
+    """The confusion matrix of the best run of a `kind` of model ('ResNet', 'SVM') on its
+    dataset: counts, coloured by the share of the true class."""
     matrix = np.array(run["confusion"], dtype=float)
     shares = 100 * matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     try:
@@ -167,10 +168,10 @@ def confusion(run: pd.Series) -> Plot:
     axes.set_xticks(range(len(names)), names, rotation=45 * rotate, ha=align)
     axes.set_yticks(range(len(names)), names)
     config = label(run, (*GRID_AXES, *SVM_AXES), dataset=False)
-    what = f"{config}, seed {run['seed']}: {percent(run['test_accuracy'])}% of {int(matrix.sum()):,} test images"
-    dataset = name(run["dataset"])
-    axes.set(xlabel="predicted class", ylabel="true class", title=f"Best run on {dataset}\n{what}")
+    accuracy = percent(run["test_accuracy"])
+    title = f"{name(run['dataset'])} — best {name(kind)}: {config} ({accuracy} %)"
+    what = f"seed {run['seed']}, {int(matrix.sum()):,} test images"
+    axes.set(xlabel="predicted class", ylabel="true class", title=f"{title}\n{what}")
     figure.colorbar(image, ax=axes, label="share of the true class (%)")
-    title = f"Confusion matrix, best run on {dataset}"
     caption = "Test images by true class (rows) and predicted class (columns); colour: row share."
-    return _plot(f"confusion-{run['dataset']}", title, caption, figure)
+    return _plot(f"confusion-{run['dataset']}-{run['engine']}", title, caption, figure)
