@@ -36,7 +36,6 @@ from mnistbench.specfields import (
     STEMS,
     SVM_BACKENDS,
     TTAS,
-    UNKNOWN_ENGINE,
     EngineName,
     SpecError,
     check_choice,
@@ -277,7 +276,7 @@ class RunSpec:
         """The engine that trains this spec's model (specfields.ENGINES); for a stored run of a
         model no engine here knows (a newer version's, an engine not installed), "unknown":
         only the fields every engine reads are its own, and nothing crashes on it."""
-        return engine_of(self.model) if self.model in models() else UNKNOWN_ENGINE
+        return engine_of(self.model)
 
     def reads(self, name: str) -> bool:
         """Whether this run's engine reads the field and it applies here (see FieldRole)."""

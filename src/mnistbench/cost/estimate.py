@@ -13,7 +13,7 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.cost.probe import Probes, cache_path_for, device_kind, machine_of
-from mnistbench.cost.rates import Observation, Rates, rates_from, run_sizes, run_work, speed_key
+from mnistbench.cost.rates import Observation, Rates, rates_from, run_work, speed_key
 from mnistbench.engines import skip_reason
 from mnistbench.progress import Reporter, load_factor
 from mnistbench.study.forecast import StudyForecast
@@ -119,7 +119,7 @@ class Estimator:
             return None, f"cannot estimate: {type(exc).__name__}: {exc}"
         if rates is None:
             return None, "cannot estimate: no timings"
-        seconds = rates.seconds(run_work(spec, run_sizes(spec)))
+        seconds = rates.seconds(run_work(spec))
         if rates.source == "a probe" and self.pace != 1.0:
             return seconds * self.pace, f"a probe x{self.pace:.2f} (finished runs' pace)"
         return seconds, rates.source
