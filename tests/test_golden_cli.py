@@ -151,22 +151,13 @@ def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     from mnistbench.config import RunSpec
     from mnistbench.cost.rates import Observation
     from mnistbench.data.sizes import Sizes
-    from mnistbench.engines import Work
     from mnistbench.engines.svm import ENGINE as SVM
+    from tests.stub_probes import stub_probes
 
-    # A ResNet probe: 100 images trained a second, 1000 evaluated, 3 s a run besides. A run of
-    # 2 epochs of 1000 images, 2 test passes of 500 (the 2nd the final one): 20 + 1 + 3 = 24 s.
-    resnet = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
-    # An SVM probe of the study's own size (1000 fitted, 500 predicted): 2 s in all.
+    # ResNet runs: 24 s each (tests/stub_probes.py). An SVM probe of the study's own size
+    # (1000 fitted, 500 predicted): 2 s in all.
     svm_work = SVM.work(RunSpec(model="svm", svm_backend="sklearn"), Sizes(1_000, 0, 500))
-    svm = Observation(svm_work, 1.0, 0.5, wall_seconds=2.0)
-    patches = {
-        "mnistbench.cost.probe.probe": lambda spec, data: svm if spec.model == "svm" else resnet,
-        "mnistbench.cost.probe.probe_data": lambda name, root=None, random_ok=True: None,
-        "mnistbench.cost.estimate.process_age": lambda: 5.0,  # the start-up
-    }
-    for name, replacement in patches.items():
-        monkeypatch.setattr(name, replacement)
+    stub_probes(monkeypatch, svm=Observation(svm_work, 1.0, 0.5, wall_seconds=2.0))
     (tmp_path / "tiny.toml").write_text(TINY_STUDY)
     return "tiny.toml"
 

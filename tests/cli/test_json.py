@@ -72,23 +72,11 @@ def test_status_json_to_a_file_keeps_the_table(store_path: Path, tmp_path: Path,
 
 
 def test_status_json_of_a_study_file_is_its_forecast(tmp_path: Path, capsys, monkeypatch) -> None:
-    from mnistbench.cost.rates import Observation
-    from mnistbench.engines import Work
+    from tests.stub_probes import TWO_EXPERIMENTS, stub_probes
 
-    # As tests/cli/test_structure.py: 24 s a run here, 5 s start-up.
-    seen = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
-    monkeypatch.setattr("mnistbench.cost.probe.probe", lambda spec, data: seen)
-    monkeypatch.setattr(
-        "mnistbench.cost.probe.probe_data", lambda name, root=None, random_ok=True: None
-    )
-    monkeypatch.setattr("mnistbench.cost.estimate.process_age", lambda: 5.0)
+    stub_probes(monkeypatch)  # 24 s a run here, 5 s start-up
     study = tmp_path / "s.toml"
-    study.write_text(
-        '[study]\nname = "s"\n'
-        '[defaults]\nmodel = "resnet18"\nepochs = 2\ntrain_limit = 1000\ntest_limit = 500\n'
-        '[experiments.grid]\nbase = { device = "cpu" }\ngrid = { batch_size = [16, 32] }\n'
-        '[experiments.gpu]\nbase = { device = "cuda:99" }\n'
-    )
+    study.write_text(TWO_EXPERIMENTS)
     store = tmp_path / "none.db"
     assert main(["study", "status", str(study), "--store", str(store), "--json", "-"]) == 0
     payload = json.loads(capsys.readouterr().out)

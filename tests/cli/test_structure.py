@@ -214,24 +214,11 @@ def test_status_of_a_store(store_path: Path, capsys) -> None:
 def test_status_of_a_study_without_a_store_lists_its_runs_as_pending(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnistbench.cost.rates import Observation
-    from mnistbench.engines import Work
+    from tests.stub_probes import TWO_EXPERIMENTS, stub_probes
 
-    # The probe replaced by a constant (the real one: tests/cost/test_probe.py): 100 images
-    # trained a second, 1000 evaluated, 3 s a run besides. A run of 2 epochs of 1000 images and
-    # 2 test passes of 500 (the 2nd the final one): 20 + 1 + 3 = 24 s. Start-up: 5 s.
-    seen = Observation(Work(48, 256, 256), 0.48, 0.256, wall_seconds=3.0 + 0.48 + 0.256)
-    monkeypatch.setattr("mnistbench.cost.probe.probe", lambda spec, data: seen)
-    monkeypatch.setattr(
-        "mnistbench.cost.probe.probe_data", lambda name, root=None, random_ok=True: None
-    )
-    monkeypatch.setattr("mnistbench.cost.estimate.process_age", lambda: 5.0)
+    stub_probes(monkeypatch)  # 24 s a run here, 5 s start-up
     study = tmp_path / "s.toml"
-    study.write_text(
-        '[defaults]\nmodel = "resnet18"\nepochs = 2\ntrain_limit = 1000\ntest_limit = 500\n'
-        '[experiments.grid]\nbase = { device = "cpu" }\ngrid = { batch_size = [16, 32] }\n'
-        '[experiments.gpu]\nbase = { device = "cuda:99" }\n'
-    )
+    study.write_text(TWO_EXPERIMENTS)
     store = tmp_path / "none.db"
     assert _exit_code(["study", "status", str(study), "--store", str(store)]) == 0
     out = " ".join(capsys.readouterr().out.split())

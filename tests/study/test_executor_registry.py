@@ -14,20 +14,7 @@ from mnistbench.study import executors
 from mnistbench.study.file import StudySpec, load_study
 from mnistbench.study.run import expand, run_study
 from mnistbench.study.store import Store
-
-THREE_RUNS = """
-[study]
-name = "three"
-
-[defaults]
-model = "svm"
-dataset = "mnist"
-train_limit = 100
-test_limit = 100
-
-[experiments.grid]
-grid = { C = [1.0, 2.0, 3.0] }
-"""
+from tests.study.test_executors import THREE_RUNS
 
 
 class ReverseExecutor(executors.Executor):
