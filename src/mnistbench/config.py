@@ -73,9 +73,15 @@ class RunSpec:
     val_fraction: float = spec_field(0.0, engine="run", applies=lambda s: s.split != "assignment")
     """Official split only: fraction of train held out (stratified) for validation."""
     seed: int = spec_field(0, engine="run")
-    """Seeds weight init, batch order, augmentation and the train/test_limit subsets."""
+    """Seeds weight init, batch order, augmentation and the train/val/test_limit subsets."""
     train_limit: int | None = spec_field(None, engine="run")
     """Use only the first N of the train split's seeded permutation (quick runs)."""
+    val_limit: int | None = spec_field(
+        None, engine="run", identity="non-default", applies=lambda s: s.has_val_split()
+    )
+    """Use only the first N of the validation split's seeded permutation (quick runs: without
+    it every held-out evaluation reads all of it, whatever train_limit says). Only where there
+    is one (assignment split, or val_fraction > 0)."""
     test_limit: int | None = spec_field(None, engine="run")
     """Use only the first N of the test split's seeded permutation (quick runs)."""
     threads: int = spec_field(engine="run", identity="never", default_factory=default_threads)
@@ -159,6 +165,9 @@ class RunSpec:
     of hundreds of kernel launches) where the run allows it (no lr schedule, no weight
     average); 'off': eager steps. The same training, GradScaler skips included, so not part of
     the run's identity; the protocol says whether graphs ran, and if not, why."""
+    trial: str | None = spec_field(None, engine="torch", identity="never", by_hand=False)
+    """Set by a search, never by hand: the Optuna trial this run is, told each epoch's metric
+    (pruning.py). How the run is judged, not what it computes: not its identity."""
 
     # --- SVM engine ---
     kernel: str = spec_field("rbf", engine="svm", choices=KERNELS, speed=True)
@@ -198,7 +207,7 @@ class RunSpec:
                 "val_fraction", self.val_fraction, "the assignment split fixes 70/10/20"
             )
         check_positive("seed", self.seed, integer=True, zero_ok=True)
-        for name in ("train_limit", "test_limit"):
+        for name in ("train_limit", "val_limit", "test_limit"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name), integer=True)
         check_positive("threads", self.threads, integer=True)
@@ -267,6 +276,10 @@ class RunSpec:
             and int(self.features[4:]) > 0
         ):
             raise SpecError("features", self.features, "choose pixels, standardized or pca:N")
+
+    def has_val_split(self) -> bool:
+        """Whether the run's split holds a validation part (make_split)."""
+        return self.split == "assignment" or bool(self.val_fraction)
 
     @property
     def is_svm(self) -> bool:

@@ -53,6 +53,9 @@ class EpochRecord:
     """fp16 AMP only: the GradScaler's loss scale at the end of the epoch (one that keeps
     falling is how fp16 overflow shows)."""
     diverged_step: int | None = None
+    loss_trace: list[float] | None = None
+    """Mean train loss over consecutive equal chunks of the epoch's steps (20 to 40 of them),
+    for a curve within an epoch; None from versions before it was kept."""
 
     @property
     def ok(self) -> bool:
@@ -103,7 +106,8 @@ class RunResult:
 
     spec: dict[str, Any]
     status: str = "ok"
-    """'ok', 'diverged' or 'failed'."""
+    """'ok', 'diverged', 'failed' or 'pruned' (a search's trial that its pruner stopped: no
+    test evaluation, its checkpoint kept)."""
     test_accuracy: float | None = None
     val_accuracy: float | None = None
     train_seconds: float | None = None

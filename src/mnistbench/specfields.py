@@ -46,6 +46,10 @@ class FieldRole:
     estimate's measurements. A tuple names the engines for which it does (the dataset decides
     an SVM's speed, not a ResNet's)."""
 
+    by_hand: bool = True
+    """Whether a user sets it (a `train` flag, a study-file key); False for what mnistbench sets
+    itself (a search's trial link)."""
+
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
 
@@ -61,10 +65,11 @@ def spec_field(
     applies: SpecCheck | None = None,
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     speed: bool | tuple[str, ...] = False,
+    by_hand: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A RunSpec field with its role (see FieldRole)."""
-    metadata = {"role": FieldRole(engine, identity, applies, choices, speed)}
+    metadata = {"role": FieldRole(engine, identity, applies, choices, speed, by_hand)}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -117,7 +117,14 @@ def test_membership_across_experiments_and_studies(store: Store) -> None:
     store.finish(shared.key(), result_for(shared))
     counts = store.counts()
     assert counts[("s1", "a")]["done"] == counts[("s1", "b")]["done"] == 1
-    assert counts[("s2", "c")] == {"pending": 0, "running": 0, "done": 1, "failed": 0, "skipped": 0}
+    assert counts[("s2", "c")] == {
+        "pending": 0,
+        "running": 0,
+        "done": 1,
+        "failed": 0,
+        "skipped": 0,
+        "pruned": 0,
+    }
 
 
 def test_claim_finish_round_trip(store: Store) -> None:
@@ -249,7 +256,7 @@ def test_skip_and_counts_cover_every_status(store: Store) -> None:
     assert (record.status, record.error) == ("skipped", "CUDA not available on this machine")
     assert not store.claim(specs[0].key(), retry_failed=True)
     assert store.counts() == {
-        ("s", "e"): {"pending": 2, "running": 1, "done": 1, "failed": 1, "skipped": 1}
+        ("s", "e"): {"pending": 2, "running": 1, "done": 1, "failed": 1, "skipped": 1, "pruned": 0}
     }
     assert set(store.counts("s")[("s", "e")]) == set(STATUSES)
     assert store.counts("other") == {}
@@ -533,6 +540,10 @@ def test_a_store_from_schema_1_is_migrated_and_read(old_store: Path) -> None:
     conn = sqlite3.connect(old_store)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    # Schema 3's status: the migrated runs table takes it, and kept its rows and index.
+    conn.execute("UPDATE runs SET status = 'pruned' WHERE key = '0c422bf192ffb42a'")
+    assert {row[0] for row in conn.execute("SELECT status FROM runs")} >= {"pruned", "skipped"}
+    assert "runs_status" in tables
     conn.close()
     assert "epochs" not in tables
     sgd = records["0c422bf192ffb42a"]

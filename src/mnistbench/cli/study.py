@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +29,10 @@ from mnistbench.study.executors import EXECUTORS  # light: no torch (its docstri
 
 if TYPE_CHECKING:
     from mnistbench.study.file import StudySpec
-    from mnistbench.study.forecast import StudyForecast
+    from mnistbench.study.run import StudyOutcome
     from mnistbench.study.store import Store
 
-_STATUS_COLUMNS = ("done", "failed", "skipped", "running", "pending")
+_STATUS_COLUMNS = ("done", "pruned", "failed", "skipped", "running", "pending")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -120,14 +121,18 @@ def run_study(args: argparse.Namespace) -> int:
     study = study.with_overrides(parse_overrides(args.overrides or []), args.only)
     selected = study.select(args.only)
     if args.dry_run:
-        return _dry_run(study, args.only, args.store)
+        from mnistbench.cli.forecast import dry_run
+
+        return dry_run(study, args.only, args.store)
 
     from mnistbench.cli import console as ui
     from mnistbench.cost.estimate import live_estimates
     from mnistbench.study import run as study_module
 
     # Fetch what the runs need first, here, so that workers never race to download.
-    for dataset in sorted({spec.dataset for e in selected for spec in e.specs()}):
+    datasets = {spec.dataset for e in selected for spec in e.specs()}
+    datasets |= {e.trial_spec({}).dataset for e in selected if e.search is not None}
+    for dataset in sorted(datasets):
         ui.load_or_fetch(dataset, args.root)
     reporter = ui.make_reporter(args.quiet)
     on_recorded = None
@@ -152,112 +157,35 @@ def run_study(args: argparse.Namespace) -> int:
         )
     finally:
         reporter.close()
+    _print_outcome(outcome, study.name, time.perf_counter() - started, args.store)
+    return EXIT_FAILURE if outcome.failed else EXIT_OK
+
+
+def _print_outcome(outcome: StudyOutcome, name: str, seconds: float, store: Path) -> None:
+    """What the invocation did, each search's trials, and where to look next."""
+    from mnistbench.cli import console as ui
+
     ui.console.print(
-        f"study {study.name}: {outcome.done} run(s) done, {outcome.failed} failed, "
+        f"study {name}: {outcome.done} run(s) done, {outcome.failed} failed, "
         f"{outcome.skipped} skipped, {outcome.already_done} already in the store"
         + (f", {outcome.not_claimed} left to another process" if outcome.not_claimed else "")
-        + f" ({time.perf_counter() - started:.0f} s); store: {args.store}"
+        + f" ({seconds:.0f} s); store: {store}"
     )
+    for experiment, counts in outcome.searches.items():
+        ui.console.print(
+            f"search {experiment}: {counts.complete} trial(s) complete, {counts.pruned} pruned, "
+            f"{counts.failed} failed, {counts.left + counts.running} left"
+        )
+    if outcome.searches:
+        from mnistbench.study.search import storage_url
+
+        dashboard = Path(sys.executable).with_name("optuna-dashboard")
+        ui.console.print(f"its trials, live: {dashboard} {storage_url(store)}")
     if outcome.failed:
         ui.err_console.print(
             "some runs failed: `mnistbench study status` lists them; "
             "`study run --retry-failed` runs them again"
         )
-    return EXIT_FAILURE if outcome.failed else EXIT_OK
-
-
-def _dry_run(study: StudySpec, only: list[str] | None, store_path: Path) -> int:
-    """List the runs, their status in the store (if there is one) and what each will cost
-    here; then per experiment and for the study: counts, runs skipped here and why, time and
-    disk. Writes nothing but the probe cache (calibration.json) next to the store."""
-    from rich.table import Table
-
-    from mnistbench.cli.console import console, duration
-    from mnistbench.study.store import Store
-
-    store = Store(store_path) if store_path.exists() else None
-    try:
-        forecast = _forecast(study, only, store, store_path)
-    finally:
-        if store:
-            store.close()
-    overrides = " ".join(f"{key}={value!r}" for key, value in study.overrides.items())
-    table = Table(
-        title=f"study {study.name}: runs" + (f" with --set {overrides}" if overrides else "")
-    )
-    for column in ("experiment", "run", "key", "status", "time here"):
-        table.add_column(column, justify="right" if column == "time here" else "left")
-    counts: dict[str, int] = {}
-    for run in forecast.runs:
-        counts[run.status] = counts.get(run.status, 0) + 1
-        if run.skip is not None:
-            here = "skipped here" if run.status != "skipped" else "-"
-        elif run.actual is not None:
-            here = f"took {duration(run.actual)}"
-        else:
-            here = duration(run.seconds) if run.runs_here else "-"
-        table.add_row(run.experiment, run.label, run.key, run.status, here)
-    console.print(table)
-    console.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    _print_forecast(forecast, f"study {study.name} on this machine")
-    return EXIT_OK
-
-
-def _forecast(
-    study: StudySpec, only: list[str] | None, store: Store | None, store_path: Path
-) -> StudyForecast:
-    """The study's runs as this machine sees them, with their estimates (probing the speeds
-    not in the cache next to the store first: about a second each, once per machine)."""
-    from mnistbench.cli.console import err_console
-    from mnistbench.cost.estimate import forecast_study
-    from mnistbench.cost.probe import Probes, cache_path_for
-    from mnistbench.study.run import expand
-
-    probes = Probes(cache_path_for(store_path), log=err_console.print)
-    keep = getattr(study, "keep_models", "all")
-    return forecast_study(expand(study, only), store, probes, keep)
-
-
-def _print_forecast(forecast: StudyForecast, title: str) -> None:
-    """Per experiment and for the whole study: counts, time here, disk; skip reasons."""
-    from rich import box
-    from rich.table import Table
-
-    from mnistbench.cli.console import console, duration, human_size
-    from mnistbench.study.forecast import COLUMNS
-
-    table = Table(
-        title=f"{title} (keep_models = {forecast.keep_models!r})",
-        box=box.SIMPLE,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for column in ("experiment", *COLUMNS, "time here", "disk"):
-        header = column.replace(" ", "\n")  # two-line headers: the table fits 80 columns
-        justify = "left" if column == "experiment" else "right"
-        table.add_column(header, justify=justify, no_wrap=True)
-    for name in [*forecast.experiments(), None]:
-        summary = forecast.summary(name)
-        time_here = duration(summary.seconds) + (
-            f" + {summary.unknown} ?" if summary.unknown else ""
-        )
-        cells = [str(summary.counts.get(c, 0)) for c in COLUMNS]
-        table.add_row(
-            name or "[bold]study[/bold]", *cells, time_here, human_size(summary.disk_bytes)
-        )
-    console.print(table)
-    total = forecast.summary()
-    for reason, count in total.skips.items():
-        where = ", ".join(dict.fromkeys(r.experiment for r in forecast.runs if r.skip == reason))
-        console.print(f"skipped here: {count} run(s) of {where}: {reason}")
-    for run in forecast.runs:
-        if run.runs_here and run.seconds is None:
-            console.print(f"no estimate for {run.label}: {run.basis}")
-    console.print(
-        f"time here: {duration(total.seconds)} for the runs to do, one after another "
-        f"(study run --jobs 1), of which {duration(forecast.overhead_seconds)} start-up and "
-        f"data loading; disk: the final models that keep_models = {forecast.keep_models!r} keeps"
-    )
 
 
 def _add_clean_parser(actions: argparse._SubParsersAction) -> None:
@@ -325,16 +253,26 @@ def show_status(args: argparse.Namespace) -> int:
     from mnistbench.study.store import Store
 
     if args.file is not None:
+        from mnistbench.cli.forecast import (
+            forecast_json,
+            print_forecast,
+            print_searches,
+            search_forecasts,
+            study_forecast,
+        )
+
         study = load_study(args.file)
         store = Store(args.store) if args.store.exists() else None
         try:  # StoreError (corrupt, not a store): exit 1
-            forecast = _forecast(study, None, store, args.store)
+            forecast = study_forecast(study, None, store, args.store)
+            searches = search_forecasts(study, None, store, args.store)
         finally:
             if store:
                 store.close()
         if args.json != "-":
-            _print_forecast(forecast, f"study {study.name} in {args.store}")
-        write_json(args.json, _forecast_json(forecast, study.name, args.store))
+            print_forecast(forecast, f"study {study.name} in {args.store}")
+            print_searches(searches)
+        write_json(args.json, forecast_json(forecast, searches, study.name, args.store))
         return EXIT_OK
     require_store(args.store)
     with Store(args.store) as store:  # StoreError (corrupt, not a store): exit 1
@@ -353,26 +291,18 @@ def _print_status(rows: list[tuple[str, str, dict[str, int], float | None]], pat
 
     from mnistbench.cli.console import console, duration
 
+    # 'pruned' only where a search pruned something: the table fits 80 columns without it.
+    pruned = any(counts.get("pruned") for _, _, counts, _ in rows)
+    columns = [c for c in _STATUS_COLUMNS if c != "pruned" or pruned]
     table = Table(title=f"results store {path}")
-    for column in ("study", "experiment", *_STATUS_COLUMNS, "eta"):
-        table.add_column(column, justify="right" if column in _STATUS_COLUMNS else "left")
+    for column in ("study", "experiment", *columns, "eta"):
+        table.add_column(column, justify="right" if column in columns else "left")
     for study_name, experiment, counts, eta in rows:
-        cells = (str(counts[c]) for c in _STATUS_COLUMNS)
+        cells = (str(counts[c]) for c in columns)
         table.add_row(study_name, experiment, *cells, duration(eta))
     console.print(table)
     if not rows:
         console.print("the store has no runs")
-
-
-def _forecast_json(forecast: StudyForecast, name: str, store: Path) -> dict[str, object]:
-    """`study status FILE --json`: each experiment's summary and the study's, as the table."""
-    from dataclasses import asdict
-
-    return {"study": name, "store": str(store), "keep_models": forecast.keep_models,
-            "overhead_seconds": forecast.overhead_seconds,
-            "experiments": [{"experiment": experiment, **asdict(forecast.summary(experiment))}
-                            for experiment in forecast.experiments()],
-            "total": asdict(forecast.summary())}  # fmt: skip
 
 
 def status_rows(

@@ -119,6 +119,8 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     docs = _field_docs(RunSpec)
     groups = {engine: parser.add_argument_group(title) for engine, title in _GROUP_TITLES.items()}
     for spec_field in dataclasses.fields(RunSpec):
+        if not field_role(spec_field).by_hand:
+            continue
         name = spec_field.name
         default = spec_field.default
         help_text = _with_default(docs.get(name, ""), default).replace("%", "%%")

@@ -2,8 +2,8 @@
 
 A study file has a [study] header (name, description, seeds, resources, keep_models),
 [defaults] (RunSpec fields shared by every experiment) and [experiments.NAME] tables with
-`base`, `grid` (cartesian product), `extra` (explicit runs), `seeds` and `resources` (Ray-style
-num_cpus/num_gpus). Every error names the file, the experiment and the key. `study run --set
+`base`, `grid` (cartesian product), `extra` (explicit runs), `search` (an adaptive search on
+Optuna: search_space.py), `seeds` and `resources` (Ray-style num_cpus/num_gpus). Every error names the file, the experiment and the key. `study run --set
 KEY=VALUE` overrides RunSpec fields in every run (`parse_overrides`, `StudySpec.with_overrides`),
 checked the same way.
 """
@@ -19,14 +19,15 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.errors import UserError
-from mnistbench.specfields import SpecError
+from mnistbench.specfields import SpecError, field_role
+from mnistbench.study.search_space import Search, SearchTableError, parse_search
 
 
 class StudyFileError(UserError, ValueError):
     """A bad study file: names the file, the experiment and the key."""
 
 
-_EXPERIMENT_KEYS = {"description", "base", "grid", "extra", "seeds", "resources"}
+_EXPERIMENT_KEYS = {"description", "base", "grid", "extra", "search", "seeds", "resources"}
 _RESOURCE_KEYS = {"num_cpus", "num_gpus", "max_retries"}
 _HEADER_KEYS = {"name", "description", "seeds", "resources", "keep_models"}
 KEEP_MODELS = ("best", "all", "none")
@@ -53,6 +54,21 @@ class Experiment:
     """Ray resources per run: num_cpus, num_gpus (fractions allowed), max_retries."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Fields set in every run, over base, grid, extra and seeds (`study run --set`)."""
+    search: Search | None = None
+    """An adaptive search over a space (its trials are asked from Optuna as the study runs,
+    study/search.py), beside the grid's and extra's runs or instead of them."""
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """The fields every run of the experiment shares: base under the --set overrides."""
+        return {**self.base, **self.overrides}
+
+    def trial_spec(self, params: dict[str, Any], **run: Any) -> RunSpec:
+        """The run of one search trial: base, the sampled params, the experiment's (first) seed,
+        then the overrides, which win over the space (a smoke's --set epochs=1 holds)."""
+        return RunSpec.from_dict(
+            {**self.base, **params, "seed": self.seeds[0], **self.overrides, **run}
+        )
 
     def specs(self) -> list[RunSpec]:
         """Every run of the experiment, expanded and validated."""
@@ -61,7 +77,7 @@ class Experiment:
                   for values in itertools.product(*(values for _, values in axes))]  # fmt: skip
         variants = [{**self.base, **combo} for combo in combos] if axes else []
         variants += [{**self.base, **extra} for extra in self.extra]
-        if not axes and not self.extra:
+        if not axes and not self.extra and self.search is None:
             variants = [dict(self.base)]
         specs, seen = [], set()
         for variant in variants:
@@ -140,7 +156,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(RunSpec)}
+    known = {f.name for f in dataclasses.fields(RunSpec) if field_role(f).by_hand}
     for key in values:
         if key not in known:
             raise StudyFileError(f"{where}: unknown key {key!r} (RunSpec fields: {sorted(known)})")
@@ -230,7 +246,15 @@ def _experiment(
     for key in resources:
         if key not in _RESOURCE_KEYS:
             raise StudyFileError(f"{where}: resources: unknown key {key!r}")
-    experiment = Experiment(name, table.get("description", ""), base, grid, extra, seeds, resources)
+    search = None
+    if "search" in table:
+        try:
+            search = parse_search(table["search"], base)
+        except SearchTableError as exc:
+            raise StudyFileError(f"{where}: {exc}") from None
+    experiment = Experiment(
+        name, table.get("description", ""), base, grid, extra, seeds, resources, search=search
+    )
     _check_specs(where, experiment)
     return experiment
 

@@ -29,6 +29,7 @@ from mnistbench.result import RunResult
 from mnistbench.study import DEFAULT_STORE, executors
 from mnistbench.study.cleanup import apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.study.file import StudySpec
+from mnistbench.study.search import SearchCounts, run_search
 from mnistbench.study.store import RunRecord, Store
 
 HEARTBEAT_SECONDS = 10.0
@@ -80,7 +81,7 @@ def plan(
     """Register every run of the selected experiments and return them with their status.
 
     Before that, a run stored under its old 'auto' key (before `expand` resolved 'auto') moves
-    to its key here when it ran on this kind of device (`_adopt_auto_runs`). After it, a skipped
+    to its key here when it ran on this kind of device (`adoptable`). After it, a skipped
     run whose reason no longer holds on this machine (a CUDA run, and now there is CUDA) is put
     back to pending, so that this study run does it. Both are said through `log`."""
     log = log or (lambda message: None)
@@ -100,19 +101,34 @@ def plan(
     return planned
 
 
-def _adopt_auto_runs(store: Store, expanded: list[PlannedRun], log: Callable[[str], None]) -> None:
-    """Stores written before 'auto' was resolved hold 'auto' runs under the key of the spec with
+def adoptable(store: Store, runs: list[PlannedRun]) -> dict[str, RunRecord]:
+    """The runs that `plan` will move from their old 'auto' key: run key -> the record stored
+    under the old key. Reads the store, writes nothing: `plan` adopts these, and a dry run or
+    `study status FILE` counts them as the run will (done runs done, nothing to train).
+
+    Stores written before 'auto' was resolved hold 'auto' runs under the key of the spec with
     device 'auto'. Such a run moves to the resolved key when it is known to belong there: its
     result says it ran on this device kind, or it never ran (pending, on the machine that plans
     it first). Others stay where they are: a run done on the other kind of machine waits for
     that machine's planner; a failure without a result or a run in flight are left alone."""
-    for run in expanded:
+    found = {}
+    for run in runs:
         if not run.spec.reads("device") or run.spec.device not in ("cpu", "cuda", "mps"):
             continue
         old = store.get(run.spec.replace(device="auto").key())
         if old is None or store.get(run.key) is not None:
             continue
-        if _device_kind(old) == run.spec.device and store.adopt(old.key, run.spec, old.status):
+        if _device_kind(old) == run.spec.device:
+            found[run.key] = old
+    return found
+
+
+def _adopt_auto_runs(store: Store, expanded: list[PlannedRun], log: Callable[[str], None]) -> None:
+    """Move the `adoptable` runs to their key here, with their files."""
+    found = adoptable(store, expanded)
+    for run in expanded:
+        old = found.get(run.key)
+        if old is not None and store.adopt(old.key, run.spec, old.status):
             _rename_run_files(store, old, run.key)
             log(f"{run.spec.label()}: stored as an 'auto' run ({old.status}), now keyed {run.key}")
 
@@ -183,6 +199,8 @@ class StudyOutcome:
     not_claimed: int = 0
     """Runs another live process held, or whose result it took over (reported, not counted
     as done or failed here)."""
+    searches: dict[str, SearchCounts] = dataclasses.field(default_factory=dict)
+    """Per searched experiment, where its search stands at the end."""
 
 
 LOST_CLAIM = "result discarded: another process took the run over meanwhile"
@@ -263,6 +281,13 @@ def run_study(
                              study=study.name, keep_models=study.keep_models,
                              on_recorded=on_recorded)  # fmt: skip
         runner.run(todo, context, study)
+        for experiment in study.select(only):
+            if experiment.search is not None:  # after the grids: their runs may be trials'
+                parallel = experiment.search.parallel or (jobs if isinstance(jobs, int) else 1)
+                outcome.searches[experiment.name] = run_search(
+                    store, store_path, study, experiment,
+                    lambda runs: runner.run(runs, context, study), parallel, reporter.log,
+                )  # fmt: skip
         reporter.close()
     return outcome
 

@@ -30,9 +30,8 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.result import RunResult
-from mnistbench.study.store_file import SCHEMA_VERSION, StoreError, open_store_file
+from mnistbench.study.store_file import SCHEMA_VERSION, STATUSES, StoreError, open_store_file
 
-STATUSES = ("pending", "running", "done", "failed", "skipped")
 __all__ = ["STATUSES", "RunRecord", "Store", "StoreError"]
 
 
@@ -142,7 +141,7 @@ class Store:
             if status == "running":
                 if self._live_owner(owner_host, owner_pid, heartbeat_at, stale_after):
                     return False
-            elif not (status == "pending" or (status == "failed" and retry_failed)):
+            elif not (status in ("pending", "pruned") or (status == "failed" and retry_failed)):
                 return False
             conn.execute(
                 "UPDATE runs SET status = 'running', host = ?, pid = ?, started_at = ?,"
@@ -178,12 +177,14 @@ class Store:
             return cursor.rowcount == 1
 
     def finish(self, key: str, result: RunResult) -> bool:
-        """Store a result ("done", or "failed" when the result says so).
+        """Store a result: "done", or "failed" or "pruned" when the result says so (a pruned
+        run is a search's trial that its pruner stopped: a grid that has the same run takes it
+        on from its checkpoint, `claim`).
 
         False, and nothing written, when another process has taken the run over since this one
         claimed it: the new owner's result (or run in progress) is never overwritten.
         """
-        status = "failed" if result.status == "failed" else "done"
+        status = result.status if result.status in ("failed", "pruned") else "done"
         error = result.message if status == "failed" else None
         with self._transaction() as conn:
             if not self._owned_here(conn, key):

@@ -3,7 +3,8 @@ to this version's schema.
 
 An existing file that is not SQLite, is corrupt, belongs to another program or comes from a
 newer schema raises StoreError and is left exactly as it was. A new file gets the schema; a file
-of an older schema is migrated in one transaction (schema 2 dropped the unused `epochs` table).
+of an older schema is migrated in one transaction (schema 2 dropped the unused `epochs` table;
+schema 3 added the status 'pruned', a search's trial that its pruner stopped).
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from pathlib import Path
 
 from mnistbench.errors import RunFailure
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _APP = "mnistbench"
 
-# One statement per string: executescript() would COMMIT the transaction that creates them.
-_SCHEMA = (
-    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE runs (
+STATUSES = ("pending", "running", "done", "failed", "skipped", "pruned")
+"""A run's status in the store ('pruned': a search's trial that its pruner stopped)."""
+
+
+def _runs_table(name: str) -> str:
+    statuses = ", ".join(f"'{status}'" for status in STATUSES)
+    return f"""CREATE TABLE {name} (
         key TEXT PRIMARY KEY,
         spec TEXT NOT NULL,                 -- RunSpec.to_dict() as JSON
-        status TEXT NOT NULL
-            CHECK (status IN ('pending', 'running', 'done', 'failed', 'skipped')),
+        status TEXT NOT NULL CHECK (status IN ({statuses})),
         result TEXT,                        -- RunResult.to_dict() as JSON
         error TEXT,                         -- failure message, or the reason for a skip
         traceback TEXT,
@@ -36,7 +39,13 @@ _SCHEMA = (
         started_at REAL,
         finished_at REAL,
         heartbeat_at REAL
-    )""",
+    )"""
+
+
+# One statement per string: executescript() would COMMIT the transaction that creates them.
+_SCHEMA = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    _runs_table("runs"),
     "CREATE INDEX runs_status ON runs (status)",
     # Which study/experiment asked for a run (one run may serve several); id keeps the order.
     """CREATE TABLE memberships (
@@ -50,6 +59,15 @@ _SCHEMA = (
 # Per schema version, the statements that bring a store of that version to the next one.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("DROP TABLE IF EXISTS epochs",),  # the history is in the result; nothing read the table
+    # SQLite cannot change a CHECK constraint: the runs table is copied into a new one.
+    2: (
+        _runs_table("runs_v3"),
+        "INSERT INTO runs_v3 SELECT key, spec, status, result, error, traceback, attempt, host,"
+        " pid, created_at, started_at, finished_at, heartbeat_at FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v3 RENAME TO runs",
+        "CREATE INDEX runs_status ON runs (status)",
+    ),
 }
 
 

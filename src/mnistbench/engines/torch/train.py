@@ -54,6 +54,7 @@ from mnistbench.engines.torch.prepare import (
 from mnistbench.engines.torch.recipe import Precision, Training
 from mnistbench.measure import Stopwatch, environment, peak_memory, reset_peak_memory
 from mnistbench.progress import Reporter
+from mnistbench.pruning import TrialLink
 from mnistbench.result import EpochRecord, RunResult, per_class_accuracy
 from mnistbench.specfields import field_role
 
@@ -95,7 +96,7 @@ class Progress:
     history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     resumed_from: int | None = None  # the epoch a checkpoint brought the run back to
-    status: str = "ok"  # or "diverged"
+    status: str = "ok"  # or "diverged", or "pruned" (a search's trial its pruner stopped)
     message: str | None = None
     final_test: Evaluation | None = None  # the last epoch's evaluation, when it was the test's
 
@@ -157,6 +158,18 @@ def train_epochs(
             save_checkpoint(
                 ckpt_path, spec, training, epoch, progress.history, progress.train_seconds
             )
+        if spec.trial is not None and trial_stops(spec, epoch, entry):
+            # The checkpoint stays: a trial stopped too early can be taken on later.
+            progress.status = "pruned"
+            progress.message = f"pruned by the search's pruner after epoch {epoch}"
+            reporter.log(f"{spec.label()}: {progress.message}")
+            return
+
+
+def trial_stops(spec: RunSpec, epoch: int, entry: EpochRecord) -> bool:
+    """Whether the search this run is a trial of stops it after this epoch (pruning.py)."""
+    link = TrialLink.from_text(spec.trial)
+    return link.hears(epoch, entry.progress_line(), last=epoch == spec.epochs)
 
 
 def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult:
@@ -219,6 +232,7 @@ def epoch_entry(epoch: int, stats: EpochStats, seconds: float, training: Trainin
         images=stats.images,
         images_per_second=stats.images / seconds,
         loss_scale=float(scaler.get_scale()) if scaler is not None else None,
+        loss_trace=stats.loss_trace,
     )
 
 

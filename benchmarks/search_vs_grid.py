@@ -1,0 +1,122 @@
+"""What an adaptive search needs to match a grid's best, and what a trial costs over a plain run.
+
+1. A grid over a space (benchmarks/studies/search_vs_grid.toml: ResNet-18, FashionMNIST,
+   28 px, subsets) runs every config; a TPE search with median pruning over the same space,
+   with a third of the grid's runs as trials, runs once per sampler seed. Each in a store of
+   its own, so no search reuses another's runs. Compute is the training images each consumed
+   (pruned trials count the epochs they ran) and its train seconds. The goal: the grid's best
+   validation accuracy within 0.2 points, for at most a third of its compute.
+2. A trial's overhead: the same spec as a plain run and as a search's trial (its epochs told
+   to Optuna through the SQLite storage), train seconds and wall seconds, medians of repeats.
+
+Every command runs as a user would run it (`mnistbench study run`, a fresh process). Prints
+markdown tables for benchmarks/README.md.
+
+    python benchmarks/search_vs_grid.py                 # about an hour on 2 CPU cores
+    python benchmarks/search_vs_grid.py --seeds 1 --skip-overhead
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mnistbench.measure import cpu_model
+from mnistbench.study.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "benchmarks" / "studies" / "search_vs_grid.toml"
+MNISTBENCH = [sys.executable, "-m", "mnistbench"]
+
+
+def run(store: Path, only: str, sampler_seed: int = 0) -> float:
+    """`study run --only ONLY` of the benchmark's study (its search seeded `sampler_seed`)
+    into `store`; its wall seconds."""
+    study = store.with_suffix(".toml")
+    study.write_text(STUDY.read_text().replace("seed = 0  # sampler", f"seed = {sampler_seed}"))
+    started = time.perf_counter()
+    subprocess.run([*MNISTBENCH, "study", "run", str(study), "--store", str(store), "--quiet",
+                    "--only", only], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - started
+
+
+def spent(store: Path, experiment: str) -> dict[str, float]:
+    """Best validation accuracy (and that run's test accuracy), training images, train seconds
+    and runs of one experiment's runs in a store."""
+    with Store(store) as opened:
+        records = [r for r in opened.runs(None, experiment) if r.result is not None]
+    finished = [r for r in records if r.status == "done" and r.result.val_accuracy is not None]
+    best = max(finished, key=lambda r: r.result.val_accuracy)
+    return {
+        "best_val": best.result.val_accuracy,
+        "best_test": best.result.test_accuracy,
+        "images": sum(e.images for r in records for e in r.result.history),
+        "seconds": sum(r.result.train_seconds or 0 for r in records),
+        "runs": len(records),
+        "pruned": sum(r.status == "pruned" for r in records),
+    }
+
+
+def compare(seeds: int, work: Path) -> None:
+    grid_store = work / "grid.db"
+    run(grid_store, "grid")
+    grid = spent(grid_store, "grid")
+    print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}\n")
+    print("| run | best val % | its test % | runs (pruned) | training images | share of grid | train s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| grid | {grid['best_val']:.2f} | {grid['best_test']:.2f} | {grid['runs']} | "
+          f"{grid['images']:,} | 100 % | {grid['seconds']:.0f} |")  # fmt: skip
+    matched = 0
+    for seed in range(seeds):
+        store = work / f"search-{seed}.db"
+        run(store, "search", sampler_seed=seed)
+        found = spent(store, "search")
+        share = found["images"] / grid["images"]
+        close = grid["best_val"] - found["best_val"] <= 0.2
+        matched += close and share <= 1 / 3
+        print(f"| search, seed {seed} | {found['best_val']:.2f} | {found['best_test']:.2f} | "
+              f"{found['runs']} ({found['pruned']}) | {found['images']:,} | {share:.0%} | "
+              f"{found['seconds']:.0f} |")  # fmt: skip
+    print(f"\n{matched} of {seeds} searches within 0.2 points of the grid's best for at most a "
+          "third of its training images.")
+
+
+def overhead(repeats: int, work: Path) -> None:
+    """A plain run against the same spec as a search's one trial (pruner: median)."""
+    rows = {"plain run": [], "search trial": []}
+    for repeat in range(repeats):
+        for name, only in (("plain run", "single"), ("search trial", "single_search")):
+            store = work / f"overhead-{repeat}-{only}.db"
+            wall = run(store, only)
+            with Store(store) as opened:
+                (record,) = opened.runs(None, only)
+            rows[name].append((record.result.train_seconds, wall))
+    print("\n| the same spec as | train s (median) | wall s (median) |")
+    print("|---|---:|---:|")
+    for name, pairs in rows.items():
+        train = statistics.median(p[0] for p in pairs)
+        wall = statistics.median(p[1] for p in pairs)
+        print(f"| {name} | {train:.2f} | {wall:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="searches, one per sampler seed")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead pair")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-compare", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        if not args.skip_compare:
+            compare(args.seeds, Path(work))
+        if not args.skip_overhead:
+            overhead(args.repeats, Path(work))
+
+
+if __name__ == "__main__":
+    main()
