@@ -19,6 +19,7 @@ markdown tables for benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def run(store: Path, only: str, sampler_seed: int = 0) -> float:
     """`study run --only ONLY` of the benchmark's study (its search seeded `sampler_seed`)
     into `store`; its wall seconds."""
     study = store.with_suffix(".toml")
-    study.write_text(STUDY.read_text().replace("seed = 0  # sampler", f"seed = {sampler_seed}"))
+    text = re.sub(r"^seed = 0  # sampler.*$", f"seed = {sampler_seed}", STUDY.read_text(), flags=re.M)
+    study.write_text(text)
     started = time.perf_counter()
     subprocess.run([*MNISTBENCH, "study", "run", str(study), "--store", str(store), "--quiet",
                     "--only", only], check=True, stdout=subprocess.DEVNULL)  # fmt: skip

@@ -96,6 +96,28 @@ def test_canonical_drops_what_the_engine_ignores():
     assert RunSpec(memory_format="channels_last").key() == RunSpec().key()
 
 
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "64", True])
+def test_limits_must_be_positive_integers(bad: object) -> None:
+    for name in ("train_limit", "val_limit", "test_limit"):
+        with pytest.raises(SpecError) as caught:
+            RunSpec(split="assignment", **{name: bad})
+        assert caught.value.field_name == name and repr(bad) in str(caught.value)
+
+
+def test_val_limit_is_in_the_key_only_when_set_on_a_split_with_validation() -> None:
+    """Added after KEY_VERSION 1: unset, every earlier key stays; where there is no validation
+    part (official split, no val_fraction), it changes nothing and is left out."""
+    assignment = RunSpec(split="assignment", train_limit=64)
+    assert "val_limit" not in assignment.canonical()
+    limited = assignment.replace(val_limit=64)
+    assert limited.canonical()["val_limit"] == 64 and limited.key() != assignment.key()
+    assert limited.key() != assignment.replace(val_limit=65).key()
+    held_out = RunSpec(val_fraction=0.1)
+    assert held_out.replace(val_limit=64).key() != held_out.key()
+    assert RunSpec(val_limit=64).key() == RunSpec().key()  # official 60k/10k: no val to limit
+    assert RunSpec(model="svm", split="assignment", val_limit=8).canonical()["val_limit"] == 8
+
+
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(SpecError, match="learning_rate"):
         RunSpec.from_dict({"learning_rate": 0.1})
@@ -193,8 +215,9 @@ def test_a_stored_run_of_a_model_no_engine_here_knows_is_read_not_a_crash() -> N
     every engine reads, and its key and label still come out."""
     spec, unknown = RunSpec.from_stored({"model": "logreg", "dataset": "mnist", "seed": 2})
     assert not unknown and spec.engine() == "unknown"
+    always = {f.name for f in dataclasses.fields(RunSpec) if field_role(f).identity == "always"}
     assert spec.canonical() == {
-        name: getattr(spec, name) for name in fields_of("run") if name != "threads"
+        name: getattr(spec, name) for name in fields_of("run") if name in always
     }
     assert len(spec.key()) == 16 and spec.label() == "logreg mnist seed=2"
     with pytest.raises(SpecError, match="model='logreg' is invalid"):

@@ -11,7 +11,7 @@ import pytest
 from mnistbench.config import RunSpec
 from mnistbench.cost import probe as probes_module
 from mnistbench.cost.probe import CACHE_VERSION, Probes, cache_path_for, device_kind, machine_of
-from mnistbench.cost.rates import Observation, run_work, speed_key
+from mnistbench.cost.rates import Observation, run_sizes, run_work, speed_key
 from mnistbench.data.sizes import Sizes
 from mnistbench.engines import Work
 from mnistbench.engines.svm import ENGINE as SVM
@@ -109,6 +109,8 @@ def test_loading_a_dataset_is_timed_once_and_not_when_it_is_not_here(
         loads.append(name)
         raise FileNotFoundError(name)
 
+    # Loads timed earlier in this process (another test's probe of the real data) count as here.
+    monkeypatch.setattr("mnistbench.cost.probe._load_seconds", {})
     monkeypatch.setattr("mnistbench.cost.probe.load_dataset", missing)
     assert _probes(path).load_seconds("mnist") == 0.0  # fetching is not estimated
     assert loads == ["mnist"] and not path.exists()
@@ -200,6 +202,17 @@ def test_an_svm_probe_fits_the_runs_own_size_up_to_the_reference_fits() -> None:
     assert (large.train_limit, large.test_limit) == (SVM_TRAIN_IMAGES, SVM_TEST_IMAGES)
     wide = SVM.probe(RunSpec(model="svm", features="pca:800"))  # PCA needs more images
     assert wide.train_limit == 801
+
+
+def test_a_probe_evaluates_a_few_validation_images_never_the_whole_split() -> None:
+    """At 224 px on a CPU, the assignment split's 7,000 validation images are minutes."""
+    for engine, spec, most in (
+        (TORCH, SPEC.replace(split="assignment", image_size=224, channels=3), PROBE_TEST_IMAGES),
+        (SVM, SVM_SPEC.replace(split="assignment"), SVM_TEST_IMAGES),
+    ):
+        assert run_sizes(spec).val == 7_000
+        assert run_sizes(engine.probe(spec)).val == most
+        assert run_sizes(engine.probe(spec.replace(val_limit=10))).val == 10
 
 
 def test_speed_keys_ignore_what_does_not_change_speed() -> None:

@@ -80,3 +80,21 @@ def test_limits_take_a_seeded_subset_the_same_rows_for_the_same_seed():
     train_1, test_1 = kept(1)
     assert train_1 != train_0 and test_1 != test_0
     assert limit_split(split, None, None, 0).train_images.flatten().tolist() == rows.tolist()
+
+
+def test_val_limit_takes_a_seeded_subset_of_val_and_leaves_train_and_test_as_they_were():
+    rows = torch.arange(300)
+    split = SplitData("assignment", *(part for idx in (rows[:200], rows[200:260], rows[260:])
+                                      for part in (idx.view(-1, 1, 1), idx % 10)))  # fmt: skip
+    before = limit_split(split, 50, 20, seed=0)
+    limited = limit_split(split, 50, 20, seed=0, val_limit=16)
+
+    val = limited.val_images.flatten().tolist()
+    assert len(set(val)) == 16 and set(val) <= set(range(200, 260))
+    assert val != list(range(200, 216)), "a random subset, not the first rows"
+    assert val == limit_split(split, None, None, 0, val_limit=16).val_images.flatten().tolist()
+    assert val != limit_split(split, None, None, 1, val_limit=16).val_images.flatten().tolist()
+    assert torch.equal(limited.val_labels, limited.val_images.flatten() % 10)
+    for part in ("train_images", "test_images"):  # earlier runs' subsets, unchanged
+        assert torch.equal(getattr(limited, part), getattr(before, part))
+    assert torch.equal(before.val_images, split.val_images), "val stays whole without val_limit"

@@ -58,7 +58,10 @@ def rates_from(seen: list[Observation], source: str) -> Rates | None:
 def run_sizes(spec: RunSpec) -> Sizes:
     """The train/val/test sizes the spec's run will have, from the registry (no data loaded)."""
     info = get_dataset(spec.dataset)
-    return split_sizes(spec.split, spec.val_fraction, spec.train_limit, spec.test_limit, info.sizes)
+    return split_sizes(
+        spec.split, spec.val_fraction, info.sizes,
+        train_limit=spec.train_limit, val_limit=spec.val_limit, test_limit=spec.test_limit,
+    )  # fmt: skip
 
 
 def run_work(spec: RunSpec, sizes: Sizes | None = None) -> Work:

@@ -27,9 +27,11 @@ class Sizes:
 def split_sizes(
     split: str,
     val_fraction: float,
-    train_limit: int | None,
-    test_limit: int | None,
     dataset: dict[str, int],
+    *,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    test_limit: int | None = None,
 ) -> Sizes:
     """The train/val/test sizes `make_split` and `limit_split` make from a dataset of `dataset`
     sizes, without loading it (the stratified hold-out rounds per class, so val may differ by a
@@ -40,8 +42,7 @@ def split_sizes(
     else:
         val = round(dataset["train"] * val_fraction)
         train, test = dataset["train"] - val, dataset["test"]
-    if train_limit is not None:
-        train = min(train, train_limit)
-    if test_limit is not None:
-        test = min(test, test_limit)
-    return Sizes(train, val, test)
+    return Sizes(*(
+        size if limit is None else min(size, limit)
+        for size, limit in ((train, train_limit), (val, val_limit), (test, test_limit))
+    ))  # fmt: skip

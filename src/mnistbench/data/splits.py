@@ -98,16 +98,22 @@ def _first_of_permutation(
 
 
 def limit_split(
-    split: SplitData, train_limit: int | None, test_limit: int | None, seed: int
+    split: SplitData,
+    train_limit: int | None,
+    test_limit: int | None,
+    seed: int,
+    *,
+    val_limit: int | None = None,
 ) -> SplitData:
-    """Keep the first N of each split's seeded permutation (for quick runs); val is untouched.
+    """Keep the first N of each split's seeded permutation (for quick runs).
 
-    A random subset rather than the first N rows, so class balance holds for any N.
+    A random subset rather than the first N rows, so class balance holds for any N. Each part
+    has its own seed (train `seed`, test `seed + 1`, val `seed + 2`: val_limit came last, and
+    the train and test subsets of earlier runs stay the same).
     """
     return SplitData(
         split.name,
         *_first_of_permutation(split.train_images, split.train_labels, train_limit, seed),
-        split.val_images,
-        split.val_labels,
+        *_first_of_permutation(split.val_images, split.val_labels, val_limit, seed + 2),
         *_first_of_permutation(split.test_images, split.test_labels, test_limit, seed + 1),
     )

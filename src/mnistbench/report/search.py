@@ -25,8 +25,14 @@ from mnistbench.study.store import RunRecord, Store
 if TYPE_CHECKING:
     import optuna
 
-METRIC_LABELS = {"val_accuracy": "validation accuracy (%)", "train_loss": "train loss"}
-"""How the report names a search's metric (search_space.METRICS)."""
+METRIC_LABELS = {"val_accuracy": ("validation accuracy", "%"), "train_loss": ("train loss", "")}
+"""How the report names a search's metric (search_space.METRICS), and its unit."""
+
+
+def metric_label(metric: str, axis: bool = False) -> str:
+    """'validation accuracy 83.00 %' in a sentence, 'validation accuracy (%)' on an axis."""
+    name, unit = METRIC_LABELS.get(metric, (metric, ""))
+    return f"{name} ({unit})" if axis and unit else name
 NOT_SPACE = ("seed", "threads", "trial", "device")
 """Fields left out when two runs are compared for 'the same space' (how they ran, not what)."""
 
@@ -101,8 +107,9 @@ def _best_line(opened: optuna.Study, records: dict[int, RunRecord | None]) -> li
     metric = opened.user_attrs.get("mnistbench", {}).get("metric", "value")
     tested = (f"; its test accuracy {test:.2f} % (measured on this trial only, not used to "
               "choose it)") if test is not None else ""  # fmt: skip
-    named = METRIC_LABELS.get(metric, metric)
-    return [f"Best trial: #{best.number} ({config}): {named} {best.value:.2f}{tested}."]
+    unit = METRIC_LABELS.get(metric, ("", ""))[1]
+    value = f"{best.value:.2f}" + (f" {unit}" if unit else "")
+    return [f"Best trial: #{best.number} ({config}): {metric_label(metric)} {value}{tested}."]
 
 
 def _importance_line(opened: optuna.Study) -> list[str]:
@@ -166,7 +173,7 @@ def _versus(
         return None
     space = set(trials[0].distributions)
     fixed = _fixed(trials[0].user_attrs[SPEC], space)
-    searched = [r for r in {id(r): r for r in records.values() if r}.values()]
+    searched = list({r.key: r for r in records.values() if r}.values())  # a run once
     rows = [_spent(f"search {experiment}", searched)]
     for other_study, other in store.experiments():
         if (other_study, other) == (study, experiment):
@@ -230,13 +237,13 @@ def history_plot(experiment: str, trials: list, metric: str, maximize: bool) -> 
         axes.step([t.number for t in complete], best, where="post", color="C1", label="best so far")
     axes.set(
         xlabel="trial",
-        ylabel=METRIC_LABELS.get(metric, metric),
+        ylabel=metric_label(metric, axis=True),
         title=f"{experiment}: optimisation history",
     )
     axes.legend(loc="lower right", fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    caption = f"Each trial's {METRIC_LABELS.get(metric, metric)} in the order the trials were asked; the line is the best so far."
+    caption = f"Each trial's {metric_label(metric)} in the order the trials were asked; the line is the best so far."
     return Plot(
         f"search-{experiment}-history",
         f"{experiment}: optimisation history",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from mnistbench.config import RunSpec
 from mnistbench.engines import engine_for, skip_reason
-from mnistbench.study.run import PlannedRun
+from mnistbench.study.run import PlannedRun, adoptable
 from mnistbench.study.store import RunRecord, Store
 
 TO_DO = ("pending", "running")
@@ -136,13 +136,22 @@ def forecast_study(
     keep_models: str,
     overhead: Overhead,
 ) -> StudyForecast:
-    """Every run's status, skip reason, estimate and model size; the study's fixed overhead."""
-    forecasts = [
-        forecast_run(run, store.get(run.key) if store is not None else None, estimate)
-        for run in runs
-    ]
+    """Every run's status, skip reason, estimate and model size; the study's fixed overhead.
+    A run that `study run` will adopt from its old 'auto' key is what its stored record says
+    (done: nothing to estimate), as it will be once the run's plan has moved it."""
+    records = stored_records(runs, store)
+    forecasts = [forecast_run(run, records.get(run.key), estimate) for run in runs]
     to_do = [run.spec for run, f in zip(runs, forecasts, strict=True) if f.runs_here]
     return StudyForecast(forecasts, keep_models, overhead(to_do) if to_do else 0.0)
+
+
+def stored_records(runs: list[PlannedRun], store: Store | None) -> dict[str, RunRecord]:
+    """Each run's record as `study run` will find it after planning: under its key, or under
+    the old 'auto' key that the plan moves to it (`run.adoptable`)."""
+    if store is None:
+        return {}
+    records = {run.key: record for run in runs if (record := store.get(run.key)) is not None}
+    return records | adoptable(store, runs)
 
 
 def forecast_run(run: PlannedRun, record: RunRecord | None, estimate: Estimate) -> RunForecast:

@@ -70,6 +70,7 @@ class SvmEngine:
         limit = largest if spec.train_limit is None else spec.train_limit
         return spec.replace(
             train_limit=min(limit, largest),
+            val_limit=min(spec.val_limit or PROBE_TEST_IMAGES, PROBE_TEST_IMAGES),
             test_limit=min(spec.test_limit or PROBE_TEST_IMAGES, PROBE_TEST_IMAGES),
         )
 

@@ -62,6 +62,8 @@ def _protocol(
         "sizes": split.sizes(),
         "train_limit": spec.train_limit,
         "test_limit": spec.test_limit,
+        # Stated only when it applies and is set, so that earlier results' protocols read the same.
+        **({"val_limit": spec.val_limit} if "val_limit" in spec.canonical() else {}),
         "features": spec.features,
         "n_features": n_features,
         # Scaler/PCA fitting happens before the SVM fit and is not part of train_seconds.
@@ -131,7 +133,9 @@ def run(
     # First, so that an unavailable back-end fails before any data is prepared.
     estimator, backend = build_svm(spec)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    split = limit_split(
+        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
+    )
     y_train, y_test = split.train_labels.numpy(), split.test_labels.numpy()
 
     # Caps BLAS/OpenMP pools (PCA, the scaler, oneDAL's heuristics) at the spec's thread count.

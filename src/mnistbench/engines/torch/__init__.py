@@ -61,7 +61,8 @@ class TorchEngine:
         resolve_device(spec.device)
 
     def probe(self, spec: RunSpec) -> RunSpec:
-        """A few steps and one test batch of the spec's shape, in the layout its run would
+        """A few steps and one test batch of the spec's shape (and one validation batch where
+        the run has a validation split: never the whole of it), in the layout its run would
         choose from what is cached (choosing one by timing is its run's own cost)."""
         import torch
 
@@ -73,6 +74,7 @@ class TorchEngine:
             choice = cached_choice(spec, device, work=(spec.batch_size * PROBE_STEPS, 0))
         return spec.replace(
             train_limit=spec.batch_size * PROBE_STEPS,
+            val_limit=min(spec.val_limit or PROBE_TEST_IMAGES, PROBE_TEST_IMAGES),
             test_limit=PROBE_TEST_IMAGES,
             epochs=1,
             memory_format=choice.memory_format,

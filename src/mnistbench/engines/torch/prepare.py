@@ -69,7 +69,9 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    split = limit_split(
+        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
+    )
     sizes = Sizes(len(split.train_labels), len(split.val_labels), len(split.test_labels))
     default_work = run_images(spec, sizes)
     backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing

@@ -149,7 +149,9 @@ def legacy_preprocess(spec: RunSpec, data: Dataset) -> Preprocess:
     its spec, the normalisation of that training split; contiguous layout (those runs chose
     channels_last from 64 px up only)."""
     split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    split = limit_split(
+        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
+    )
     channels_last = spec.memory_format == "channels_last" or (
         spec.memory_format == "auto" and spec.image_size >= 64
     )
