@@ -13,7 +13,8 @@ import pytest
 
 from mnistbench.pruning import TrialLink
 from mnistbench.study.file import load_study
-from mnistbench.study.run import checkpoint_dir_for, run_study
+from mnistbench.study.forecast import forecast_run
+from mnistbench.study.run import checkpoint_dir_for, expand, run_study
 from mnistbench.study.search import SearchCounts, open_search, storage_path
 from mnistbench.study.store import Store
 
@@ -187,6 +188,10 @@ def test_a_pruned_run_is_stored_as_pruned_and_a_grid_takes_it_on(
     grid = tmp_path / "grid.toml"
     grid.write_text(RESNET_SEARCH.format(epochs=3, trials=2, pruner="none").split("[experiments.find]")[0]
                     + f"[experiments.grid]\nbase = {{ lr = {spec.lr!r} }}\n")  # fmt: skip
+    (planned,) = expand(load_study(grid))
+    with Store(store_path) as store:  # the dry run says the grid will run it
+        forecast = forecast_run(planned, store.get(planned.key), lambda spec: (1.0, "stub"))
+    assert (forecast.status, forecast.seconds) == ("pending", 1.0)
     run_study(load_study(grid), store_path, root=str(real_data_root))
     with Store(store_path) as store:
         record = store.get(spec.key())

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -117,3 +118,22 @@ def limit_split(
         *_first_of_permutation(split.val_images, split.val_labels, val_limit, seed + 2),
         *_first_of_permutation(split.test_images, split.test_labels, test_limit, seed + 1),
     )
+
+
+class SplitSettings(Protocol):
+    """The fields of a run that decide its split (RunSpec has them; this layer does not know
+    RunSpec)."""
+
+    split: str
+    val_fraction: float
+    seed: int
+    train_limit: int | None
+    val_limit: int | None
+    test_limit: int | None
+
+
+def split_for_run(data: Dataset, run: SplitSettings) -> SplitData:
+    """The split a run trains and evaluates on: its protocol, then its subsets. The one place
+    the engines, their saved models and `evaluate` make it, so that they always agree."""
+    split = make_split(data, run.split, val_fraction=run.val_fraction, seed=run.seed)
+    return limit_split(split, run.train_limit, run.test_limit, run.seed, val_limit=run.val_limit)

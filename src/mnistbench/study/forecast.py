@@ -157,6 +157,8 @@ def stored_records(runs: list[PlannedRun], store: Store | None) -> dict[str, Run
 def forecast_run(run: PlannedRun, record: RunRecord | None, estimate: Estimate) -> RunForecast:
     """One run: its status as `study run` will see it, and its estimate when it runs here."""
     status = record.status if record else "pending"
+    if status == "pruned":
+        status = "pending"  # a grid's run that a search pruned: study run takes it on
     reason = skip_reason(run.spec) if status in (*TO_DO, "skipped") else None
     if status == "skipped" and reason is None:
         status = "pending"  # study run puts it back: its reason no longer holds here

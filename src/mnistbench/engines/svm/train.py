@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
-from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.data.splits import SplitData, split_for_run
 from mnistbench.engines.svm.backends import build_svm
 from mnistbench.engines.svm.features import fit_features, predict
 from mnistbench.engines.svm.saved import MODEL_SUFFIX, save_svm_file
@@ -132,10 +132,7 @@ def run(
     reset_peak_memory(torch.device("cpu"))  # this run's own host peak, not an earlier run's
     # First, so that an unavailable back-end fails before any data is prepared.
     estimator, backend = build_svm(spec)
-    split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(
-        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
-    )
+    split = split_for_run(data, spec)
     y_train, y_test = split.train_labels.numpy(), split.test_labels.numpy()
 
     # Caps BLAS/OpenMP pools (PCA, the scaler, oneDAL's heuristics) at the spec's thread count.

@@ -15,7 +15,7 @@ from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
 from mnistbench.data.sizes import Sizes
-from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.data.splits import SplitData, split_for_run
 from mnistbench.devices import resolve_device
 from mnistbench.engines.torch.batches import DeviceData, count_batches, warm_up_shapes
 from mnistbench.engines.torch.cudagraphs import (
@@ -68,10 +68,7 @@ def prepare(spec: RunSpec, data: Dataset, work: tuple[int, int] | None = None) -
     evaluated), by default this run's; a short run prepared for a longer one passes the longer one's."""
     device = resolve_device(spec.device)
     torch.set_num_threads(spec.threads)
-    split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(
-        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
-    )
+    split = split_for_run(data, spec)
     sizes = Sizes(len(split.train_labels), len(split.val_labels), len(split.test_labels))
     default_work = run_images(spec, sizes)
     backends = configure_backends(device)  # first: cuDNN's benchmark mode for the timing

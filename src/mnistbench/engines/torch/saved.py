@@ -21,7 +21,7 @@ from torch import nn
 from mnistbench.config import RunSpec
 from mnistbench.data.load import Dataset
 from mnistbench.data.preprocess import Preprocess
-from mnistbench.data.splits import limit_split, make_split
+from mnistbench.data.splits import split_for_run
 from mnistbench.engines import SavedModel
 from mnistbench.engines.modelfile import (
     FORMAT_VERSION,
@@ -148,10 +148,7 @@ def legacy_preprocess(spec: RunSpec, data: Dataset) -> Preprocess:
     """A first-format file's preprocessing, computed as its run did: the split and subset of
     its spec, the normalisation of that training split; contiguous layout (those runs chose
     channels_last from 64 px up only)."""
-    split = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(
-        split, spec.train_limit, spec.test_limit, spec.seed, val_limit=spec.val_limit
-    )
+    split = split_for_run(data, spec)
     channels_last = spec.memory_format == "channels_last" or (
         spec.memory_format == "auto" and spec.image_size >= 64
     )
