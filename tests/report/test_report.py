@@ -373,7 +373,9 @@ def test_devices_table_without_gpu(report) -> None:
         f"skipped: {SKIP_REASON} — ResNet-18, FashionMNIST, GPU (seed 0); ResNet-50, FashionMNIST, GPU (seed 0)"
     )
     assert [p.slug for p in next(s for s in report.sections if s.exp.slug == "devices").plots] == [
-        "devices-curves"
+        "devices-devices",
+        "devices-models",
+        "devices-curves",
     ]
 
 
@@ -491,7 +493,8 @@ def test_same_section_titles_with_or_without_a_study_file(store_path: Path) -> N
 
 def test_plots_are_pngs(report) -> None:
     assert [plot.slug for plot in report.plots] == [
-        "grid_mnist-heatmap", "grid_mnist-curves", "svm-heatmap", "svm-svm", "devices-curves",
+        "grid_mnist-heatmap", "grid_mnist-time", "grid_mnist-models", "grid_mnist-curves",
+        "svm-heatmap", "devices-devices", "devices-models", "devices-curves",
         "confusion-mnist-torch", "confusion-mnist-svm",
         "confusion-fashion-mnist-torch", "confusion-fashion-mnist-svm",
     ]  # fmt: skip

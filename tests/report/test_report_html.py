@@ -110,7 +110,7 @@ def test_chromium_renders_tables_and_every_image(page: tuple[Path, int], tmp_pat
     result = chromium("--virtual-time-budget=5000", "--dump-dom", path.as_uri(), user_dir=tmp_path)
     dom = DomReader()
     dom.feed(result.stdout)
-    assert dom.body.get("data-images") == str(plots) == "9"
+    assert dom.body.get("data-images") == str(plots) == "12"
     assert dom.body.get("data-images-decoded") == str(plots), "an embedded PNG did not decode"
     assert all(src.startswith("data:image/png;base64,") for src in dom.images)
 

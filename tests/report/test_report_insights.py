@@ -167,6 +167,35 @@ def test_resnet18_against_resnet50_on_the_same_configs(tmp_path: Path) -> None:
     ] == pytest.approx(0.4)
 
 
+def test_an_undertrained_model_pair_is_said_so_and_never_counted_as_a_win(tmp_path: Path) -> None:
+    # 2 epochs × ceil(1,000 train images / 32) = 64 optimizer steps at lr 1e-4: ResNet-50 is
+    # 41.4 points behind, which says how fast each learns in 64 updates, not which is better.
+    runs = [
+        (BASE.replace(model=m, lr=1e-4), acc, 10.0)
+        for m, acc in (("resnet18", 80.0), ("resnet50", 38.6))
+    ]
+    (models,) = topic(report_of(store_of(tmp_path / "u.db", "grid", runs)), "models")
+    assert models.text == (
+        "grid: ResNet-50 reached 38.60% after 64 optimizer steps at lr 0.0001 (ResNet-18: 80.00%): "
+        "undertrained, so this does not compare the architectures."
+    )
+    assert models.data == {"undertrained": 1} and len(models.runs) == 2
+
+
+def test_the_fair_pairs_are_compared_and_the_undertrained_one_left_out(tmp_path: Path) -> None:
+    runs = [(BASE.replace(model=m, lr=lr), acc, secs)
+            for m, secs in (("resnet18", 10.0), ("resnet50", 25.0))
+            for lr, acc in ((1e-2, 90.0 if m == "resnet18" else 91.0), (1e-4, 80.0 if m == "resnet18" else 38.6))]  # fmt: skip
+    (models,) = topic(report_of(store_of(tmp_path / "f.db", "grid", runs)), "models")
+    assert (models.data["pairs"], models.data["a_wins"], models.data["undertrained"]) == (1, 0, 1)
+    assert models.text == (
+        "grid: ResNet-50 is more accurate than ResNet-18 in 1 of 1 lr pair (median +1.00 points) "
+        "and trains 2.50× slower (median time ratio). Left out: ResNet-50 reached 38.60% after 64 "
+        "optimizer steps at lr 0.0001 (ResNet-18: 80.00%): undertrained, so this does not compare "
+        "the architectures."
+    )
+
+
 def test_the_published_claims_are_tested(tmp_path: Path) -> None:
     claims = {
         i.data["claim"]: i.data
@@ -258,7 +287,7 @@ def test_a_sweep_summarises_near_chance_configs_as_a_region_and_draws_a_heatmap(
     assert c_effect.data["contexts"] == len(gammas)
     with Store(path) as store:
         plots = build_report(store, "s").sections[0].plots
-    assert [p.slug for p in plots] == ["sweep-heatmap", "sweep-svm"]
+    assert [p.slug for p in plots] == ["sweep-heatmap"]  # every fit took 0.1 s: no time axis
     assert geometric(np.array(cs[::2])) and not geometric(np.array([1.0, 2.0, 3.0, 4.0]))
 
 

@@ -103,3 +103,20 @@ def test_pruned_trials_are_named_with_the_epoch_they_reached(tmp_path):
     study.tell(trial, 90.0)
     (line,) = _pruned_lines(study.trials, {})
     assert line == "2 of 3 trials pruned: #0 after epoch 2; #1 after epoch 3."
+
+
+def test_the_report_writes_the_search_section_and_no_grid_section_for_it(searched, tmp_path):
+    from mnistbench.report.build import build_report
+    from mnistbench.report.render import write_report
+
+    store_path, _ = searched
+    with Store(store_path) as store:
+        report = build_report(store, "versus")
+    assert [s.exp.slug for s in report.sections] == ["grid"], "the search is not a grid section"
+    written = write_report(report, tmp_path, ("md", "html"))
+    markdown = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "## Search: find" in markdown and report.searches[0].lines[0] in markdown
+    assert "![find: optimisation history](search-find-history.png)" in markdown
+    assert (tmp_path / "search-find-history.png") in written
+    assert 'id="search-find"' in html and 'data-table="search-find-versus"' in html

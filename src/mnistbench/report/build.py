@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +14,10 @@ import pandas as pd
 from mnistbench.errors import UserError
 from mnistbench.report import insights as said
 from mnistbench.report import plots as drawn
+from mnistbench.report import plots_compare as side
 from mnistbench.report.compare import Experiment, Insight, effects, kind, outliers
 from mnistbench.report.frame import finished, load_runs, numeric
+from mnistbench.report.search import SearchSection, search_sections, searched_experiments
 from mnistbench.report.tables import Table, build_table, machine_once
 from mnistbench.report.text import counts, label, show
 from mnistbench.study.store import Store
@@ -54,12 +56,16 @@ class Report:
     environment: list[tuple[str, str]]
     best_models: list[tuple[str, str]]
     """(what, model file) for the best runs that kept their model."""
+    searches: list[SearchSection] = field(default_factory=list)
+    """A section per searched experiment (search.py)."""
     caveat: str = ""
     """The one caveat atop the report (configs with one seed: their gaps are untested)."""
 
     @property
     def plots(self) -> list[drawn.Plot]:
-        return [plot for section in self.sections for plot in section.plots] + self.confusion
+        figures = [plot for section in self.sections for plot in section.plots]
+        figures += [plot for search in self.searches for plot in search.plots]
+        return figures + self.confusion
 
     def status_line(self) -> str:
         """'16 runs: 12 ok, 1 diverged, 1 failed, 2 skipped'."""
@@ -87,7 +93,8 @@ def build_report(
             f"{store.path} has no runs{which}" + f"; studies in it: {known}" * bool(known)
         )
     studies = list(dict.fromkeys(s for pairs in runs["memberships"] for s, _ in pairs))
-    exps = experiments(runs, descriptions or {}, several=len(studies) > 1)
+    searched = searched_experiments(store, study)  # their own sections: search.py
+    exps = experiments(runs, descriptions or {}, several=len(studies) > 1, leave_out=set(searched))
     headline = said.best_configs(exps, "grid") + said.best_configs(exps, "svm")
     headline += said.gpu_speedup(exps)
     insights = said.model_sizes(exps) + [i for e in exps for i in effects(e)] + said.claims(exps)
@@ -104,6 +111,7 @@ def build_report(
         ],
         headline=headline,
         insights=insights,
+        searches=search_sections(store, study, plots),
         confusion=confusion_plots(runs) if plots else [],
         environment=environment(runs),
         best_models=best_models(runs, headline),
@@ -112,12 +120,18 @@ def build_report(
 
 
 def experiments(
-    runs: pd.DataFrame, descriptions: Mapping[str, str], several: bool
+    runs: pd.DataFrame,
+    descriptions: Mapping[str, str],
+    several: bool,
+    leave_out: set[tuple[str, str]] = frozenset(),
 ) -> list[Experiment]:
-    """One per (study, experiment); a ResNet grid over datasets becomes one per dataset, as
-    published. Experiment names are prefixed by their study only when studies mix."""
+    """One per (study, experiment) but those in `leave_out` (searches: their own sections); a
+    ResNet grid over datasets becomes one per dataset, as published. Experiment names are
+    prefixed by their study only when studies mix."""
     found = []
     for (study, name), members in runs.explode("memberships").groupby("memberships", sort=False):
+        if (study, name) in leave_out:
+            continue
         slug, text = f"{study}-{name}" if several else name, descriptions.get(name, "")
         if kind(members) != "grid" or members["dataset"].nunique() == 1:
             found.append(Experiment(slug, kind(members), members, text, runs))
@@ -128,10 +142,17 @@ def experiments(
 
 
 def figures(exp: Experiment) -> list[drawn.Plot]:
+    """The section's figures, each where it has something to show: the accuracy heatmap,
+    accuracy against train time, ResNet-18 against ResNet-50, train time by device (Q2), and
+    the training curves."""
     numeric_axes = sum(numeric(exp.configs[a]) for a in exp.axes)  # Q2's table says the rest
-    first = drawn.heatmap(exp) if exp.kind != "devices" or numeric_axes >= 2 else None
-    second = drawn.svm_scatter(exp) if exp.kind == "svm" else drawn.curves(exp)
-    return [plot for plot in (first, second) if plot is not None]
+    found = [drawn.heatmap(exp) if exp.kind != "devices" or numeric_axes >= 2 else None]
+    if exp.kind == "svm":
+        found.append(side.svm_scatter(exp))
+    else:
+        found += [side.resnet_scatter(exp) if exp.kind == "grid" else side.devices(exp)]
+        found += [side.models(exp), drawn.curves(exp)]
+    return [plot for plot in found if plot is not None]
 
 
 ENGINES_FIRST = ("torch", "svm")

@@ -95,15 +95,21 @@ class Experiment:
         return spread.empty or bool((spread["max"] <= STEADY * spread["min"]).all())
 
 
+def training_steps(exp: Experiment, row: dict) -> int | None:
+    """A torch config's optimizer steps: epochs × ceil(train images / batch size); None for
+    another engine's, or where the runs do not say their train images."""
+    runs = exp.runs[exp.runs["config"].eq(row["config"])]
+    images = runs["train_images"].max()
+    if not runs["engine"].eq("torch").all() or pd.isna(images):
+        return None
+    return int(row["epochs"]) * math.ceil(images / row["batch_size"])
+
+
 def undertrained(exp: Experiment, row: dict) -> str:
     """'undertrained: 63 optimizer steps at lr 0.0001' for a low torch config with few steps
-    (epochs × ceil(train images / batch size)) at a small lr; '' when the data does not say."""
-    runs = exp.runs[exp.runs["config"].eq(row["config"])]
-    images, lr = runs["train_images"].max(), row.get("lr")
-    if not runs["engine"].eq("torch").all() or pd.isna(images) or pd.isna(lr):
-        return ""
-    steps = int(row["epochs"]) * math.ceil(images / row["batch_size"])
-    if steps >= FEW_STEPS or lr > SMALL_LR:
+    at a small lr; '' when the data does not say."""
+    steps, lr = training_steps(exp, row), row.get("lr")
+    if steps is None or pd.isna(lr) or steps >= FEW_STEPS or lr > SMALL_LR:
         return ""
     return f"undertrained: {steps:,} optimizer steps at lr {show('lr', lr)}"
 

@@ -1,6 +1,6 @@
 """The report's one table: every stored run as one row, read from the store once.
 
-Columns: identity (key, study, experiment), outcome (`state`: ok, diverged, failed, skipped,
+Columns: identity (key, study, experiment), outcome (`state`: ok, diverged, pruned, failed, skipped,
 running or not run, and its `reason`), every RunSpec field (empty where the run's engine ignores
 it), the scalar RunResult fields (`model_path` included), the split sizes the run used, its
 environment (`env_*`) and what it shared the machine with (SHARING). `memberships`, `history`
@@ -21,9 +21,11 @@ import pandas as pd
 from mnistbench.config import RunSpec
 from mnistbench.published import GridKey
 from mnistbench.result import RunResult
+from mnistbench.specfields import field_role
 from mnistbench.study.store import RunRecord, Store
 
-SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec)]
+SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec) if field_role(f).by_hand]
+"""The run's settings (not a search's trial link: `trial`, which says how it was judged)."""
 BUILT_OTHERWISE = {
     "spec": "its fields are the SPEC_FIELDS columns",
     "status": "`state` and `reason`, which say the store's status too",
@@ -59,7 +61,7 @@ OBJECTS = ("memberships", "history", "confusion")
 NOT_EXPORTED = (*OBJECTS, "engine")
 """Columns runs.csv and runs.json leave out: the objects, and the run's engine (what the report
 branches on, RunSpec.engine(); the model column says it)."""
-MISSING_STATES = ("diverged", "failed", "skipped", "running", "not run")
+MISSING_STATES = ("diverged", "pruned", "failed", "skipped", "running", "not run")
 """Why a config has no number: when its seeds are missing for different reasons, the first."""
 GRID_AXES = tuple(f for f in GridKey._fields if f not in ("dataset", "model"))
 """Q1(a)'s grid, what a published cell is keyed by beside its dataset and model: batch_size,
@@ -128,7 +130,9 @@ def _row(record: RunRecord, study: str) -> dict[str, Any]:
 def _state(record: RunRecord) -> str:
     if record.status == "done" and record.result is not None:
         return record.result.status if record.result.status in ("ok", "diverged") else "failed"
-    return record.status if record.status in ("failed", "skipped", "running") else "not run"
+    return (
+        record.status if record.status in ("failed", "skipped", "running", "pruned") else "not run"
+    )
 
 
 def _reason(record: RunRecord, state: str) -> str:

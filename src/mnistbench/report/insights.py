@@ -9,16 +9,34 @@ import pandas as pd
 
 from mnistbench import published
 from mnistbench.report.compare import (
+    AT_MOST,
+    FEW_STEPS,
+    OUTLIER_POINTS,
+    SMALL_LR,
     Experiment,
     Insight,
+    contexts,
     keys,
     tested,
+    training_steps,
+    undertrained,
     versus,
     versus_text,
 )
 from mnistbench.report.frame import GRID_AXES, SVM_AXES, finished
 from mnistbench.report.tables import LIMITS, published_gaps
-from mnistbench.report.text import counts, giga, label, name, percent, plural, ratio, seconds
+from mnistbench.report.text import (
+    counts,
+    giga,
+    label,
+    name,
+    percent,
+    plural,
+    ratio,
+    seconds,
+    settings,
+    show,
+)
 from mnistbench.report.timing import STEADY, throughput_spread
 
 AGREE = 0.75
@@ -131,15 +149,70 @@ def gpu_speedup(exps: list[Experiment]) -> list[Insight]:
     return [Insight("speedup", text, data, tuple(k for ks in found["runs"] for k in ks))]
 
 
+def model_pairs(exp: Experiment, small: str = "resnet18", large: str = "resnet50") -> pd.DataFrame:
+    """The finished configs of the two models that agree on every other axis, a row per pair:
+    `small` and `large` (config rows as dicts), `low` (the less accurate of the two) and `why`:
+    'undertrained: 125 optimizer steps at lr 0.0001' where `low` is more than OUTLIER_POINTS
+    below the other after few steps at a small lr. Such a gap says which model learns faster
+    in a few updates (the larger one needs more), not which architecture is better."""
+    table = exp.clean[exp.clean["model"].isin([small, large])]
+    table, rows = table.assign(ctx=contexts(table, exp.axes, "model")), []
+    for _, pair in table.groupby("ctx", sort=False):
+        if set(pair["model"]) == {small, large}:
+            a, b = (pair[pair["model"].eq(m)].iloc[0].to_dict() for m in (small, large))
+            low, high = sorted((a, b), key=lambda r: r["acc"])
+            why = undertrained(exp, low) if high["acc"] - low["acc"] > OUTLIER_POINTS else ""
+            rows.append({"small": a, "large": b, "low": low, "why": why})
+    return pd.DataFrame(rows, columns=["small", "large", "low", "why"])
+
+
+def undertrained_pairs(exp: Experiment, short: pd.DataFrame) -> str:
+    """'ResNet-50 reached 38.60% after 125 optimizer steps at lr 0.0001 (ResNet-18: 80.12%):
+    undertrained, so this does not compare the architectures', one clause per pair when few."""
+    if len(short) > AT_MOST:
+        return (
+            f"in {len(short)} pairs the less accurate model is more than {OUTLIER_POINTS:g} points "
+            f"below after under {FEW_STEPS} optimizer steps at lr ≤ {SMALL_LR:g}: undertrained, "
+            "so these pairs do not compare the architectures"
+        )
+    others = [a for a in exp.axes if a != "model"]
+    clauses = []
+    for pair in short.to_dict("records"):
+        low = pair["low"]
+        high = pair["large"] if low["model"] == pair["small"]["model"] else pair["small"]
+        where = f" ({settings(low, others)})" * (len(short) > 1 and bool(others))
+        clauses.append(
+            f"{name(low['model'])}{where} reached {percent(low['acc'])}% after "
+            f"{training_steps(exp, low):,} optimizer steps at lr {show('lr', low['lr'])} "
+            f"({name(high['model'])}: {percent(high['acc'])}%)"
+        )
+    this = "this does" if len(short) == 1 else "these do"
+    return f"{'; '.join(clauses)}: undertrained, so {this} not compare the architectures"
+
+
 def model_sizes(exps: list[Experiment]) -> list[Insight]:
-    """ResNet-18 vs ResNet-50 on the same config: accuracy gap, time ratio, who wins how often."""
+    """ResNet-18 vs ResNet-50 on the same config: accuracy gap, time ratio, who wins how often;
+    pairs where the less accurate model is undertrained are said apart, never counted."""
     insights = []
     for exp in (e for e in exps if e.kind != "svm"):
-        if found := versus(exp, "model", "resnet18", "resnet50"):
-            runs = found.pop("runs")
-            wins = f"The smaller model wins in {found['a_wins']} of {found['pairs']}."
-            text = f"{exp.slug}: {versus_text(exp, found)}. {wins}"
-            insights.append(Insight("models", text, found, runs))
+        pairs = model_pairs(exp)
+        if pairs.empty:
+            continue
+        short = pairs[pairs["why"] != ""]
+        left_out = [
+            pair[m]["config"] for m in ("small", "large") for pair in short.to_dict("records")
+        ]
+        fair = exp.clean[~exp.clean["config"].isin(left_out)]
+        found = versus(exp, "model", "resnet18", "resnet50", fair)
+        said, data, runs = [], {"undertrained": len(short)}, keys(exp, left_out)
+        if found:
+            runs += found.pop("runs")
+            data |= found
+            said.append(f"{versus_text(exp, found)}.")
+        if len(short):
+            what = undertrained_pairs(exp, short)
+            said.append(f"Left out: {what}." if found else f"{what[0].upper()}{what[1:]}.")
+        insights.append(Insight("models", f"{exp.slug}: {' '.join(said)}", data, runs))
     return insights
 
 

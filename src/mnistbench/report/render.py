@@ -56,6 +56,22 @@ Generated {{ r.generated_at }} from `{{ r.store_path }}`: {{ r.status_line() }}.
 
 {% for note in s.table.notes %}- {{ note | md }}
 {% endfor %}{% for p in s.plots %}{{ p | figure }}{% endfor %}{% endfor %}
+{% for s in r.searches %}
+
+## Search: {{ s.experiment }}
+
+Optuna study `{{ s.optuna_study }}` in `{{ s.storage }}`.
+
+{% for line in s.lines %}- {{ line | md }}
+{% endfor %}
+{{ table(s.trials) }}
+
+{% for note in s.trials.notes %}- {{ note | md }}
+{% endfor %}{% if s.versus %}
+{{ table(s.versus) }}
+
+{% for note in s.versus.notes %}- {{ note | md }}
+{% endfor %}{% endif %}{% for p in s.plots %}{{ p | figure }}{% endfor %}{% endfor %}
 {% if r.confusion %}
 
 ## Confusion matrices of the best runs

@@ -7,7 +7,6 @@ accuracy, and the compute each spent: training images and seconds).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mnistbench.report.plots import Plot
+from mnistbench.report.plots import Plot, to_plot
 from mnistbench.report.tables import Table
 from mnistbench.report.text import show
 from mnistbench.study.search import RUN_KEY, SPEC, storage_path, storage_url
@@ -33,6 +32,8 @@ def metric_label(metric: str, axis: bool = False) -> str:
     """'validation accuracy 83.00 %' in a sentence, 'validation accuracy (%)' on an axis."""
     name, unit = METRIC_LABELS.get(metric, (metric, ""))
     return f"{name} ({unit})" if axis and unit else name
+
+
 NOT_SPACE = ("seed", "threads", "trial", "device")
 """Fields left out when two runs are compared for 'the same space' (how they ran, not what)."""
 
@@ -241,12 +242,7 @@ def history_plot(experiment: str, trials: list, metric: str, maximize: bool) -> 
         title=f"{experiment}: optimisation history",
     )
     axes.legend(loc="lower right", fontsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    caption = f"Each trial's {metric_label(metric)} in the order the trials were asked; the line is the best so far."
-    return Plot(
-        f"search-{experiment}-history",
-        f"{experiment}: optimisation history",
-        caption,
-        buffer.getvalue(),
-    )
+    caption = (f"Each trial's {metric_label(metric)} in the order the trials were asked; the "
+               "line is the best so far.")  # fmt: skip
+    return to_plot(f"search-{experiment}-history", f"{experiment}: optimisation history",
+                   caption, figure)  # fmt: skip

@@ -56,15 +56,20 @@ def show(field: str, value: Any) -> str:
     return name(value)
 
 
+def settings(row: Mapping[str, Any], axes: Iterable[str]) -> str:
+    """'B16, SGD, lr 0.001': the values of `axes` in a row, the model and dataset left out."""
+    return ", ".join(
+        SHORT.get(axis, f"{field_label(axis)} {{}}").format(show(axis, row[axis]))
+        for axis in axes
+        if axis not in ("model", "dataset") and pd.notna(row.get(axis))
+    )
+
+
 def label(row: Mapping[str, Any], axes: Iterable[str] = (), dataset: bool = True) -> str:
     """'ResNet-18, MNIST, B16, SGD, lr 0.001': the model, the dataset and every axis in `axes`
     (pass the axes that vary, so that no two configs of an experiment read the same)."""
-    parts = [name(row["model"]), *([name(row["dataset"])] if dataset else [])]
-    for axis in axes:
-        if axis not in ("model", "dataset") and pd.notna(row.get(axis)):
-            value = show(axis, row[axis])
-            parts.append(SHORT.get(axis, f"{field_label(axis)} {{}}").format(value))
-    return ", ".join(parts)
+    parts = [name(row["model"]), *([name(row["dataset"])] if dataset else []), settings(row, axes)]
+    return ", ".join(part for part in parts if part)
 
 
 def formatted(values: pd.Series, fmt: Callable[[Any], str], missing: str = "") -> pd.Series:

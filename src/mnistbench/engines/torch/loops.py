@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from mnistbench.progress import Reporter
 from mnistbench.result import accuracy_percent
 
 PROGRESS_EVERY = 25  # steps between host reads of the running metrics (each read syncs)
+LOSS_TRACE_CHUNKS = 20  # an epoch's loss trace: between this many and twice as many chunk means
 
 
 class Diverged(Exception):
@@ -41,6 +43,34 @@ class EpochStats:
     accuracy: float
     images: int
     steps: int
+    loss_trace: list[float] | None = None
+    """Mean train loss over consecutive equal chunks of the epoch's steps (LossTrace)."""
+
+
+class LossTrace:
+    """The running loss sum copied on the device every `stride` steps (a copy, never a read:
+    no sync), beside the images seen then. When 2 × LOSS_TRACE_CHUNKS marks pile up, every
+    other one goes and the stride doubles, so an epoch of any length keeps between
+    LOSS_TRACE_CHUNKS and twice as many, for one plot of the loss within an epoch."""
+
+    def __init__(self) -> None:
+        self.stride = 1
+        self.marks: list[tuple[int, int, torch.Tensor]] = []  # (step, images seen, loss sum)
+
+    def mark(self, step: int, images: int, loss_sum: torch.Tensor) -> None:
+        if step % self.stride == 0:
+            self.marks.append((step, images, loss_sum.clone()))
+            if len(self.marks) >= 2 * LOSS_TRACE_CHUNKS:
+                self.marks, self.stride = self.marks[1::2], 2 * self.stride
+
+    def means(self, steps: int, images: int, loss_sum: float) -> list[float]:
+        """Each chunk's mean loss per image; a tail under half a stride joins the chunk before
+        (a mean over one step would be noise). Called after the epoch's final read."""
+        kept = [m for m in self.marks if steps - m[0] >= self.stride / 2]
+        sums = [0.0, *(torch.stack([m[2] for m in kept]).tolist() if kept else []), loss_sum]
+        seen = [0, *(m[1] for m in kept), images]
+        chunks = zip(pairwise(sums), pairwise(seen), strict=True)
+        return [float(f"{(b - a) / (n - m):.5g}") for (a, b), (m, n) in chunks if n > m]
 
 
 @dataclass
@@ -142,22 +172,26 @@ def drive_epoch(
     reporter: Reporter | None,
 ) -> EpochStats:
     """Run `step` (which returns the images it trained) on each batch, the counters read every
-    PROGRESS_EVERY steps for progress and the finiteness check: eager and captured epochs alike."""
-    images_seen, steps, started = 0, 0, time.perf_counter()
+    PROGRESS_EVERY steps for progress and the finiteness check, and copied for the loss trace
+    (LossTrace, no read): eager and captured epochs alike."""
+    images_seen, steps, started, trace = 0, 0, time.perf_counter(), LossTrace()
     counters.reset()
     for batch in batches:
         images_seen += step(batch)
         steps += 1
+        trace.mark(steps, images_seen, counters.loss_sum)
         if steps % PROGRESS_EVERY == 0:
             _check_finite(counters.first_bad_step, epoch)
             if reporter is not None:
                 _report(reporter, steps, counters.loss_sum, counters.correct, images_seen, started)
     _check_finite(counters.first_bad_step, epoch)
+    loss_sum = counters.loss_sum.item()
     return EpochStats(
-        loss=counters.loss_sum.item() / max(images_seen, 1),
+        loss=loss_sum / max(images_seen, 1),
         accuracy=100.0 * counters.correct.item() / max(images_seen, 1),
         images=images_seen,
         steps=steps,
+        loss_trace=trace.means(steps, images_seen, loss_sum),
     )
 
 
