@@ -29,7 +29,7 @@ from mnistbench.result import RunResult
 from mnistbench.study import DEFAULT_STORE, executors
 from mnistbench.study.cleanup import apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.study.file import StudySpec
-from mnistbench.study.search import SearchCounts, run_search
+from mnistbench.study.search import SearchCounts, run_search, trials_to_run
 from mnistbench.study.store import RunRecord, Store
 
 HEARTBEAT_SECONDS = 10.0
@@ -276,7 +276,8 @@ def run_study(
         planned = plan(study, store, only, log=reporter.log)
         todo = _to_claim(store, planned, retry_failed, outcome)
         seconds = estimates(todo, store, reporter) if estimates and reporter.shows_eta else None
-        reporter.start_study(len(planned), outcome.already_done, seconds)
+        trials = trials_to_run(store_path, study, only)  # a search's runs, asked as it goes
+        reporter.start_study(len(planned) + trials, outcome.already_done, seconds)
         context = RunContext(store, heartbeat, outcome, reporter, retry_failed, root, store_path,
                              study=study.name, keep_models=study.keep_models,
                              on_recorded=on_recorded)  # fmt: skip

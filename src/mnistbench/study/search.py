@@ -122,6 +122,17 @@ class SearchCounts:
         return self.complete + self.pruned + self.failed + self.running
 
 
+def trials_to_run(store_path: Path, study: StudySpec, only: list[str] | None) -> int:
+    """The trials the study's searches have still to run (a killed search's included)."""
+    total = 0
+    for experiment in study.select(only):
+        if experiment.search is not None:
+            opened = open_search(store_path, study, experiment, create=False)
+            counts = SearchCounts.of(opened, experiment.search.trials)
+            total += counts.left + counts.running
+    return total
+
+
 RunBatch = Callable[[list[TrialRun]], None]
 """Runs a batch of trials' runs through the study's executor (claims, records, keep policy)."""
 
