@@ -24,7 +24,7 @@ LONG_FUNCTIONS: dict[str, str] = {}
 
 # Lower layers never import higher ones. A module not listed is a failure: place it.
 LAYERS: list[tuple[str, ...]] = [
-    # The core: the run's spec and result, data, devices, measurement, progress, errors.
+    # The core: the run's spec and result, data, devices, measurement, progress, a search trial's link, errors.
     (
         "__init__",
         "files",
@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "measure",
         "devices",
         "progress",
+        "pruning",
     ),
     # The engines: the seam and registry (engines/__init__.py), the ResNet and SVM engines.
     ("engines",),

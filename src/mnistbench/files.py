@@ -45,3 +45,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text atomically (see atomic_replace)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Raise OSError when no new file can be made in `folder`: what an atomic write (a new file,
+    then a rename) needs there, probed before any work."""
+    tempfile.TemporaryFile(dir=folder).close()

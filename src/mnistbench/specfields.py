@@ -85,6 +85,12 @@ def field_role(spec_field_: dataclasses.Field) -> FieldRole:
     return spec_field_.metadata["role"]
 
 
+def by_hand_fields(spec: Any) -> tuple[str, ...]:
+    """The fields of a RunSpec (class or instance) that a user sets: its settings, without
+    what mnistbench sets itself (FieldRole.by_hand)."""
+    return tuple(f.name for f in dataclasses.fields(spec) if field_role(f).by_hand)
+
+
 class SpecError(UserError, ValueError):
     """A bad RunSpec value: names the field, the value and what is allowed."""
 

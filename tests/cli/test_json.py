@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,10 @@ from mnistbench.data.storage import raw_dir
 from mnistbench.study.store import Store
 from tests.conftest import synthetic_files, write_files
 from tests.report.test_report import build_synthetic_store
+
+# stdout buffered, as a user's Python has it (a test runner may set PYTHONUNBUFFERED): a closed
+# pipe met at exit's flush, not in main, would say "Exception ignored ..." and exit 120.
+BUFFERED = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +210,37 @@ def test_export_json_to_a_file_keeps_the_lines(trained, tmp_path: Path, capsys) 
     payload = json.loads(report.read_text())
     assert f"wrote {out}" in printed and "same class on 100.0 %" in printed
     assert payload["bytes"] == out.stat().st_size and payload["run"] == key
+
+
+# --- where the JSON goes ------------------------------------------------------------------------
+
+
+def test_json_that_cannot_be_written_is_a_usage_error_not_a_traceback(
+    store_path: Path, tmp_path: Path, capsys
+) -> None:
+    """write_json's own guard, for the commands that do not check --json before their work."""
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "status", "--store", str(store_path), "--json", "out"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: --json: out: cannot be written: Is a directory" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"], "no temporary file left"
+
+
+@pytest.mark.parametrize("json_flag", ["--json -", ""])
+def test_stdout_closed_early_ends_the_command_quietly(
+    store_path: Path, tmp_path: Path, json_flag: str
+) -> None:
+    """`mnistbench study status --json - | head -c 10`, head gone before the command writes (it
+    read ten bytes written first): the exit code of a command stopped by SIGPIPE, nothing on
+    stderr (no traceback, no 'Exception ignored' at exit), JSON or rich's table alike."""
+    command = (
+        f"{{ printf 0123456789; exec {sys.executable} -m mnistbench study status --store "
+        f"{store_path} {json_flag} 2>{tmp_path / 'err.txt'}; }} | head -c 10; "
+        "exit ${PIPESTATUS[0]}"
+    )
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, env=BUFFERED, timeout=120
+    )
+    assert (done.returncode, done.stdout) == (141, "0123456789")
+    assert (tmp_path / "err.txt").read_text() == ""

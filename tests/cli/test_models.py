@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,10 @@ from mnistbench.result import RunResult
 from mnistbench.study.store import Store
 from mnistbench.use.inputs import read_inputs
 from tests.saved_models import save_png, synthetic_root, train
+
+# stdout buffered, as a user's Python has it (a test runner may set PYTHONUNBUFFERED): a closed
+# pipe met at exit's flush, not in main, would say "Exception ignored ..." and exit 120.
+BUFFERED = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,7 @@ def test_predict_with_an_svm_and_json_on_stdout(setup, tmp_path, capsys) -> None
     ("args", "message"),
     [
         (["--model", "nowhere.model.pt"], "--model: nowhere.model.pt: no such model file"),
+        (["--model", "{tmp}"], "--model: {tmp}: a folder, not a model file"),
         (["--run", "ffffffffff"], "--run: no run in .* starting with 'ffffffffff'"),
         (["--run", "abc"], "too short"),
         (["--run", "{key}", "--study", "s"], "--study narrow"),
@@ -111,11 +119,11 @@ def test_predict_with_an_svm_and_json_on_stdout(setup, tmp_path, capsys) -> None
 def test_a_bad_model_choice_exits_2_naming_it(setup, tmp_path, capsys, args, message) -> None:
     _, data, store_path, runs = setup
     image = save_png(tmp_path / "a.png", data.test_images[0].numpy())
-    args = [a.format(key=runs["resnet"][0]) for a in args]
+    args = [a.format(key=runs["resnet"][0], tmp=tmp_path) for a in args]
     with pytest.raises(SystemExit) as exit_:
         main(["predict", str(image), *args, "--store", str(store_path)])
     assert exit_.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(message.format(tmp=tmp_path), capsys.readouterr().err)
 
 
 def test_no_readable_input_exits_2(setup, tmp_path, capsys) -> None:
@@ -180,3 +188,74 @@ def test_best_says_which_run_it_chose_and_why(setup, tmp_path, capsys) -> None:
     assert f"best: run {key} (" in captured.err
     assert "the highest mean test accuracy" in captured.err
     assert "of the report's headline experiments (resnet:" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "IMAGE", "--json", "FILE/p.json"], "--json: FILE/p.json: TMP/FILE is a file"),
+        (["predict", "IMAGE", "--json", "DIR"], "--json: DIR is a folder: give the file to write"),
+        (["predict", "IMAGE", "--json", "/proc/mnistbench/p.json"], "in /proc: "),
+        (["predict", "IMAGE", "--json", "IMAGE"], "--json: IMAGE is a file this command reads"),
+        (["predict", "IMAGE", "--json", ""], "--json: an empty path"),
+        (["predict", "IMAGE", "--store", "DIR"], "error: DIR is a folder, not a results store"),
+        (["evaluate", "--json", "FILE/e.json"], "--json: FILE/e.json: TMP/FILE is a file"),
+        (["evaluate", "--dataset", "cifar"], "error: unknown dataset 'cifar'"),
+        (["evaluate", "--root", "ROOT"], "--root: ROOT/MNIST/raw/train-images-idx3-ubyte: SHA-256"),
+        (["export", "--out", "FILE/m.onnx"], "--out: FILE/m.onnx: TMP/FILE is a file"),
+        (["export", "--out", "/proc/mnistbench/m.onnx"], "--out: /proc/mnistbench/m.onnx: no "),
+        (["export", "--out", "m.onnx", "--json", "m.onnx"], "--json: m.onnx is also --out's"),
+        (["export", "--out", "MODEL"], "--out: MODEL is a file this command reads"),
+        (["export", "--json", "DIR"], "--json: DIR is a folder"),
+    ],
+)
+def test_bad_input_of_a_use_command_exits_2_having_written_nothing(
+    setup, tmp_path, monkeypatch, capsys, args, message
+) -> None:
+    root, data, store_path, runs = setup
+    key, result = runs["svm"]  # quick to load
+    monkeypatch.chdir(tmp_path)  # default outputs (results/export/) would land here
+    save_png(tmp_path / "a.png", data.test_images[0].numpy())
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    (tmp_path / "dir").mkdir()
+    model = Path(result.model_path)
+    names = {"IMAGE": "a.png", "FILE": "file", "DIR": "dir", "MODEL": str(model),
+             "ROOT": str(root), "TMP": str(tmp_path)}  # fmt: skip
+
+    def fill(text: str) -> str:
+        for placeholder, value in names.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    before = sorted(tmp_path.rglob("*")), model.read_bytes(), sorted(store_path.parent.rglob("*"))
+    command, *rest = map(fill, args)
+    with pytest.raises(SystemExit) as exit_:  # flags given twice: the last one counts
+        main([command, "--run", key, "--store", str(store_path), *rest])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and fill(message) in err, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mnistbench ")
+    after = sorted(tmp_path.rglob("*")), model.read_bytes(), sorted(store_path.parent.rglob("*"))
+    assert after == before, "nothing written"
+
+
+def test_a_reader_gone_early_ends_predict_quietly(setup, tmp_path) -> None:
+    """`mnistbench predict ... | head -c 10`: head has what it wanted and is gone before
+    predict writes (it read ten bytes written first), so predict meets a closed pipe: it ends
+    with the code of a command stopped by SIGPIPE, no traceback, whether it writes JSON or the
+    table (rich)."""
+    _, data, store_path, runs = setup
+    np.save(tmp_path / "x.npy", data.test_images[:50].numpy())
+    err = tmp_path / "err.txt"
+    for json_flag in ("--json -", ""):
+        command = (
+            f"{{ printf 0123456789; exec {sys.executable} -m mnistbench predict "
+            f"{tmp_path / 'x.npy'} --run {runs['svm'][0]} --store {store_path} {json_flag} "
+            f"2>{err}; }} | head -c 10; exit ${{PIPESTATUS[0]}}"
+        )
+        done = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, env=BUFFERED, timeout=300
+        )
+        assert done.stdout == "0123456789"
+        said = err.read_text()
+        assert done.returncode == 141, said
+        assert said.startswith(f"model: run {runs['svm'][0]} ") and said.count("\n") == 1, said

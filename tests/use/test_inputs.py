@@ -88,6 +88,36 @@ def test_a_folder_is_read_whole_and_bad_files_are_named_with_the_reason(tmp_path
     assert len(problems) == 4
 
 
+def test_a_file_that_cannot_be_read_is_named_with_the_reason_not_a_traceback(
+    tmp_path, monkeypatch
+) -> None:
+    """An IDX file without read permission (faked: root reads anything) and a picture of more
+    pixels than PIL opens (a decompression bomb, or a huge scan): each a problem of its own, and
+    the other inputs read."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    write_idx(tmp_path / "locked-idx3-ubyte", IMAGES)
+    save_png(tmp_path / "huge.png", IMAGES[0], scale=4)  # 112 x 112 pixels
+    save_png(tmp_path / "small.png", IMAGES[1])
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path.name == "locked-idx3-ubyte":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000)  # PIL refuses twice as many: a bomb
+    inputs = read_inputs(sorted(tmp_path.iterdir()))
+    assert inputs.names == [str(tmp_path / "small.png")]
+    problems = dict(inputs.problems)
+    assert problems[str(tmp_path / "locked-idx3-ubyte")] == "not readable: Permission denied"
+    assert "not a readable image" in problems[str(tmp_path / "huge.png")]
+    assert "decompression bomb" in problems[str(tmp_path / "huge.png")]
+
+
 def test_the_cli_offers_the_fits_that_reading_knows() -> None:
     """The CLI declares --fit's choices without importing use.inputs (a fast --help)."""
     from mnistbench.cli import models as cli_models

@@ -1,6 +1,7 @@
 """The exported runs in MLflow's own UI: `mlflow ui` on a free port over the SQLite store that
-`mnistbench track mlflow` wrote, its experiment page loaded in headless Chromium, every run
-listed by name. Skipped without Chromium, except under CI (as the report's browser test)."""
+`mnistbench track mlflow` wrote, its experiment's pages loaded in headless Chromium: every run
+listed by name, and the kept model listed in "Logged models". Skipped without Chromium, except
+under CI (as the report's browser test)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from mnistbench.cli import main
 from tests.report.test_report_html import CHROMIUM, chromium
+from tests.saved_models import synthetic_root, train
 from tests.use.test_tracking import SPECS, free_port, make_store
 
 pytestmark = pytest.mark.slow  # a server and a browser: a minute
@@ -48,7 +50,12 @@ def test_mlflow_ui_lists_every_exported_run(tmp_path, capsys) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    make_store(tmp_path / "store.db").close()
+    store = make_store(tmp_path / "store.db")
+    _, data = synthetic_root(tmp_path / "data")  # and a run that kept its model
+    spec, result = train(data, tmp_path / "checkpoints", model="svm", kernel="linear")
+    store.register("s", "kept", [spec])
+    assert store.claim(spec.key()) and store.finish(spec.key(), result)
+    store.close()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["track", "mlflow", "--store", str(tmp_path / "store.db"), "--study", "s",
                  "--tracking-uri", uri]) == 0  # fmt: skip
@@ -63,12 +70,20 @@ def test_mlflow_ui_lists_every_exported_run(tmp_path, capsys) -> None:
                                   start_new_session=True)  # fmt: skip
     try:
         _wait_for(f"http://127.0.0.1:{port}/health", server, log)
-        page = f"http://127.0.0.1:{port}/#/experiments/1/runs"
-        dom = chromium("--virtual-time-budget=20000", "--dump-dom", page, user_dir=tmp_path).stdout
+        pages = {
+            tab: chromium(
+                "--virtual-time-budget=20000", "--dump-dom",
+                f"http://127.0.0.1:{port}/#/experiments/1/{tab}", user_dir=tmp_path,
+            ).stdout
+            for tab in ("runs", "models")
+        }  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    lines = _visible_text(dom)
-    expected = {SPECS[name].label() for name in ("sgd", "adam", "svm", "failed")}
+    lines = _visible_text(pages["runs"])
+    expected = {SPECS[name].label() for name in ("sgd", "adam", "svm", "failed")} | {spec.label()}
     assert expected <= set(lines), f"runs not listed; the page said: {' '.join(lines)[:2000]}"
-    assert re.search(r"\b4 matching runs", " ".join(lines))  # no other run listed
+    assert re.search(r"\b5 matching runs", " ".join(lines))  # no other run listed
+    models = _visible_text(pages["models"])
+    assert f"svm-mnist-{spec.key()[:8]}" in models, f"the page said: {' '.join(models)[:2000]}"
+    assert spec.label() in models  # its source run

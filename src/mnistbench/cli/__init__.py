@@ -12,6 +12,7 @@ prints the usage of the subcommand it is about (`mnistbench study run ...`), as 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +29,10 @@ exit codes:
   2    bad input or usage, found before any work starts: a bad flag value, an unknown dataset,
        a study file error, a device or SVM back-end this machine does not have, no results store
   130  interrupted (Ctrl-C)
+  141  stdout closed before the output was written (a pipe into `head`), as a command killed
+       by SIGPIPE; nothing else went wrong
 """
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +61,16 @@ def active_parser(
         parser = actions[0].choices[name]
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left of it at exit does not raise
+    BrokenPipeError again (Python's documented recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)  # bad usage: argparse exits 2
@@ -68,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout has what it wanted: no traceback
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except UserError as exc:  # bad input, found before any work started
         message = f"{exc.flag}: {exc}" if exc.flag else str(exc)
         command.print_usage(sys.stderr)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mnistbench.errors import UserError
+from mnistbench.files import check_writable
 from mnistbench.study import DEFAULT_STORE
 
 
@@ -80,16 +84,79 @@ def add_json(parser: argparse.ArgumentParser, what: str) -> None:
 
 def write_json(target: str | None, payload: Any) -> None:
     """The payload as JSON to the --json target: nothing when None, stdout when '-', else the
-    file (written atomically). With '-' the command prints nothing else on stdout."""
+    file (written atomically). With '-' the command prints nothing else on stdout; it is flushed
+    here, so that a reader gone early (`| head`) is met in `main`, not at interpreter exit."""
     if target is None:
         return
     text = json.dumps(payload, indent=2)
     if target == "-":
-        print(text)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
         return
     from mnistbench.files import atomic_write_text
 
-    atomic_write_text(target, text + "\n")
+    try:  # checked before the work by check_outputs; this is for the commands that do not
+        atomic_write_text(target, text + "\n")
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot be written: {exc.strerror or exc}", "--json") from exc
+
+
+class OutputError(UserError):
+    """A file the command was asked to write and cannot: said before any work starts."""
+
+    def __init__(self, message: str, flag: str) -> None:
+        super().__init__(message)
+        self.flag = flag
+
+
+Output = tuple[str, str | Path | None]
+"""(flag, target) of a file a command writes; None: not asked for, '-': stdout."""
+
+
+def check_outputs(outputs: Sequence[Output], reads: Iterable[Path | None] = ()) -> None:
+    """Each output a file that can be written, none the same as another or as a file the
+    command reads (the model, the store, an input): an OutputError, before any work."""
+    if empty := [flag for flag, target in outputs if target is not None and not str(target)]:
+        raise OutputError("an empty path: give a file to write", empty[0])
+    files = [(flag, Path(target)) for flag, target in outputs if target not in (None, "-")]
+    reads = [path for path in reads if path is not None and path.is_file()]
+    for index, (flag, path) in enumerate(files):
+        check_output(path, flag)
+        for other_flag, other in files[:index]:
+            if _same(path, other):
+                raise OutputError(f"{path} is also {other_flag}'s file: give another", flag)
+        if any(_same(path, read) for read in reads):
+            raise OutputError(f"{path} is a file this command reads: it would be lost", flag)
+
+
+EXAMPLES = {"--out": "model.onnx", "--json": "out.json"}
+
+
+def check_output(path: Path, flag: str) -> None:
+    """A file that can be made or replaced at `path` (its missing folders made): not a
+    folder, not under a file, not in a place where no file can be made."""
+    if not str(path) or path.is_dir():
+        example = path / EXAMPLES.get(flag, "out")
+        raise OutputError(f"{path} is a folder: give the file to write, e.g. {example}", flag)
+    place = next(folder for folder in path.absolute().parents if folder.exists())
+    if not place.is_dir():
+        raise OutputError(f"{path}: {place} is a file, not a folder", flag)
+    try:  # what writing will do: a new file in that folder (atomic writes replace, not edit)
+        check_writable(place)
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: no file can be written in {place}: {exc.strerror}", flag
+        ) from exc
+
+
+def _same(path: Path, other: Path) -> bool:
+    """The same file, whether it exists yet or not (links followed)."""
+    try:
+        if path.exists() and other.exists():
+            return os.path.samefile(path, other)
+        return path.resolve() == other.resolve()
+    except OSError:
+        return False
 
 
 def positive_int(text: str) -> int:
@@ -122,9 +189,12 @@ def existing_path(text: str) -> Path:
 
 
 def require_store(path: Path) -> None:
-    """A command that reads the store needs one: a missing store is a usage error (exit 2)."""
+    """A command that reads the store needs one: a missing store, or a folder, is a usage error
+    (exit 2). A file that is not a store is found when it is opened (a corrupt store: exit 1)."""
     if not path.exists():
         raise UserError(f"no results store at {path}; run `mnistbench study run FILE` first")
+    if not path.is_file():
+        raise UserError(f"{path} is a folder, not a results store (a SQLite file)")
 
 
 def study_name(text: str | None) -> str | None:

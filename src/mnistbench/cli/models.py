@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistbench.cli.args import (
+    Output,
     add_command,
     add_json,
     add_root,
     add_store,
+    check_outputs,
     require_store,
     study_name,
     write_json,
@@ -147,11 +149,18 @@ def choose(args: argparse.Namespace) -> Choice:
         return selection.best(store, study_name(args.study), args.experiment, dataset)
 
 
-def load_chosen(args: argparse.Namespace) -> tuple[SavedModel, Choice]:
+def load_chosen(
+    args: argparse.Namespace, outputs: list[Output], reads: list[Path] | None = None
+) -> tuple[SavedModel, Choice]:
+    """The chosen model, loaded once every file the command will write is known to be
+    writable and none is a file it reads (the model, the store, `reads`): bad input fails
+    before anything is loaded or written."""
     from mnistbench.cli.console import err_console, load_or_fetch
     from mnistbench.use.saved import load_model
 
+    check_outputs(outputs)  # before the choice: a bad --out is said whatever the model
     chosen = choose(args)
+    check_outputs(outputs, [chosen.path, args.store, *(reads or [])])
     err_console.print(f"model: {chosen.describe()}")
     if chosen.why:
         err_console.print(f"best: {chosen.why}")
@@ -170,7 +179,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from mnistbench.use.inputs import read_inputs
     from mnistbench.use.predict import predict_images
 
-    model, _ = load_chosen(args)
+    model, _ = load_chosen(args, [("--json", args.json)], args.inputs)
     inputs = read_inputs(args.inputs, args.invert, args.fit)
     for file, why in inputs.problems:
         err_console.print(f"[red]cannot read[/red] {file}: {why}")
@@ -210,8 +219,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from mnistbench.data.registry import canonical_name
     from mnistbench.use.evaluate import evaluate_model
 
-    model, chosen = load_chosen(args)
-    dataset = canonical_name(args.dataset) if args.dataset else model.spec.dataset
+    other = canonical_name(args.dataset) if args.dataset else None  # unknown: before loading
+    model, chosen = load_chosen(args, [("--json", args.json)])
+    dataset = other or model.spec.dataset
     evaluation = evaluate_model(model, load_or_fetch(dataset, args.root), args.part)
     console.print(
         f"{evaluation.dataset}, {evaluation.part} part ({evaluation.images:,} images, split "
@@ -248,21 +258,15 @@ def _confusion_table(evaluation: Any) -> Any:
     return table
 
 
-class OutIsAFolderError(UserError):
-    flag = "--out"
-
-
 def export_command(args: argparse.Namespace) -> int:
     """Write the ONNX file, then run it with onnxruntime and compare it with the model."""
     from mnistbench.cli.console import console
     from mnistbench.use.onnx_export import compare, export_onnx
 
-    if args.out is not None and args.out.is_dir():  # before any work: nothing is written
-        raise OutIsAFolderError(
-            f"{args.out} is a folder: give the file to write, e.g. {args.out / 'model.onnx'}"
-        )
-    model, _ = load_chosen(args)
+    model, chosen = load_chosen(args, [("--out", args.out), ("--json", args.json)])
     out = args.out or Path("results/export") / f"{model.key}.onnx"
+    if args.out is None:  # the default, named after the run: checked once the model is known
+        check_outputs([("--out", out), ("--json", args.json)], [chosen.path, args.store])
     export_onnx(model, out)
     images, what = _probe_images(model, args.root)
     agree, diff = compare(model, out, images)

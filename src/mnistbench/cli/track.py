@@ -7,6 +7,10 @@ imported by the handlers only (an optional extra, seconds to import).
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnistbench.cli.args import add_command, add_store, require_store, study_name
@@ -30,9 +34,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Export runs from the results store to an MLflow tracking store: one MLflow "
         "experiment per study, one MLflow run per mnistbench run with a result (params: the "
         "spec; metrics: the results and the per-epoch history; tags: study, experiment, run key, "
-        "status, device, back-end, git commit; artifacts: result JSON, confusion matrix, the "
-        "model as ONNX). Run it again: unchanged runs are left as they are, changed ones are "
-        f"replaced. Then: mlflow ui --backend-store-uri {DEFAULT_URI}",
+        "status, device, back-end, git commit, a short description; artifacts: result JSON, "
+        "per-class accuracy table, confusion matrix) and, when the run kept its model, that "
+        "model in MLflow's onnx flavour (the run's logged model). Each run is said on stderr as "
+        "it goes. Run it again: unchanged runs are left as they are, changed ones are replaced. "
+        "It ends with where to look: the runs pages of a tracking server, or the `mlflow ui` "
+        "command that serves a local store.",
     )
     mlflow.add_argument(
         "--study", default=None, metavar="NAME|FILE", help="one study [default: every study]"
@@ -47,8 +54,8 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
         "--tracking-uri",
         default=DEFAULT_URI,
         metavar="URI",
-        help="MLflow tracking URI: sqlite:///PATH, http://HOST:PORT or a folder "
-        "[default: a SQLite store under results/]",
+        help="MLflow tracking URI: sqlite:///PATH.db (relative; sqlite:////PATH.db absolute) or "
+        "http(s)://HOST:PORT [default: a SQLite store under results/]",
     )
 
 
@@ -64,32 +71,56 @@ def add_live_mlflow(parser: argparse.ArgumentParser) -> None:
 
 
 def export_to_mlflow(args: argparse.Namespace) -> int:
-    """Export every study (or one), then say what changed and how to look at it."""
+    """Export every study (or one), saying each run as it goes, then what changed and where to
+    look at it. Everything the user gave is checked before the MLflow store is made."""
     from mnistbench.cli.console import console, err_console
     from mnistbench.study.store import Store
     from mnistbench.use.tracking import Exported, Tracker
 
     require_store(args.store)
     study = study_name(args.study)
-    tracker = Tracker(args.tracking_uri)  # an unreachable URI: exit 2 before anything is written
-    done = Exported()
     with Store(args.store) as store:
-        studies = [study] if study else list(dict.fromkeys(s for s, _ in store.experiments()))
-        if study and study not in {s for s, _ in store.experiments()}:
+        known = list(dict.fromkeys(s for s, _ in store.experiments()))
+        if study and study not in known:
             raise UserError(f"study {study!r} has no runs in {args.store}")
-        for name in studies:
+        # A URI it cannot use: exit 2, nothing written. Progress on stderr, a line a run.
+        tracker = Tracker(args.tracking_uri, log=partial(err_console.print, markup=False))
+        done = Exported()
+        for name in [study] if study else known:
+            err_console.print(f"study {name}:", markup=False)
             tracker.export(store, name, done)
     for note in done.notes:
-        err_console.print(f"note: {note}")
+        err_console.print(f"note: {note}", markup=False)
     console.print(
         f"MLflow {args.tracking_uri}: {len(done.created)} run(s) created, {len(done.updated)} "
         f"updated, {len(done.unchanged)} unchanged, {len(done.left_out)} left out (no result)"
     )
-    for name, experiment_id in done.experiments.items():
-        console.print(f"  study {name}: MLflow experiment {experiment_id}")
-    if args.tracking_uri.startswith("sqlite:///"):
-        console.print(f"look at them: mlflow ui --backend-store-uri {args.tracking_uri}")
+    for line in where_to_look(args.tracking_uri, done.experiments):
+        console.print(line, markup=False)
     return EXIT_OK
+
+
+def where_to_look(uri: str, experiments: dict[str, str]) -> list[str]:
+    """The runs page of each study on a tracking server; for a store MLflow's UI serves from
+    here, the command that starts it (the venv's own mlflow, which works without activating the
+    venv; a SQLite path made absolute, to work from any folder) and the pages it will show."""
+    if uri.startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+    elif uri.startswith("databricks"):
+        return [f"study {s}: MLflow experiment {e}" for s, e in experiments.items()]
+    else:
+        if uri.startswith("sqlite:///"):
+            uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        beside = Path(sys.executable).parent / "mlflow"
+        program = str(beside) if beside.is_file() else "mlflow"
+        base = "http://127.0.0.1:5000"
+        command = shlex.join([program, "ui", "--backend-store-uri", uri])
+        return [f"look at them: {command}", *_pages(base, experiments, "  ")]
+    return _pages(base, experiments, "")
+
+
+def _pages(base: str, experiments: dict[str, str], lead: str) -> list[str]:
+    return [f"{lead}study {s}: {base}/#/experiments/{e}/runs" for s, e in experiments.items()]
 
 
 def live_logger(uri: str, study: str, log: Callable[[str], None]) -> Callable[[Store, str], None]:
@@ -98,7 +129,8 @@ def live_logger(uri: str, study: str, log: Callable[[str], None]) -> Callable[[S
     later is said through `log` and does not stop the study."""
     from mnistbench.errors import RunFailure
     from mnistbench.use.selection import existing_model
-    from mnistbench.use.tracking import EXPORTED, Exported, Tracker, TrackingError
+    from mnistbench.use.tracking import EXPORTED, Exported, Tracker
+    from mnistbench.use.tracking_store import TrackingError
 
     try:
         tracker = Tracker(uri)

@@ -21,10 +21,10 @@ import pandas as pd
 from mnistbench.config import RunSpec
 from mnistbench.published import GridKey
 from mnistbench.result import RunResult
-from mnistbench.specfields import field_role
+from mnistbench.specfields import by_hand_fields
 from mnistbench.study.store import RunRecord, Store
 
-SPEC_FIELDS = [f.name for f in dataclasses.fields(RunSpec) if field_role(f).by_hand]
+SPEC_FIELDS = list(by_hand_fields(RunSpec))
 """The run's settings (not a search's trial link: `trial`, which says how it was judged)."""
 BUILT_OTHERWISE = {
     "spec": "its fields are the SPEC_FIELDS columns",

@@ -19,7 +19,7 @@ from typing import Any
 
 from mnistbench.config import RunSpec
 from mnistbench.errors import UserError
-from mnistbench.specfields import SpecError, field_role
+from mnistbench.specfields import SpecError, by_hand_fields
 from mnistbench.study.search_space import Search, SearchTableError, parse_search
 
 
@@ -156,7 +156,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _check_spec_keys(where: str, values: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(RunSpec) if field_role(f).by_hand}
+    known = set(by_hand_fields(RunSpec))
     for key in values:
         if key not in known:
             raise StudyFileError(f"{where}: unknown key {key!r} (RunSpec fields: {sorted(known)})")

@@ -18,7 +18,6 @@ search itself runs in study/search.py.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistbench.config import RunSpec
 from mnistbench.pruning import PRUNERS
-from mnistbench.specfields import field_role
+from mnistbench.specfields import by_hand_fields
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -169,7 +168,7 @@ def _space(space: object) -> tuple[Dimension, ...]:
         raise SearchTableError(
             "search.space: give at least one field to search, e.g. lr = { low = 1e-4, high = 1e-1, log = true }"
         )
-    known = {f.name for f in dataclasses.fields(RunSpec) if field_role(f).by_hand}
+    known = set(by_hand_fields(RunSpec))
     dimensions = []
     for name, value in space.items():
         where = f"search.space.{name}"

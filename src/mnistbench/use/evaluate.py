@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mnistbench.data.load import Dataset
-from mnistbench.data.splits import SplitData, limit_split, make_split
+from mnistbench.data.splits import split_for_run
 from mnistbench.engines import SavedModel
 from mnistbench.errors import UserError
 from mnistbench.result import accuracy_percent, per_class_accuracy
@@ -39,9 +39,7 @@ class Evaluation:
 
 def split_part(model: SavedModel, data: Dataset, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of `part` of the data, split and subset as the model's run did."""
-    spec = model.spec
-    split: SplitData = make_split(data, spec.split, val_fraction=spec.val_fraction, seed=spec.seed)
-    split = limit_split(split, spec.train_limit, spec.test_limit, spec.seed)
+    split = split_for_run(data, model.spec)
     images, labels = getattr(split, f"{part}_images"), getattr(split, f"{part}_labels")
     if not len(labels):
         raise UserError(f"the {part} part of {data.name} is empty under this model's split")

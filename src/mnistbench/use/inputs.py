@@ -109,6 +109,8 @@ def _load_idx(path: Path) -> np.ndarray:
         array = parse_idx(path.read_bytes(), path)
     except IDXError as exc:
         raise InputError(exc.problem) from exc
+    except OSError as exc:  # no permission, a file gone since it was listed
+        raise InputError(f"not readable: {exc.strerror or exc}") from exc
     if array.ndim != 3:
         raise InputError("an IDX label file (idx1), not images (idx3)")
     return array
@@ -139,7 +141,8 @@ def _load_picture(path: Path) -> np.ndarray:
         with Image.open(path) as picture:
             picture.load()
             gray = _flatten_alpha(picture).convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: a picture of more pixels than PIL opens (a bomb, or a scan)
         raise InputError(f"not a readable image ({exc})") from exc
     if max(gray.size) > MAX_SIDE:  # a phone's photo: smaller, still far more than 20 px
         gray.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)

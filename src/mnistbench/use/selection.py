@@ -193,7 +193,8 @@ def existing_model(record: RunRecord, store_path: Path | None = None) -> Path | 
 def model_path(path: Path) -> Choice:
     """`--model PATH`: a file that must exist."""
     if not path.is_file():
-        error = SelectionError(f"{path}: no such model file")
+        why = "a folder, not a model file" if path.is_dir() else "no such model file"
+        error = SelectionError(f"{path}: {why}")
         error.flag = "--model"
         raise error
     return Choice(path)

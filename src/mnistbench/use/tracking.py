@@ -2,16 +2,18 @@
 mnistbench run that has a result (done or failed; a skipped or pending run measured nothing).
 
 An MLflow run holds: params = the run's spec; metrics = the final results (accuracies, times,
-FLOPs, memory, per-class accuracy) and the per-epoch history as steps; tags = study, experiment,
-run key, status, device, back-end, git commit; artifacts = the result JSON, the confusion-matrix
-plot and the model as an ONNX file (the `.skops` file for an SVM that ONNX cannot hold), when the
-run still has its model.
+FLOPs, memory) and the per-epoch history as steps; tags = study, experiment, run key, status,
+device, back-end, git commit, and a one-line description; artifacts = the result JSON, the
+per-class accuracy table and the confusion-matrix plot. A run that still has its model logs it
+with MLflow's onnx flavour, as a logged model of the run (the UI's "Logged models"), which
+`mlflow.pyfunc.load_model` runs; an SVM that ONNX cannot hold logs its `.skops` file instead.
 
 Exporting again creates no duplicate: the tag `mnistbench.run_key` identifies a run, and
 `mnistbench.fingerprint` (a hash of the stored result) tells whether it changed. A changed run's
 MLflow run is replaced (deleted, then logged afresh), because MLflow appends metric values and
-refuses to change a param, so an in-place update would leave the old numbers in its history.
-mlflow is imported by the functions that need it: it is an optional extra and slow to import.
+refuses to change a param, so an in-place update would leave the old numbers in its history;
+its logged model goes with it. mlflow is imported by the functions that need it: it is an
+optional extra and slow to import.
 """
 
 from __future__ import annotations
@@ -21,70 +23,42 @@ import json
 import os
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnistbench.errors import RunFailure, UserError, require
+from mnistbench.specfields import by_hand_fields
 from mnistbench.study.store import RunRecord, Store
 from mnistbench.use.selection import existing_model
-from mnistbench.use.tracking_content import confusion_figure, history_metrics, result_metrics
+from mnistbench.use.tracking_content import (
+    KEY_TAG,
+    class_table,
+    confusion_figure,
+    description,
+    history_metrics,
+    model_name,
+    result_metrics,
+    signature,
+    tags,
+)
+from mnistbench.use.tracking_store import artifact_root, check_uri
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
 MLFLOW_EXTRA = "pip install 'mnistbench[mlflow]'"
-KEY_TAG = "mnistbench.run_key"
 FINGERPRINT_TAG = "mnistbench.fingerprint"
-EXPORTED = ("done", "failed")
-REACH_SECONDS = 5.0
+NOTE_TAG = "mlflow.note.content"  # the run's description in MLflow's UI
+CLASS_TABLE = "per_class_accuracy.json"
+EXPORTED = {"done": "FINISHED", "failed": "FAILED", "pruned": "KILLED"}
+"""The store statuses exported, and the MLflow status each gets (a search's pruned trial: a
+run stopped early)."""
+Log = Callable[[str], None]
 
 
-class TrackingError(UserError):
-    """A tracking URI that cannot be used; the message says why."""
-
-    flag = "--tracking-uri"
-
-
-# The schemes of MLflow's tracking stores (a plain path is a local folder: scheme "").
-TRACKING_SCHEMES = (
-    "", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
-)  # fmt: skip
-
-
-def check_uri(uri: str) -> None:
-    """Fail fast, before anything is written, on a tracking URI that cannot be reached: an
-    HTTP server that does not answer its /health, a SQLite file where no folder can be made,
-    a scheme MLflow does not keep runs in."""
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme not in TRACKING_SCHEMES:
-        raise TrackingError(
-            f"{uri}: MLflow cannot keep runs there (scheme {scheme!r}); use a sqlite:///PATH.db "
-            "file, a local folder, or an http(s):// tracking server"
-        )
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_SECONDS):
-                return
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise TrackingError(f"MLflow tracking server {uri} cannot be reached: {exc}") from exc
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        try:  # as the results store's folder is made: results/ of a fresh clone
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"{uri}: no folder for the SQLite file: {exc}") from exc
-
-
-def artifact_root(uri: str) -> str | None:
-    """For a SQLite tracking store, artifacts go to `mlflow-artifacts/` beside its file (an
-    absolute file URI, so that `mlflow ui` started anywhere finds them); elsewhere MLflow's
-    own default."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).parent / "mlflow-artifacts").resolve().as_uri()
+def _silent(message: str) -> None:
+    """The default Log: nothing said (the study driver's live logging)."""
 
 
 @dataclass
@@ -115,16 +89,24 @@ def fingerprint(record: RunRecord, experiment: str) -> str:
 class Tracker:
     """An MLflow tracking store, as mnistbench writes to it."""
 
-    def __init__(self, uri: str, data_root: Path | None = None) -> None:
-        """data_root: where the datasets are, for a first-format model file (saved.py)."""
+    def __init__(self, uri: str, data_root: Path | None = None, log: Log = _silent) -> None:
+        """data_root: where the datasets are, for a first-format model file (saved.py); `log`
+        hears of the store being opened and of each run exported (the first export of a
+        ResNet's model takes seconds, the first opening of a SQLite store too)."""
         check_uri(uri)
+        log(f"MLflow tracking store {uri}: opening it")
+        self.log = log
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # not minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        # Not a "View run" line per run logged to a server: the command names the pages once.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         tracking = require("mlflow.tracking", MLFLOW_EXTRA)
         self.uri = uri
         self.client = tracking.MlflowClient(tracking_uri=uri)
         self.data_root = data_root
         self._experiments: dict[str, str] = {}
+        with _mlflow_errors(f"MLflow tracking store {uri}"):
+            self.client.search_experiments(max_results=1)  # opened (made) now, not mid-export
 
     def experiment_id(self, study: str) -> str:
         """The MLflow experiment of a study (named after it), created on first use."""
@@ -153,20 +135,27 @@ class Tracker:
         return {run.data.tags[KEY_TAG]: run for run in runs}
 
     def export(self, store: Store, study: str, done: Exported | None = None) -> Exported:
-        """Every run of `study` in the store that has a result."""
-        done = done or Exported()
+        """Every run of `study` in the store that has a result, each said as it starts and ends."""
+        done, log = done or Exported(), self.log
         experiment_id = self.experiment_id(study)
         done.experiments[study] = experiment_id
         existing = self.runs_by_key(experiment_id)
-        for record in store.runs(study):
+        records = store.runs(study)
+        for index, record in enumerate(records, 1):
+            label = f"[{index}/{len(records)}] {record.spec.label()}"
             if record.status not in EXPORTED:
                 done.left_out[record.key] = f"{record.status}: nothing measured"
+                log(f"{label}: left out ({record.status}: nothing measured)")
                 continue
             experiment = next(e for s, e in store.memberships(record.key) if s == study)
             model = existing_model(record, store.path)
-            old = existing.get(record.key)
+            old, started = existing.get(record.key), time.perf_counter()
+            if old is None or old.data.tags.get(FINGERPRINT_TAG) != fingerprint(record, experiment):
+                log(f"{label} ..." + (" (and its model)" if model else ""))
             outcome = self.export_run(record, study, experiment, model, old, done)
             getattr(done, outcome).append(record.key)
+            log(f"{label}: {outcome}" + (f" in {time.perf_counter() - started:.1f} s"
+                                         if outcome != "unchanged" else ""))  # fmt: skip
         return done
 
     def export_run(
@@ -183,11 +172,12 @@ class Tracker:
         stamp = fingerprint(record, experiment)
         if old is not None and old.data.tags.get(FINGERPRINT_TAG) == stamp:
             return "unchanged"
+        experiment_id = self.experiment_id(study)
         with _mlflow_errors(f"logging run {record.key} to {self.uri}"):
             run = self.client.create_run(
-                self.experiment_id(study),
+                experiment_id,
                 start_time=_millis(record.started_at or record.created_at),
-                tags=tags(record, study, experiment),
+                tags=tags(record, study, experiment) | {NOTE_TAG: description(record)},
                 run_name=record.spec.label(),
             )
             try:
@@ -197,16 +187,25 @@ class Tracker:
                 self.client.set_tag(
                     run.info.run_id, FINGERPRINT_TAG, stamp if complete else "incomplete"
                 )
-                status = "FINISHED" if record.status == "done" else "FAILED"
                 self.client.set_terminated(
-                    run.info.run_id, status, end_time=_millis(record.finished_at or time.time())
+                    run.info.run_id,
+                    EXPORTED[record.status],
+                    end_time=_millis(record.finished_at or time.time()),
                 )
             except BaseException:
-                self.client.delete_run(run.info.run_id)
+                self._delete_run(experiment_id, run.info.run_id)
                 raise
             if old is not None:
-                self.client.delete_run(old.info.run_id)
+                self._delete_run(experiment_id, old.info.run_id)
         return "created" if old is None else "updated"
+
+    def _delete_run(self, experiment_id: str, run_id: str) -> None:
+        """A run and the models logged from it (which MLflow keeps when their run goes)."""
+        for logged in self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        ):
+            self.client.delete_logged_model(logged.model_id)
+        self.client.delete_run(run_id)
 
     def _log_content(
         self, run_id: str, record: RunRecord, model: Path | None, done: Exported
@@ -214,7 +213,9 @@ class Tracker:
         """Params, metrics and artifacts; False when the model could not be logged."""
         entities = require("mlflow.entities", MLFLOW_EXTRA)
         at = _millis(record.finished_at or time.time())
-        params = [entities.Param(k, _param(v)) for k, v in record.spec.to_dict().items()]
+        params = [
+            entities.Param(k, _param(getattr(record.spec, k))) for k in by_hand_fields(record.spec)
+        ]
         metrics = [entities.Metric(k, v, at, 0) for k, v in result_metrics(record.result).items()]
         for step, values in history_metrics(record.result):
             metrics += [entities.Metric(k, v, at, step) for k, v in values.items()]
@@ -225,13 +226,16 @@ class Tracker:
         if record.result is None:
             return True
         self.client.log_text(run_id, record.result.to_json(), "result.json")
+        if (table := class_table(record)) is not None:
+            self.client.log_table(run_id, table, CLASS_TABLE)
         if record.result.confusion_matrix:
             self.client.log_figure(run_id, confusion_figure(record), "confusion_matrix.png")
         return self._log_model(run_id, record, model, done) if model else True
 
     def _log_model(self, run_id: str, record: RunRecord, path: Path, done: Exported) -> bool:
-        """The model as ONNX; an SVM's `.skops` file when ONNX cannot hold it; nothing, said in
-        the notes, when the model is gone or cannot be exported here."""
+        """The model with MLflow's onnx flavour (after the metrics: the logged model shows the
+        run's); an SVM's `.skops` file when ONNX cannot hold it; nothing, said in the notes,
+        when the model cannot be read or exported here."""
         from mnistbench.data.load import load_dataset
         from mnistbench.use.onnx_export import ExportError, export_onnx
         from mnistbench.use.saved import load_model
@@ -240,33 +244,31 @@ class Tracker:
             try:
                 model = load_model(path, lambda name: load_dataset(name, self.data_root))
                 onnx = export_onnx(model, Path(folder) / f"{record.key}.onnx")
-                self.client.log_artifact(run_id, str(onnx), "model")
             except ExportError as exc:
                 self.client.log_artifact(run_id, str(path), "model")
                 done.notes.append(f"{record.key}: logged {path.name} ({exc})")
+                return True
             except (UserError, RunFailure) as exc:
                 done.notes.append(f"{record.key}: model not logged: {exc}")
                 return False
+            self._log_onnx(run_id, record, onnx)
         return True
 
+    def _log_onnx(self, run_id: str, record: RunRecord, path: Path) -> None:
+        """The ONNX file as a logged model of the run, with its signature."""
+        import mlflow
 
-def tags(record: RunRecord, study: str, experiment: str) -> dict[str, str]:
-    """The tags that find and describe a run in MLflow's UI and search."""
-    result = record.result
-    environment = result.environment if result else {}
-    values = {
-        KEY_TAG: record.key,
-        "mnistbench.study": study,
-        "mnistbench.experiment": experiment,
-        "mnistbench.status": record.status,
-        "mnistbench.device": (result.device if result else None) or record.spec.device,
-        "mnistbench.backend": (result.backend if result else None)
-        or (record.spec.svm_backend if record.spec.engine() == "svm" else record.spec.engine()),
-        "mnistbench.git_commit": environment.get("git_commit"),
-        "mlflow.source.git.commit": environment.get("git_commit"),
-        "mnistbench.error": (record.error or "")[:5000] or None,
-    }
-    return {name: str(value) for name, value in values.items() if value is not None}
+        onnx = require("onnx")
+        graph = onnx.load(str(path))
+        # log_model writes where the global tracking URI and the active run say (the run
+        # places the model in its experiment); the run is ended again, and terminated after.
+        with _tracking_uri(self.uri), mlflow.start_run(run_id=run_id):
+            mlflow.onnx.log_model(
+                graph, name=model_name(record), signature=signature(graph),
+                # Given, not inferred: inferring loads the model in a subprocess, seconds.
+                pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+                save_as_external_data=False, tags={KEY_TAG: record.key},
+            )  # fmt: skip
 
 
 def _experiment_artifacts(uri: str, study: str) -> str | None:
@@ -290,3 +292,21 @@ def _mlflow_errors(what: str) -> Iterator[None]:
         yield
     except exceptions.MlflowException as exc:
         raise RunFailure(f"{what}: {exc.message}") from exc
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI (and its environment variable, which MLflow sets with it)
+    pointed at `uri` for a while, as they were after."""
+    import mlflow
+
+    before, variable = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
