@@ -33,13 +33,16 @@ from mnistbench.study.store import Store
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "benchmarks" / "studies" / "search_vs_grid.toml"
 MNISTBENCH = [sys.executable, "-m", "mnistbench"]
+GRID_STORE = REPO / "results" / "search_vs_grid" / "grid.db"
 
 
 def run(store: Path, only: str, sampler_seed: int = 0) -> float:
     """`study run --only ONLY` of the benchmark's study (its search seeded `sampler_seed`)
     into `store`; its wall seconds."""
-    study = store.with_suffix(".toml")
-    text = re.sub(r"^seed = 0  # sampler.*$", f"seed = {sampler_seed}", STUDY.read_text(), flags=re.M)
+    study = store.with_name(f"{store.stem}-{sampler_seed}.toml")
+    text = re.sub(
+        r"^seed = 0  # sampler.*$", f"seed = {sampler_seed}", STUDY.read_text(), flags=re.M
+    )
     study.write_text(text)
     started = time.perf_counter()
     subprocess.run([*MNISTBENCH, "study", "run", str(study), "--store", str(store), "--quiet",
@@ -65,11 +68,13 @@ def spent(store: Path, experiment: str) -> dict[str, float]:
 
 
 def compare(seeds: int, work: Path) -> None:
-    grid_store = work / "grid.db"
+    grid_store = GRID_STORE  # kept: a second invocation reuses the grid's runs
     run(grid_store, "grid")
     grid = spent(grid_store, "grid")
     print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}\n")
-    print("| run | best val % | its test % | runs (pruned) | training images | share of grid | train s |")
+    print(
+        "| run | best val % | its test % | runs (pruned) | training images | share of grid | train s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| grid | {grid['best_val']:.2f} | {grid['best_test']:.2f} | {grid['runs']} | "
           f"{grid['images']:,} | 100 % | {grid['seconds']:.0f} |")  # fmt: skip
@@ -84,8 +89,10 @@ def compare(seeds: int, work: Path) -> None:
         print(f"| search, seed {seed} | {found['best_val']:.2f} | {found['best_test']:.2f} | "
               f"{found['runs']} ({found['pruned']}) | {found['images']:,} | {share:.0%} | "
               f"{found['seconds']:.0f} |")  # fmt: skip
-    print(f"\n{matched} of {seeds} searches within 0.2 points of the grid's best for at most a "
-          "third of its training images.")
+    print(
+        f"\n{matched} of {seeds} searches within 0.2 points of the grid's best for at most a "
+        "third of its training images."
+    )
 
 
 def overhead(repeats: int, work: Path) -> None:
@@ -113,6 +120,7 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-compare", action="store_true")
     args = parser.parse_args()
+    GRID_STORE.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         if not args.skip_compare:
             compare(args.seeds, Path(work))

@@ -97,6 +97,12 @@ class Search:
     """Trials asked at once (default: the study's --jobs); each batch is told before the next."""
     table: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def random_trials(self) -> int:
+        """TPE's random trials before it models the space: Optuna's 10, or a quarter of a
+        smaller budget (at least 2), so that a search of 8 trials is not all random."""
+        return max(2, min(10, self.trials // 4))
+
     def distributions(self) -> dict[str, BaseDistribution]:
         return {dimension.name: dimension.distribution() for dimension in self.space}
 
@@ -108,7 +114,9 @@ class Search:
 
         seed = self.seed + asked
         if self.sampler == "tpe":  # constant_liar: trials in flight at once spread out
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+            return optuna.samplers.TPESampler(
+                seed=seed, constant_liar=True, n_startup_trials=self.random_trials
+            )
         if self.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if self.sampler == "cmaes":
