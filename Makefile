@@ -47,7 +47,7 @@ lint: setup
 # machine go to benchmarks/README.md. QUICK=1: small cases, one repeat, under 10 minutes on the
 # 2-core CPU; the full set takes about an hour there. The speedrun keeps its runs in
 # results/speedrun.db, so a second `make bench` only re-prints that table. jobs.py (--jobs 1/2/auto
-# over a study, about 25 minutes) runs in the full set only.
+# over a study, about 25 minutes) and search_vs_grid.py (about an hour) run in the full set only.
 bench: setup
 	$(BIN)/mnistbench data fetch
 	$(BIN)/python benchmarks/svm_backends.py $(if $(QUICK),--quick)
@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/report_scale.py
 	$(if $(QUICK),,$(BIN)/python benchmarks/jobs.py --repeats 3)
+	$(if $(QUICK),,$(BIN)/python benchmarks/search_vs_grid.py)
 
 # GPU check (benchmarks/gpu_check.py): the CUDA tests first, eager against captured steps at the
 # published protocol, a captured AMP run resumed, and the CPU rate at 224 px, in under 6 minutes

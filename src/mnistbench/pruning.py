@@ -84,4 +84,19 @@ def _study(storage: str, name: str, pruner: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(pruner))
+    return optuna.load_study(
+        study_name=name, storage=rdb_storage(storage), pruner=make_pruner(pruner)
+    )
+
+
+STORAGE_TIMEOUT_SECONDS = 60
+"""How long a SQLite write waits for another process's (workers report every epoch while the
+driver asks and tells): SQLite's 5 s default fails a run on a busy storage."""
+
+
+def rdb_storage(url: str) -> Any:
+    """Optuna's RDB storage at `url`, its SQLite connections patient (STORAGE_TIMEOUT_SECONDS)."""
+    import optuna
+
+    connect = {"timeout": STORAGE_TIMEOUT_SECONDS} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})

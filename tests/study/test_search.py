@@ -137,6 +137,25 @@ def test_a_config_sampled_twice_runs_once(tmp_path, real_data_root):
     assert [t.value for t in trials] == [record.result.val_accuracy] * 3
 
 
+def test_a_grid_search_past_its_grid_and_a_trial_stranded_by_a_kill(tmp_path, real_data_root):
+    """Optuna's GridSampler stops a study once its grid is used up (an error outside
+    optimize); a trial asked but killed before its spec was kept is still run."""
+    text = SVM_SEARCH.format(trials=4, space='kernel = ["rbf", "poly"]').replace(
+        '"random"', '"grid"'
+    )
+    _, study = _study(tmp_path, text)
+    store_path = tmp_path / "runs.db"
+    experiment = study.experiment("find")
+    stranded = open_search(store_path, study, experiment).ask(experiment.search.distributions())
+    outcome = run_study(study, store_path, root=str(real_data_root))
+    assert outcome.searches["find"] == SearchCounts(complete=4)
+    trials = _trials(store_path, study)
+    assert trials[stranded.number].state == optuna.trial.TrialState.COMPLETE
+    with Store(store_path) as store:
+        assert sorted(r.spec.kernel for r in store.runs()) == ["poly", "rbf"]
+        assert all(r.attempt == 1 and r.spec.trial is None for r in store.runs())
+
+
 def test_the_median_pruner_judges_a_trial_through_its_link(tmp_path):
     """The engine's side: an epoch far under the finished trials' median is told to stop."""
     url = f"sqlite:///{tmp_path / 'o.db'}"

@@ -146,3 +146,43 @@ def test_search_identity_follows_space_and_overrides_not_trials(tmp_path):
 def test_trial_link_is_not_a_study_file_key(tmp_path):
     with pytest.raises(StudyFileError, match="unknown key 'trial'"):
         _load(tmp_path, "", head=HEAD + 'base = { trial = "x" }\n')
+
+
+def test_a_range_takes_its_type_from_the_field_not_from_how_it_is_written(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    space = "[experiments.find.search.space]\nweight_decay = { low = 0, high = 1 }\n"
+    dists = _load(tmp_path, "", space).experiment("find").search.distributions()
+    assert dists["weight_decay"] == FloatDistribution(0.0, 1.0)
+    with pytest.raises(StudyFileError, match="epochs is an integer"):
+        _load(
+            tmp_path,
+            "",
+            "[experiments.find.search.space]\nepochs = { low = 1, high = 4, step = 0.5 }\n",
+        )
+
+
+@pytest.mark.parametrize(
+    ("search", "space", "names"),
+    [
+        (
+            'metric = "train_loss"\ndirection = "maximize"\n',
+            SPACE,
+            "train_loss is better minimized",
+        ),
+        (
+            "",
+            "[experiments.find.search.space]\nmemory_format = ['channels_last', 'contiguous']\n",
+            "not searched",
+        ),
+    ],
+)
+def test_a_search_that_would_mislead_is_refused(tmp_path, search, space, names):
+    with pytest.raises(StudyFileError, match=names):
+        _load(tmp_path, search, space)
+
+
+def test_set_overrides_are_checked_against_the_space(tmp_path):
+    study = _load(tmp_path, 'pruner = "median"\n')
+    with pytest.raises(StudyFileError, match="eval_each_epoch"):
+        study.with_overrides({"eval_each_epoch": False})

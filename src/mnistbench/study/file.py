@@ -20,7 +20,7 @@ from typing import Any
 from mnistbench.config import RunSpec
 from mnistbench.errors import UserError
 from mnistbench.specfields import SpecError, by_hand_fields
-from mnistbench.study.search_space import Search, SearchTableError, parse_search
+from mnistbench.study.search_space import Search, SearchTableError, check_runs, parse_search
 
 
 class StudyFileError(UserError, ValueError):
@@ -260,8 +260,11 @@ def _experiment(
 
 
 def _check_specs(where: str, experiment: Experiment) -> None:
-    """Expand the experiment once: a bad value is a StudyFileError naming the key and value."""
+    """Expand the experiment once, and a search's space over its fixed fields (--set ones
+    included): a bad value is a StudyFileError naming the key and value."""
     try:
         experiment.specs()
-    except SpecError as exc:
+        if experiment.search is not None:
+            check_runs(experiment.search, experiment.fixed)
+    except (SpecError, SearchTableError) as exc:
         raise StudyFileError(f"{where}: {exc}") from exc

@@ -16,6 +16,7 @@ stored result, never run twice.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistbench.config import RunSpec
 from mnistbench.devices import concrete_spec
-from mnistbench.pruning import TrialLink, epoch_value, make_pruner
+from mnistbench.pruning import TrialLink, epoch_value, make_pruner, rdb_storage
 from mnistbench.result import RunResult
 from mnistbench.study.file import Experiment, StudySpec
 from mnistbench.study.store import RunRecord, Store
@@ -71,7 +72,7 @@ def open_search(
             )
         except KeyError:
             return None
-    opened = optuna.create_study(study_name=name, storage=url, pruner=make_pruner(search.pruner),
+    opened = optuna.create_study(study_name=name, storage=rdb_storage(url), pruner=make_pruner(search.pruner),
                                  direction=search.direction, load_if_exists=True)  # fmt: skip
     opened.sampler = search.make_sampler(asked=len(opened.get_trials(deepcopy=False)))
     opened.set_user_attr("mnistbench", {"study": study.name, "experiment": experiment.name,
@@ -156,8 +157,8 @@ def run_search(
         batch = _resumed(opened, experiment, link) + _asked(opened, experiment, link, parallel)
         if not batch:
             break
-        for run in batch:
-            store.register(study.name, experiment.name, [run.spec])
+        for run in batch:  # as a grid would: the link says how a run is judged, not what it is
+            store.register(study.name, experiment.name, [run.spec.replace(trial=None)])
         to_run = list({run.key: run for run in batch if _status(store, run.key) in TO_RUN}.values())
         if to_run:
             run_batch(to_run)
@@ -172,7 +173,7 @@ def _resumed(opened: optuna.Study, experiment: Experiment, link: dict[str, Any])
     import optuna
 
     running = opened.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return [_trial_run(experiment, trial, link) for trial in running if SPEC in trial.user_attrs]
+    return [_trial_run(experiment, trial, link) for trial in running]
 
 
 def _asked(
@@ -180,13 +181,20 @@ def _asked(
 ) -> list[TrialRun]:
     """New trials, as many as `parallel` leaves room for beside the resumed ones, never past the
     search's `trials` (a killed search's RUNNING trials count: `_resumed` runs them)."""
+    import optuna
+
     search = experiment.search
     assert search is not None
     counts = SearchCounts.of(opened, search.trials)
     runs = []
     for _ in range(min(counts.left, max(0, parallel - counts.running))):
         trial = opened.ask(search.distributions())
-        spec = concrete_spec(experiment.trial_spec(trial.params))  # as `expand` keys a grid's
+        try:
+            spec = concrete_spec(experiment.trial_spec(trial.params))  # keyed as `expand` keys
+        except ValueError as exc:  # a point inside the space no run can be: a failed trial
+            trial.set_user_attr("error", str(exc))
+            opened.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
         trial.set_user_attr(RUN_KEY, spec.key())
         trial.set_user_attr(SPEC, spec.to_dict())
         runs.append(_linked(experiment, spec, trial._trial_id, trial.number, link))
@@ -194,7 +202,12 @@ def _asked(
 
 
 def _trial_run(experiment: Experiment, trial: optuna.trial.FrozenTrial, link: dict) -> TrialRun:
-    spec = RunSpec.from_dict(trial.user_attrs[SPEC])
+    """A RUNNING trial's run: its stored spec, or one made from its params (a kill between
+    `ask` and storing the spec)."""
+    stored = trial.user_attrs.get(SPEC)
+    spec = (
+        RunSpec.from_dict(stored) if stored else concrete_spec(experiment.trial_spec(trial.params))
+    )
     return _linked(experiment, spec, trial._trial_id, trial.number, link)
 
 
@@ -223,11 +236,14 @@ def _tell(opened: optuna.Study, batch: list[TrialRun], store: Store, metric: str
             continue
         value = trial_value(record, metric)
         if value is not None:
-            opened.tell(run.number, value)
+            told_as: dict[str, Any] = {"values": value}
         elif record.status == "pruned":
-            opened.tell(run.number, state=optuna.trial.TrialState.PRUNED)
+            told_as = {"state": optuna.trial.TrialState.PRUNED}
         else:  # failed, skipped, diverged: no value to learn from
-            opened.tell(run.number, state=optuna.trial.TrialState.FAIL)
+            told_as = {"state": optuna.trial.TrialState.FAIL}
+        # Another `study run` on this search may have told it first.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            opened.tell(run.number, skip_if_finished=True, **told_as)
         told += 1
     return told
 

@@ -18,6 +18,7 @@ search itself runs in study/search.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistbench.config import RunSpec
 from mnistbench.pruning import PRUNERS
-from mnistbench.specfields import by_hand_fields
+from mnistbench.specfields import by_hand_fields, field_role
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -42,6 +43,8 @@ RANGE_KEYS = {"low", "high", "log", "step"}
 # Fields a search never samples: what the trial is (its seed comes from the experiment) or
 # how it runs, not what it computes.
 NOT_SEARCHABLE = {"seed", "threads", "device", "dataset", "model"}
+SPEED_ONLY = {f.name for f in dataclasses.fields(RunSpec) if field_role(f).identity == "never"}
+"""Fields that change how fast a run goes, not what it computes: every value is one run."""
 
 
 class SearchTableError(ValueError):
@@ -122,12 +125,17 @@ class Search:
         if self.sampler == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         grid = {dimension.name: list(dimension.choices) for dimension in self.space}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        # The grid's seed only shuffles its points, which trials name by index: one order for
+        # every process, or a resumed search would map an index to another point.
+        return grid_sampler_without_stop()(grid, seed=self.seed)
 
     def digest(self, base: dict[str, Any]) -> str:
         """What makes two searches the same search (the trials count aside: raising it goes on
-        with the same one): its space, sampler, seed, pruner, metric and the fixed fields."""
-        same = {k: v for k, v in self.table.items() if k not in ("trials", "parallel")}
+        with the same one): its parsed space, sampler, seed, pruner, metric and direction, and
+        the fixed fields of its runs (their seed included)."""
+        same = {name: getattr(self, name)
+                for name in ("sampler", "seed", "pruner", "metric", "direction")}  # fmt: skip
+        same["space"] = [dataclasses.asdict(dimension) for dimension in self.space]
         text = json.dumps({"search": same, "base": base}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -150,6 +158,11 @@ def parse_search(table: object, base: dict[str, Any]) -> Search:
         "metric": _metric(table),
     }
     values["direction"] = _choice(table, "direction", METRICS[values["metric"]], DIRECTIONS)
+    if values["direction"] != METRICS[values["metric"]]:
+        raise SearchTableError(
+            f"search.direction = {values['direction']!r}: {values['metric']} is better "
+            f"{METRICS[values['metric']].removesuffix('imize')}imized"
+        )
     values["parallel"] = _positive_int(table, "parallel", None)
     space = _space(table.get("space"))
     if values["sampler"] == "grid" and any(not dimension.choices for dimension in space):
@@ -157,7 +170,7 @@ def parse_search(table: object, base: dict[str, Any]) -> Search:
             'search.sampler = "grid" samples lists only: give each space key a list'
         )
     search = Search(space, **values, table=table)
-    _check_runs(search, base)
+    check_runs(search, base)
     return search
 
 
@@ -184,7 +197,7 @@ def _space(space: object) -> tuple[Dimension, ...]:
             raise SearchTableError(
                 f"{where}: unknown key {name!r} (RunSpec fields: {sorted(known)})"
             )
-        if name in NOT_SEARCHABLE:
+        if name in NOT_SEARCHABLE or name in SPEED_ONLY:
             raise SearchTableError(f"{where}: {name} is not searched (set it in base or a grid)")
         dimensions.append(_dimension(where, name, value))
     return tuple(dimensions)
@@ -212,11 +225,23 @@ def _dimension(where: str, name: str, value: object) -> Dimension:
         raise SearchTableError(f"{where}: a log range needs low > 0 and no step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers) or step <= 0):
         raise SearchTableError(f"{where}.step must be a positive number")
+    if _field_type(name) == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
+        raise SearchTableError(f"{where}: {name} is an integer: give integer low, high and step")
+    if _field_type(name) != "int":  # a float field: a float range, however the ends are written
+        low, high = float(low), float(high)
     return Dimension(name, low=low, high=high, log=log, step=step)
 
 
-def _check_runs(search: Search, base: dict[str, Any]) -> None:
-    """Every edge of the space makes a valid run that the metric can be read from."""
+def _field_type(name: str) -> str:
+    """'int', 'float', ... as RunSpec declares the field (None-able or not)."""
+    declared = next(f for f in dataclasses.fields(RunSpec) if f.name == name)
+    kind = declared.type if isinstance(declared.type, str) else declared.type.__name__
+    return kind.split(" | ")[0]
+
+
+def check_runs(search: Search, base: dict[str, Any]) -> None:
+    """Every edge of the space makes a valid run over `base` (the experiment's fields, --set
+    overrides included) that the metric can be read from."""
     for dimension in search.space:
         for value in dimension.ends():
             try:
@@ -229,7 +254,9 @@ def _check_runs(search: Search, base: dict[str, Any]) -> None:
             "search.metric = 'val_accuracy' needs a validation split: set val_fraction"
             " (e.g. 0.1) in base, or split = 'assignment'"
         )
-    if search.pruner != "none" and not spec.is_svm and not spec.eval_each_epoch:
+    if search.metric == "train_loss" and spec.is_svm:
+        raise SearchTableError("search.metric = 'train_loss': an SVM has none; use val_accuracy")
+    if search.pruner != "none" and search.metric == "val_accuracy" and not spec.eval_each_epoch:
         raise SearchTableError(
             f"search.pruner = {search.pruner!r} judges each epoch: eval_each_epoch must be true"
         )
@@ -254,3 +281,17 @@ def _positive_int(table: dict[str, Any], key: str, default: int | None) -> int |
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise SearchTableError(f"search.{key} = {value!r}: must be a positive integer")
     return value
+
+
+def grid_sampler_without_stop() -> type:
+    import optuna
+
+    class GridNoStop(optuna.samplers.GridSampler):
+        """Optuna's GridSampler, but it never calls `study.stop()` when the grid is used up:
+        that raises outside `optimize`, and a search asks and tells trials itself. A search of
+        more trials than grid points samples points again; the store runs each once."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridNoStop

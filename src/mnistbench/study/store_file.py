@@ -23,8 +23,8 @@ STATUSES = ("pending", "running", "done", "failed", "skipped", "pruned")
 """A run's status in the store ('pruned': a search's trial that its pruner stopped)."""
 
 
-def _runs_table(name: str) -> str:
-    statuses = ", ".join(f"'{status}'" for status in STATUSES)
+def _runs_table(name: str, allowed: tuple[str, ...] = STATUSES) -> str:
+    statuses = ", ".join(f"'{status}'" for status in allowed)
     return f"""CREATE TABLE {name} (
         key TEXT PRIMARY KEY,
         spec TEXT NOT NULL,                 -- RunSpec.to_dict() as JSON
@@ -61,7 +61,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("DROP TABLE IF EXISTS epochs",),  # the history is in the result; nothing read the table
     # SQLite cannot change a CHECK constraint: the runs table is copied into a new one.
     2: (
-        _runs_table("runs_v3"),
+        # Schema 3's statuses as written then: a later status is a migration of its own.
+        _runs_table("runs_v3", ("pending", "running", "done", "failed", "skipped", "pruned")),
         "INSERT INTO runs_v3 SELECT key, spec, status, result, error, traceback, attempt, host,"
         " pid, created_at, started_at, finished_at, heartbeat_at FROM runs",
         "DROP TABLE runs",

@@ -158,7 +158,7 @@ def train_epochs(
             save_checkpoint(
                 ckpt_path, spec, training, epoch, progress.history, progress.train_seconds
             )
-        if spec.trial is not None and trial_stops(spec, epoch, entry):
+        if spec.trial is not None and trial_stops(spec, epoch, entry, reporter):
             # The checkpoint stays: a trial stopped too early can be taken on later.
             progress.status = "pruned"
             progress.message = f"pruned by the search's pruner after epoch {epoch}"
@@ -166,10 +166,14 @@ def train_epochs(
             return
 
 
-def trial_stops(spec: RunSpec, epoch: int, entry: EpochRecord) -> bool:
+def trial_stops(spec: RunSpec, epoch: int, entry: EpochRecord, reporter: Reporter) -> bool:
     """Whether the search this run is a trial of stops it after this epoch (pruning.py)."""
     link = TrialLink.from_text(spec.trial)
-    return link.hears(epoch, entry.progress_line(), last=epoch == spec.epochs)
+    try:
+        return link.hears(epoch, entry.progress_line(), last=epoch == spec.epochs)
+    except Exception as exc:  # a busy or unreachable storage: the run goes on, unjudged
+        reporter.log(f"{spec.label()}: the search's pruner was not asked ({exc}); training on")
+        return False
 
 
 def assemble_result(setup: Setup, progress: Progress, flops: Flops) -> RunResult:
