@@ -52,14 +52,20 @@ def test_dry_run_prices_the_trials_left_at_the_dearest_corner(tmp_path, monkeypa
     dearest = search["seconds_at_most"] / 3
     cheapest = tmp_path / "cheap.toml"  # the same search with every trial at 2 epochs
     cheapest.write_text(SEARCH.replace("epochs = { low = 2, high = 4 }", "epochs = [2]"))
-    assert main(["study", "status", str(cheapest), "--store", str(tmp_path / "x.db"), "--json", "-"]) == 0
+    assert (
+        main(["study", "status", str(cheapest), "--store", str(tmp_path / "x.db"), "--json", "-"])
+        == 0
+    )
     (cheap,) = json.loads(capsys.readouterr().out)["searches"]
     assert cheap["seconds_at_most"] / 5 < dearest, "the dearest corner is the 4-epoch one"
 
     assert main(["study", "run", str(path), "--store", str(store_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "search find: 3 of 5 trials asked (2 complete, 0 pruned, 0 failed, 1 running), 2 left" in out
-    assert "3 trial(s) to run: at most" in out
-    assert len(optuna.load_study(study_name=opened.study_name, storage=opened._storage).trials) == 3, (
-        "a dry run asks no trial"
+    assert (
+        "search find: 3 of 5 trials asked (2 complete, 0 pruned, 0 failed, 1 running), 2 left"
+        in out
     )
+    assert "3 trial(s) to run: at most" in out
+    assert (
+        len(optuna.load_study(study_name=opened.study_name, storage=opened._storage).trials) == 3
+    ), "a dry run asks no trial"
