@@ -180,6 +180,9 @@ def test_an_undertrained_model_pair_is_said_so_and_never_counted_as_a_win(tmp_pa
         "undertrained, so this does not compare the architectures."
     )
     assert models.data == {"undertrained": 1} and len(models.runs) == 2
+    report = report_of(store_of(tmp_path / "h.db", "grid", runs))
+    (best,) = [i for i in report.headline if "runner-up ResNet-50" in i.text]
+    assert "41.40 points lower (undertrained: 64 optimizer steps at lr 0.0001)" in best.text
 
 
 def test_the_fair_pairs_are_compared_and_the_undertrained_one_left_out(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ def runner_up(exps: list[Experiment], best: dict, second: dict) -> str:
     gap = best["test_accuracy_mean"] - second["test_accuracy_mean"]
     what = label(second, exps[second["exp"]].axes, dataset=False)
     text = f"; runner-up {what} at {accuracy(second)}, {gap:.2f} points lower"
+    why = undertrained(exps[second["exp"]], second) if gap > OUTLIER_POINTS else ""
+    text += f" ({why})" if why else ""  # a far lower runner-up that did not train enough
     if min(best["n_ok"], second["n_ok"]) < 2:  # untested: the report says so once, atop
         return text + "."
     from scipy import stats  # here: importing it takes a second, and one seed needs no test
