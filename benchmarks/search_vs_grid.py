@@ -36,6 +36,10 @@ MNISTBENCH = [sys.executable, "-m", "mnistbench"]
 GRID_STORE = REPO / "results" / "search_vs_grid" / "grid.db"
 
 
+OVERRIDES: list[str] = []
+"""`--set KEY=VALUE` fields given to every `study run` (a variant of the study: its own runs)."""
+
+
 def run(store: Path, only: str, sampler_seed: int = 0) -> float:
     """`study run --only ONLY` of the benchmark's study (its search seeded `sampler_seed`)
     into `store`; its wall seconds."""
@@ -46,7 +50,8 @@ def run(store: Path, only: str, sampler_seed: int = 0) -> float:
     study.write_text(text)
     started = time.perf_counter()
     subprocess.run([*MNISTBENCH, "study", "run", str(study), "--store", str(store), "--quiet",
-                    "--only", only], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                    "--only", only, *(["--set", *OVERRIDES] if OVERRIDES else [])],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return time.perf_counter() - started
 
 
@@ -68,10 +73,12 @@ def spent(store: Path, experiment: str) -> dict[str, float]:
 
 
 def compare(seeds: int, work: Path) -> None:
-    grid_store = GRID_STORE  # kept: a second invocation reuses the grid's runs
+    variant = "-".join(OVERRIDES).replace("=", "_") or "as-written"
+    grid_store = GRID_STORE.with_name(f"grid-{variant}.db")  # kept: a second invocation reuses it
     run(grid_store, "grid")
     grid = spent(grid_store, "grid")
-    print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}\n")
+    variant = f" with --set {' '.join(OVERRIDES)}" if OVERRIDES else ""
+    print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}{variant}\n")
     print(
         "| run | best val % | its test % | runs (pruned) | training images | share of grid | train s |"
     )
@@ -119,7 +126,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead pair")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="fields set in every run, e.g. val_limit=5000")  # fmt: skip
     args = parser.parse_args()
+    OVERRIDES[:] = args.set
     GRID_STORE.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         if not args.skip_compare:
