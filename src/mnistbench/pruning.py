@@ -83,7 +83,6 @@ def _study(storage: str, name: str, pruner: str) -> Any:
     """One storage connection per process for every epoch of every trial it runs."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(
         study_name=name, storage=rdb_storage(storage), pruner=make_pruner(pruner)
     )
@@ -95,8 +94,11 @@ driver asks and tells): SQLite's 5 s default fails a run on a busy storage."""
 
 
 def rdb_storage(url: str) -> Any:
-    """Optuna's RDB storage at `url`, its SQLite connections patient (STORAGE_TIMEOUT_SECONDS)."""
+    """Optuna's RDB storage at `url`, its SQLite connections patient (STORAGE_TIMEOUT_SECONDS);
+    the one place a storage is made, so Optuna's per-trial INFO lines are quieted here too."""
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     connect = {"timeout": STORAGE_TIMEOUT_SECONDS} if url.startswith("sqlite") else {}
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})

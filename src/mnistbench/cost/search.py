@@ -13,7 +13,7 @@ from mnistbench.cost.estimate import Estimator
 from mnistbench.cost.probe import Probes
 from mnistbench.devices import concrete_spec
 from mnistbench.study.file import Experiment, StudySpec
-from mnistbench.study.search import SearchCounts, open_search
+from mnistbench.study.search import SearchCounts, search_counts
 from mnistbench.study.store import Store
 
 CORNERS_AT_MOST = 32
@@ -63,8 +63,7 @@ def forecast_searches(
     for experiment in study.select(only):
         if experiment.search is None:
             continue
-        opened = open_search(store_path, study, experiment, create=False)
-        counts = SearchCounts.of(opened, experiment.search.trials)
+        counts = search_counts(store_path, study, experiment)
         dearest, label = None, "nothing left to run"
         if counts.left + counts.running:
             estimates = [(estimator.seconds(spec), spec) for spec in corner_specs(experiment)]

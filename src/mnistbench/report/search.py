@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mnistbench.pruning import rdb_storage
 from mnistbench.report.plots import Plot, to_plot
 from mnistbench.report.tables import Table
 from mnistbench.report.text import show
@@ -60,9 +61,8 @@ def searched_experiments(store: Store, study: str | None) -> dict[tuple[str, str
 
     if not storage_path(Path(store.path)).exists():
         return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     found = {}
-    for summary in optuna.get_all_study_summaries(storage_url(Path(store.path))):
+    for summary in optuna.get_all_study_summaries(rdb_storage(storage_url(Path(store.path)))):
         owner = summary.user_attrs.get("mnistbench", {})
         if owner and (study is None or owner.get("study") == study):
             found[(owner["study"], owner["experiment"])] = summary.study_name
@@ -72,14 +72,16 @@ def searched_experiments(store: Store, study: str | None) -> dict[tuple[str, str
 def search_sections(store: Store, study: str | None, plots: bool = True) -> list[SearchSection]:
     import optuna
 
-    sections = []
+    sections, url = [], storage_url(Path(store.path))
     for (study_name, experiment), name in searched_experiments(store, study).items():
-        opened = optuna.load_study(study_name=name, storage=storage_url(Path(store.path)))
+        opened = optuna.load_study(study_name=name, storage=rdb_storage(url))
         trials = opened.get_trials(deepcopy=False)
         records = {t.number: store.get(t.user_attrs.get(RUN_KEY, "")) for t in trials}
+        complete = _complete(trials)
         section = SearchSection(
-            experiment, name, storage_url(Path(store.path)),
-            lines=_best_line(opened, records) + _importance_line(opened) + _pruned_lines(trials, records),
+            experiment, name, url,
+            lines=_best_line(opened, complete, records) + _importance_line(opened, complete)
+            + _pruned_lines(trials, records),
             trials=_trials_table(experiment, trials, records),
             versus=_versus(store, study_name, experiment, trials, records),
         )  # fmt: skip
@@ -97,8 +99,9 @@ def _complete(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froze
     return [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def _best_line(opened: optuna.Study, records: dict[int, RunRecord | None]) -> list[str]:
-    complete = _complete(opened.get_trials(deepcopy=False))
+def _best_line(
+    opened: optuna.Study, complete: list, records: dict[int, RunRecord | None]
+) -> list[str]:
     if not complete:
         return ["No trial has finished yet."]
     best = opened.best_trial
@@ -113,11 +116,11 @@ def _best_line(opened: optuna.Study, records: dict[int, RunRecord | None]) -> li
     return [f"Best trial: #{best.number} ({config}): {metric_label(metric)} {value}{tested}."]
 
 
-def _importance_line(opened: optuna.Study) -> list[str]:
+def _importance_line(opened: optuna.Study, complete: list) -> list[str]:
     """Optuna's own importances (fANOVA), where there is enough to say anything."""
     import optuna
 
-    if len(_complete(opened.get_trials(deepcopy=False))) < 4:
+    if len(complete) < 4:
         return []
     try:
         importances = optuna.importance.get_param_importances(opened)

@@ -59,7 +59,6 @@ def open_search(
     """The experiment's Optuna study, made when `create` (None when it is not and has none)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = experiment.search
     assert search is not None
     name, url = optuna_name(study, experiment), storage_url(store_path)
@@ -123,13 +122,19 @@ class SearchCounts:
         return self.complete + self.pruned + self.failed + self.running
 
 
+def search_counts(store_path: Path, study: StudySpec, experiment: Experiment) -> SearchCounts:
+    """Where an experiment's search stands in the storage (all left when it has none yet)."""
+    assert experiment.search is not None
+    opened = open_search(store_path, study, experiment, create=False)
+    return SearchCounts.of(opened, experiment.search.trials)
+
+
 def trials_to_run(store_path: Path, study: StudySpec, only: list[str] | None) -> int:
     """The trials the study's searches have still to run (a killed search's included)."""
     total = 0
     for experiment in study.select(only):
         if experiment.search is not None:
-            opened = open_search(store_path, study, experiment, create=False)
-            counts = SearchCounts.of(opened, experiment.search.trials)
+            counts = search_counts(store_path, study, experiment)
             total += counts.left + counts.running
     return total
 
