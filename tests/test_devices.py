@@ -17,8 +17,8 @@ from mnistbench.devices import (
 from mnistbench.engines import skip_reason
 from mnistbench.engines.svm import backends
 from mnistbench.result import RunResult
-from mnistbench.study import executors
 from mnistbench.study.cleanup import checkpoint_dir_for
+from mnistbench.study.executors import local
 from mnistbench.study.file import load_study
 from mnistbench.study.run import plan, run_study
 from mnistbench.study.store import Store
@@ -167,8 +167,8 @@ class Stub:
 
     def __init__(self, monkeypatch) -> None:
         self.ran: list[RunSpec] = []
-        monkeypatch.setattr(executors, "cached_dataset", lambda name, root: None)
-        monkeypatch.setattr(executors, "run_spec", self.run)
+        monkeypatch.setattr(local, "cached_dataset", lambda name, root: None)
+        monkeypatch.setattr(local, "run_spec", self.run)
 
     def run(self, spec, data, checkpoints, reporter) -> RunResult:
         self.ran.append(spec)

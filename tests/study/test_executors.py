@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mnistbench.progress import Reporter
 from mnistbench.result import RunResult
-from mnistbench.study import executors
+from mnistbench.study.executors import processes
 from mnistbench.study.file import load_study
 from mnistbench.study.run import Heartbeat, RunContext, StudyOutcome, plan
 from mnistbench.study.scheduler import Slots
@@ -55,12 +55,12 @@ def test_a_run_the_broken_pool_refused_goes_back_to_the_queue_and_to_pending(tmp
         context = RunContext(
             store, heartbeat, StudyOutcome(), Reporter(), False, None, tmp_path / "store.db"
         )
-        worker_plan = executors._WorkerPlan(
+        worker_plan = processes._WorkerPlan(
             {run.key: None for run in runs}, Slots(cpu_workers=2, gpus=0), 1, 1, str(tmp_path)
         )
         queue = list(runs)
-        broken = executors._feed_workers(
-            _PoolThatBreaks(), executors.GpuThreads(1), queue, worker_plan, context
+        broken = processes._feed_workers(
+            _PoolThatBreaks(), processes.GpuThreads(1), queue, worker_plan, context
         )
         statuses = {run.key: store.get(run.key).status for run in runs}
         first_error = store.get(runs[0].key).error
@@ -99,10 +99,10 @@ def test_each_stored_result_says_how_long_it_lived_and_beside_how_many_runs(tmp_
             store, heartbeat, StudyOutcome(), Reporter(), False, None, tmp_path / "store.db"
         )
         slots = Slots(cpu_workers=2, gpus=0, clock=lambda: clock[0])
-        worker_plan = executors._WorkerPlan({run.key: None for run in runs}, slots, 1, 1, "")
-        assert not executors._feed_workers(
+        worker_plan = processes._WorkerPlan({run.key: None for run in runs}, slots, 1, 1, "")
+        assert not processes._feed_workers(
             _PoolThatTakesFiveSeconds(clock),
-            executors.GpuThreads(1),
+            processes.GpuThreads(1),
             list(runs),
             worker_plan,
             context,
@@ -126,8 +126,8 @@ def test_gpu_threads_stop_their_runs_at_the_next_report_when_the_study_stops():
             time.sleep(0.01)
         return "never stopped"
 
-    threads = executors.GpuThreads(1)
+    threads = processes.GpuThreads(1)
     future = threads.submit(run_until_stopped)
     assert reported.wait(timeout=10)
     threads.stop()  # returns once the run has stopped
-    assert isinstance(future.exception(timeout=0), executors.StopRequested)
+    assert isinstance(future.exception(timeout=0), processes.StopRequested)

@@ -15,7 +15,7 @@ import torch
 from mnistbench.data import load_dataset
 from mnistbench.engines import run_spec
 from mnistbench.progress import Reporter
-from mnistbench.study import executors
+from mnistbench.study.executors import local, processes
 from mnistbench.study.file import load_study
 from mnistbench.study.run import checkpoint_dir_for, expand, run_study
 from mnistbench.study.store import Store
@@ -96,7 +96,7 @@ def test_runs_what_is_missing_and_records_failures_and_skips(tmp_path, real_data
 
 def test_jobs_split_threads_between_worker_processes(tmp_path, real_data_root, monkeypatch):
     # The study asks for 1 thread per run; the machine is said to have 8 cores: 2 jobs get 4 each.
-    monkeypatch.setattr(executors, "default_threads", lambda: 8)
+    monkeypatch.setattr(processes, "default_threads", lambda: 8)
     study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
     store_path = tmp_path / "store.db"
     outcome = run_study(study, store_path, only=["grid"], jobs=2, root=str(real_data_root))
@@ -112,7 +112,8 @@ def test_jobs_auto_runs_one_worker_per_core_up_to_the_runs_to_do(
     tmp_path, real_data_root, monkeypatch
 ):
     # 4 cores and plenty of memory, 2 CPU runs: 2 workers (not 4), the cores split between them.
-    monkeypatch.setattr(executors, "default_threads", lambda: 4)
+    monkeypatch.setattr(local, "default_threads", lambda: 4)
+    monkeypatch.setattr(processes, "default_threads", lambda: 4)
     monkeypatch.setattr("mnistbench.measure.available_memory", lambda: 64 * 2**30)
     study = _study(tmp_path, TINY.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
     store_path = tmp_path / "store.db"

@@ -241,7 +241,7 @@ def test_whole_gpu_runs_go_in_process_unless_cpu_runs_can_go_beside_them(tmp_pat
 
 
 def test_experiment_resources_become_ray_options_fractional_gpus_included():
-    from mnistbench.study.executors import _ray_options
+    from mnistbench.study.executors.on_ray import _ray_options
     from mnistbench.study.file import Experiment
 
     shared = Experiment("q1a", resources={"num_cpus": 2, "num_gpus": 0.25, "max_retries": 5})

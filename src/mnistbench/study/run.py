@@ -272,7 +272,7 @@ def run_study(
     runner = executors.make_executor(executor, options)  # an unknown name: before any work
     reporter = reporter or Reporter()
     outcome = StudyOutcome()
-    with Store(store_path) as store, Heartbeat(store) as heartbeat:
+    with Store(store_path) as store, Heartbeat(store) as heartbeat, runner.session():
         planned = plan(study, store, only, log=reporter.log)
         todo = _to_claim(store, planned, retry_failed, outcome)
         seconds = estimates(todo, store, reporter) if estimates and reporter.shows_eta else None

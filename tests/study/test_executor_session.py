@@ -1,0 +1,136 @@
+"""An executor's session (executors/base.py): one `study run` starts what is dear to start once,
+for its grid and every batch of a search's trials, and lets go of it at the end. Here Ray: a
+stand-in module counts how often a local Ray is started and shut down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mnistbench import engines
+from mnistbench.result import RunResult
+from mnistbench.study.executors import on_ray
+from mnistbench.study.file import load_study
+from mnistbench.study.run import run_study
+from mnistbench.study.search import SearchCounts
+
+SEARCH = """
+[study]
+name = "session"
+
+[defaults]
+dataset = "mnist"
+model = "svm"
+val_fraction = 0.1
+
+[experiments.grid.grid]
+C = [1.0]
+
+[experiments.find.search]
+trials = 4
+sampler = "random"
+parallel = 2
+
+[experiments.find.search.space]
+C = { low = 0.1, high = 10.0, log = true }
+"""
+
+
+class FakeRay:
+    """What RayExecutor asks of the `ray` module; each task runs at once, in this process."""
+
+    def __init__(self) -> None:
+        self.inits = 0
+        self.shutdowns = 0
+        self.running = False
+
+    def init(self, **kwargs: Any) -> None:
+        assert not self.running, "a second Ray started while one runs"
+        self.inits += 1
+        self.running = True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.running = False
+
+    def remote(self, work: Any) -> Any:
+        ray = self
+
+        class Task:
+            def options(self, **options: Any) -> Task:
+                return self
+
+            def remote(self, *args: Any) -> _Ref:
+                assert ray.running, "a task sent to a Ray that is not running"
+                return _Ref(work(*args))
+
+        return Task()
+
+    def wait(self, refs: list, num_returns: int) -> tuple[list, list]:
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref: _Ref) -> dict:
+        return ref.value
+
+
+class _Ref:
+    """A finished task's object reference (hashable, as Ray's are)."""
+
+    def __init__(self, value: dict) -> None:
+        self.value = value
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
+    ray = FakeRay()
+    monkeypatch.setattr(on_ray, "_ray", lambda: ray)
+
+    def trained(spec: dict, root: str | None, checkpoints: str | None, threads: int) -> dict:
+        accuracy = 90.0 + spec["C"]  # a different value per trial, for the sampler to tell
+        return RunResult(spec=spec, test_accuracy=accuracy, val_accuracy=accuracy).to_dict()
+
+    monkeypatch.setattr(engines, "run_in_worker", trained)
+    return ray
+
+
+def test_a_study_run_starts_one_local_ray_for_its_grid_and_every_batch_of_trials(
+    tmp_path: Path, fake_ray: FakeRay
+) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    outcome = run_study(load_study(path), tmp_path / "runs.db", executor="ray")
+    assert outcome.done == 5  # the grid's run and 4 trials
+    assert outcome.searches["find"] == SearchCounts(complete=4)  # two batches of 2
+    assert (fake_ray.inits, fake_ray.shutdowns) == (1, 1)
+    assert not fake_ray.running
+
+
+def test_outside_a_session_each_run_starts_and_ends_its_own_ray(
+    tmp_path: Path, fake_ray: FakeRay
+) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    study = load_study(path)
+    executor = on_ray.RayExecutor()
+    for _ in range(2):
+        executor.run([], _NoContext(), study)
+    assert (fake_ray.inits, fake_ray.shutdowns) == (2, 2)
+
+
+def test_a_ray_cluster_given_by_address_is_joined_once_and_never_shut_down(
+    tmp_path: Path, fake_ray: FakeRay
+) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    run_study(load_study(path), tmp_path / "runs.db", executor="ray", ray_address="auto")
+    assert (fake_ray.inits, fake_ray.shutdowns) == (1, 0)
+
+
+class _NoContext:
+    """A context for a `run` with nothing to do."""
+
+    reporter = None
+    root = None
+    checkpoints = Path(".")
