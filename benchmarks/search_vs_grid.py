@@ -19,6 +19,7 @@ markdown tables for benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -40,21 +41,27 @@ OVERRIDES: list[str] = []
 """`--set KEY=VALUE` fields given to every `study run` (a variant of the study: its own runs)."""
 TRIALS: list[int] = []
 """`--trials N`: the search's budget instead of the study file's."""
+SEARCHES = {"points": "search", "lr-range": "search_lr_range"}
+"""`--space`: the experiment searched. `points` samples the grid's own 24 points; `lr-range`
+samples lr anywhere in the grid's range (log), the other fields at the grid's values."""
 
 
-def run(store: Path, only: str, sampler_seed: int = 0) -> float:
-    """`study run --only ONLY` of the benchmark's study (its search seeded `sampler_seed`)
-    into `store`; its wall seconds."""
+def run(store: Path, only: str, sampler_seed: int = 0, experiments: str = "") -> float:
+    """`study run --only ONLY` (names split by spaces) of the benchmark's study (its search seeded `sampler_seed`, with
+    `experiments` added to its file) into `store`; its wall seconds."""
     study = store.with_name(f"{store.stem}-{sampler_seed}.toml")
     text = re.sub(
-        r"^seed = 0  # sampler.*$", f"seed = {sampler_seed}", STUDY.read_text(), flags=re.M
+        r"^seed = 0  # sampler.*$",
+        f"seed = {sampler_seed}",
+        STUDY.read_text() + experiments,
+        flags=re.M,
     )
     if TRIALS:
         text = re.sub(r"^trials = \d+  # budget.*$", f"trials = {TRIALS[0]}", text, flags=re.M)
     study.write_text(text)
     started = time.perf_counter()
     subprocess.run([*MNISTBENCH, "study", "run", str(study), "--store", str(store), "--quiet",
-                    "--only", only, *(["--set", *OVERRIDES] if OVERRIDES else [])],
+                    "--only", *only.split(), *(["--set", *OVERRIDES] if OVERRIDES else [])],
                    check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return time.perf_counter() - started
 
@@ -92,14 +99,20 @@ def images_to_match(store: Path, experiment: str, target: float) -> tuple[int, i
     return None
 
 
-def compare(seeds: int, work: Path) -> None:
+def grid_store_path() -> Path:
+    """The grid's store for this variant of the study: kept, so a second invocation reuses it."""
     variant = "-".join(OVERRIDES).replace("=", "_") or "as-written"
-    grid_store = GRID_STORE.with_name(f"grid-{variant}.db")  # kept: a second invocation reuses it
+    return GRID_STORE.with_name(f"grid-{variant}.db")
+
+
+def compare(seeds: int, work: Path, searched: str) -> None:
+    grid_store = grid_store_path()
     run(grid_store, "grid")
     grid = spent(grid_store, "grid")
     variant = f" with --set {' '.join(OVERRIDES)}" if OVERRIDES else ""
     budget = f"; search trials: {TRIALS[0]}" if TRIALS else ""
-    print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}{variant}{budget}\n")
+    print(f"\nCPU: {cpu_model()}; study: {STUDY.relative_to(REPO)}{variant}; "
+          f"searched: experiment {searched}{budget}\n")  # fmt: skip
     print("| run | best val % | its test % | runs (pruned) | training images | share of grid "
           "| train s | matched after runs | share at match |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -108,10 +121,10 @@ def compare(seeds: int, work: Path) -> None:
     matched = 0
     for seed in range(seeds):
         store = work / f"search-{seed}.db"
-        run(store, "search", sampler_seed=seed)
-        found = spent(store, "search")
+        run(store, searched, sampler_seed=seed)
+        found = spent(store, searched)
         share = found["images"] / grid["images"]
-        match = images_to_match(store, "search", grid["best_val"])
+        match = images_to_match(store, searched, grid["best_val"])
         at_match = ("not matched", "") if match is None else (
             str(match[0]), f"{match[1] / grid['images']:.0%}")  # fmt: skip
         matched += match is not None and match[1] / grid["images"] <= 1 / 3
@@ -122,6 +135,38 @@ def compare(seeds: int, work: Path) -> None:
         f"\n{matched} of {seeds} searches came within 0.2 points of the grid's best for at most "
         "a third of its training images."
     )
+
+
+SPACE_FIELDS = ("lr", "batch_size", "optimizer", "weight_decay")
+
+
+def seed_spread(top: int, seeds: int) -> None:
+    """The grid's `top` configs again under `seeds` training seeds (into the grid's store):
+    how far one config's validation accuracy moves with the seed alone, beside the 0.2 points
+    the goal asks."""
+    grid_store = grid_store_path()
+    with Store(grid_store) as opened:
+        finished = [r for r in opened.runs(None, "grid") if r.status == "done"]
+    best = sorted(finished, key=lambda r: -r.result.val_accuracy)[:top]
+    configs = [{name: getattr(r.spec, name) for name in SPACE_FIELDS} for r in best]
+    experiments = "".join(
+        f"\n[experiments.top{rank}]\nseeds = {list(range(seeds))}\nbase = {{ "
+        + ", ".join(f"{name} = {json.dumps(value)}" for name, value in config.items())
+        + " }\n"
+        for rank, config in enumerate(configs)
+    )
+    run(grid_store, " ".join(f"top{rank}" for rank in range(top)), experiments=experiments)
+    with Store(grid_store) as opened:
+        records = [r for r in opened.runs() if r.status == "done"]
+    print(f"\nCPU: {cpu_model()}; the grid's best {top} configs under seeds 0-{seeds - 1}\n")
+    print("| config (grid rank) | val % per seed | mean | max - min |")
+    print("|---|---|---:|---:|")
+    for rank, config in enumerate(configs, start=1):
+        values = [r.result.val_accuracy for r in sorted(records, key=lambda r: r.spec.seed)
+                  if {name: getattr(r.spec, name) for name in SPACE_FIELDS} == config]  # fmt: skip
+        label = ", ".join(f"{name} {value}" for name, value in config.items())
+        print(f"| {label} ({rank}) | {', '.join(f'{v:.2f}' for v in values)} | "
+              f"{statistics.mean(values):.2f} | {max(values) - min(values):.2f} |")  # fmt: skip
 
 
 def overhead(repeats: int, work: Path) -> None:
@@ -147,6 +192,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="searches, one per sampler seed")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead pair")
     parser.add_argument("--trials", type=int, help="the search's budget of trials")
+    parser.add_argument("--space", choices=SEARCHES, default="points",
+                        help="the grid's points, or lr anywhere in its range (log)")  # fmt: skip
+    parser.add_argument("--seed-spread", type=int, default=0, metavar="TOP",
+                        help="also run the grid's TOP configs under --seeds training seeds")  # fmt: skip
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -157,7 +206,9 @@ def main() -> None:
     GRID_STORE.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         if not args.skip_compare:
-            compare(args.seeds, Path(work))
+            compare(args.seeds, Path(work), SEARCHES[args.space])
+        if args.seed_spread:
+            seed_spread(args.seed_spread, args.seeds)
         if not args.skip_overhead:
             overhead(args.repeats, Path(work))
 
