@@ -117,7 +117,7 @@ def compare(seeds: int, work: Path, searched: str) -> None:
           "| train s | matched after runs | share at match |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| grid | {grid['best_val']:.2f} | {grid['best_test']:.2f} | {grid['runs']} | "
-          f"{grid['images']:,} | 100 % | {grid['seconds']:.0f} | | |")  # fmt: skip
+          f"{grid['images']:,} | 100% | {grid['seconds']:.0f} | | |")  # fmt: skip
     matched = 0
     for seed in range(seeds):
         store = work / f"search-{seed}.db"

@@ -1,9 +1,11 @@
 """An executor's session (executors/base.py): one `study run` starts what is dear to start once,
-for its grid and every batch of a search's trials, and lets go of it at the end. Here Ray: a
-stand-in module counts how often a local Ray is started and shut down."""
+for its grid and every batch of a search's trials, and lets go of it at the end. Stand-ins
+count how often a local Ray starts and stops, and how many worker pools are made and shut down
+(tests/study/test_search.py runs real workers)."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 
 from mnistbench import engines
 from mnistbench.result import RunResult
-from mnistbench.study.executors import on_ray
+from mnistbench.study.executors import on_ray, processes
 from mnistbench.study.file import load_study
 from mnistbench.study.run import run_study
 from mnistbench.study.search import SearchCounts
@@ -82,17 +84,52 @@ class _Ref:
         self.value = value
 
 
+def trained(spec: dict, root: str | None, checkpoints: str | None, threads: int) -> dict:
+    """Stands in for engines.run_in_worker: a result at once."""
+    accuracy = 90.0 + spec["C"]  # a different value per trial, for the sampler to tell
+    return RunResult(spec=spec, test_accuracy=accuracy, val_accuracy=accuracy).to_dict()
+
+
 @pytest.fixture
 def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
     ray = FakeRay()
     monkeypatch.setattr(on_ray, "_ray", lambda: ray)
-
-    def trained(spec: dict, root: str | None, checkpoints: str | None, threads: int) -> dict:
-        accuracy = 90.0 + spec["C"]  # a different value per trial, for the sampler to tell
-        return RunResult(spec=spec, test_accuracy=accuracy, val_accuracy=accuracy).to_dict()
-
     monkeypatch.setattr(engines, "run_in_worker", trained)
     return ray
+
+
+class FakePools:
+    """Stands in for ProcessPoolExecutor: each task runs at submit, in this process; counts the
+    pools made and shut down, and can raise KeyboardInterrupt (a Ctrl-C) at the Nth submit."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.shut = 0
+        self.submits = 0
+        self.interrupt_at: int | None = None
+
+    def __call__(self, jobs: int, mp_context: object) -> FakePools:
+        self.made += 1
+        return self
+
+    def submit(self, work: Any, *args: Any) -> Future:
+        self.submits += 1
+        if self.submits == self.interrupt_at:
+            raise KeyboardInterrupt
+        future: Future = Future()
+        future.set_result(work(*args))
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        self.shut += 1
+
+
+@pytest.fixture
+def fake_pools(monkeypatch: pytest.MonkeyPatch) -> FakePools:
+    pools = FakePools()
+    monkeypatch.setattr(processes.concurrent.futures, "ProcessPoolExecutor", pools)
+    monkeypatch.setattr(engines, "run_in_worker", trained)
+    return pools
 
 
 def test_a_study_run_starts_one_local_ray_for_its_grid_and_every_batch_of_trials(
@@ -126,6 +163,38 @@ def test_a_ray_cluster_given_by_address_is_joined_once_and_never_shut_down(
     path.write_text(SEARCH)
     run_study(load_study(path), tmp_path / "runs.db", executor="ray", ray_address="auto")
     assert (fake_ray.inits, fake_ray.shutdowns) == (1, 0)
+
+
+def test_jobs_2_makes_one_worker_pool_for_the_grid_and_every_batch_of_trials(
+    tmp_path: Path, fake_pools: FakePools
+) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    outcome = run_study(load_study(path), tmp_path / "runs.db", jobs=2)
+    assert outcome.searches["find"] == SearchCounts(complete=4)
+    assert fake_pools.submits == 5
+    assert (fake_pools.made, fake_pools.shut) == (1, 1)
+
+
+def test_a_ctrl_c_in_a_later_batch_still_shuts_the_kept_workers_down(
+    tmp_path: Path, fake_pools: FakePools
+) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    fake_pools.interrupt_at = 4  # the grid's run and the first batch went through
+    with pytest.raises(KeyboardInterrupt):
+        run_study(load_study(path), tmp_path / "runs.db", jobs=2)
+    assert (fake_pools.made, fake_pools.shut) == (1, 1)
+
+
+def test_nested_sessions_let_go_when_the_outermost_ends(tmp_path: Path, fake_ray: FakeRay) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    executor = on_ray.RayExecutor()
+    with executor.session():
+        run_study(load_study(path), tmp_path / "runs.db", executor=executor)
+        assert fake_ray.running  # the inner session (the study run's) ended: still kept
+    assert (fake_ray.inits, fake_ray.shutdowns) == (1, 1)
 
 
 class _NoContext:

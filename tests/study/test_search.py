@@ -253,7 +253,9 @@ def test_a_sigkilled_search_goes_on_with_no_trial_lost_or_run_twice(tmp_path, re
 
 @pytest.mark.slow
 def test_jobs_2_runs_trials_two_at_a_time_in_worker_processes(tmp_path, real_data_root):
-    _, study = _study(tmp_path, RESNET_SEARCH.format(epochs=1, trials=4, pruner="none"))
+    text = RESNET_SEARCH.format(epochs=1, trials=4, pruner="none")
+    # On the CPU: a visible GPU would take the trials in threads of this process.
+    _, study = _study(tmp_path, text.replace("threads = 1", 'threads = 1\ndevice = "cpu"'))
     store_path = tmp_path / "runs.db"
     outcome = run_study(study, store_path, jobs=2, root=str(real_data_root))
     assert outcome.searches["find"] == SearchCounts(complete=4)

@@ -66,28 +66,29 @@ class Executor(ABC):
         """This executor as the options configure it; override when it takes any."""
         return cls()
 
-    in_session: bool = False
-    """True inside `session`: what a `run` started stays for the next."""
+    sessions: int = 0
+    """How many `session`s hold this executor (nested: one inside a caller's own)."""
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Held around every `run` of one study run (its grid, then each batch of a search's
         trials): an executor keeps what is dear to start (worker processes, a local Ray) from
-        one `run` to the next, and lets it go at the end. Outside a session a `run` lets go of
-        what it started before it returns (`run_ended`)."""
-        self.in_session = True
+        one `run` to the next, and lets it go when the outermost session ends. Outside a
+        session a `run` lets go of what it started before it returns (`run_ended`)."""
+        self.sessions += 1
         try:
             yield
         finally:
-            self.in_session = False
-            self.let_go()
+            self.sessions -= 1
+            if not self.sessions:
+                self.let_go()
 
     def let_go(self) -> None:  # noqa: B027 (most executors keep nothing: no override needed)
         """Stop what this executor keeps between runs; override when it keeps anything."""
 
     def run_ended(self) -> None:
         """Call at the end of `run`: outside a session, let go of what it started."""
-        if not self.in_session:
+        if not self.sessions:
             self.let_go()
 
     @abstractmethod

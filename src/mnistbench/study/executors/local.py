@@ -69,16 +69,17 @@ class LocalExecutor(Executor):
         if wants_worker_processes(list(shares.values()), int(jobs), gpus):
             workers = self._worker_pool(int(jobs))
             try:
-                ProcessExecutor(workers, gpus, shares).run(todo, context, study)
+                ProcessExecutor(int(jobs), workers, gpus, shares).run(todo, context, study)
             finally:
                 self.run_ended()
         else:
+            self.let_go()  # workers kept from an earlier run would only sit idle through this
             SequentialExecutor().run(todo, context, study)
 
     def _worker_pool(self, jobs: int) -> WorkerPool:
-        """The session's workers when there are `jobs` of them (--jobs auto may ask another
-        count for other runs: the old ones are closed), else new ones."""
-        if self._workers is None or self._workers.jobs != jobs:
+        """The session's workers when there are at least `jobs` of them (--jobs auto may ask
+        fewer for a later batch), else `jobs` new ones in their place."""
+        if self._workers is None or self._workers.jobs < jobs:
             self.let_go()
             self._workers = WorkerPool(jobs)
         return self._workers

@@ -60,15 +60,15 @@ class ProcessExecutor(Executor):
     """Runs fed as slots free up: `jobs` CPU runs at once in worker processes (spawned: no
     inherited torch threads or locks), and on each of `gpus` GPUs as many as their GPU fractions
     allow, as threads of this process (GpuThreads). Workers only compute. One that dies (killed,
-    out of memory, a crash in native code) fails its runs; fresh workers take the rest."""
+    out of memory, a crash in native code) fails its runs; fresh workers take the rest.
 
+    The caller owns `workers` (at least `jobs` of them) and closes them: LocalExecutor keeps
+    them for the next `run` of its session."""
+
+    jobs: int
     workers: WorkerPool
     gpus: int
     shares: dict[str, float | None]  # per run key: its GPU fraction, None for a CPU run
-
-    @property
-    def jobs(self) -> int:
-        return self.workers.jobs
 
     def run(self, todo: list[RunToDo], context: ExecutorContext, study: StudySpec) -> None:
         from mnistbench.study.scheduler import Slots, gpu_slots, worker_threads
@@ -89,8 +89,8 @@ class ProcessExecutor(Executor):
                     self.workers.close()
                 if broken and queue:
                     context.reporter.log(
-                        "a worker process died: its runs are recorded as failed (--retry-failed "
-                        "runs them again); new workers take the remaining runs"
+                        "a worker process died: a run it was running is recorded as failed "
+                        "(--retry-failed runs it again); new workers take the remaining runs"
                     )
         finally:
             gpu_pool.stop()
