@@ -1,18 +1,21 @@
 """What an adaptive search needs to match a grid's best, and what a trial costs over a plain run.
 
 1. A grid over a space (benchmarks/studies/search_vs_grid.toml: ResNet-18, FashionMNIST,
-   28 px, subsets) runs every config; a TPE search with median pruning over the same space,
-   with a third of the grid's runs as trials, runs once per sampler seed. Each in a store of
-   its own, so no search reuses another's runs. Compute is the training images each consumed
-   (pruned trials count the epochs they ran) and its train seconds. The goal: the grid's best
-   validation accuracy within 0.2 points, for at most a third of its compute.
-2. A trial's overhead: the same spec as a plain run and as a search's trial (its epochs told
+   28 px, subsets, cosine lr) runs every config; a TPE search with median pruning over the same
+   space runs once per sampler seed. Each in a store of its own, so no search reuses another's
+   runs. Compute is the training images each consumed (pruned trials count the epochs they
+   ran) and its train seconds; a search's compute to match is what its runs had consumed, in
+   the order asked, up to the first within 0.2 points of the grid's best validation accuracy.
+   The goal: that, for at most a third of the grid's compute.
+2. `--seed-spread TOP`: the grid's TOP configs again under other training seeds, to show how
+   much of "the grid's best" is the seed.
+3. A trial's overhead: the same spec as a plain run and as a search's trial (its epochs told
    to Optuna through the SQLite storage), train seconds and wall seconds, medians of repeats.
 
 Every command runs as a user would run it (`mnistbench study run`, a fresh process). Prints
-markdown tables for benchmarks/README.md.
+markdown tables for benchmarks/README.md (section 12).
 
-    python benchmarks/search_vs_grid.py                 # about an hour on 2 CPU cores
+    python benchmarks/search_vs_grid.py --seeds 5 --seed-spread 3   # about 45 min on 2 cores
     python benchmarks/search_vs_grid.py --seeds 1 --skip-overhead
 """
 
