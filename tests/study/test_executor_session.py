@@ -14,7 +14,7 @@ import pytest
 from mnistbench import engines
 from mnistbench.result import RunResult
 from mnistbench.study.executors import on_ray, processes
-from mnistbench.study.file import load_study
+from mnistbench.study.file import StudySpec, load_study
 from mnistbench.study.run import run_study
 from mnistbench.study.search import SearchCounts
 
@@ -84,6 +84,14 @@ class _Ref:
         self.value = value
 
 
+@pytest.fixture
+def study(tmp_path: Path) -> StudySpec:
+    """SEARCH, loaded: a grid of one run and a search of 2 batches of 2 trials."""
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    return load_study(path)
+
+
 def trained(spec: dict, root: str | None, checkpoints: str | None, threads: int) -> dict:
     """Stands in for engines.run_in_worker: a result at once."""
     accuracy = 90.0 + spec["C"]  # a different value per trial, for the sampler to tell
@@ -133,11 +141,9 @@ def fake_pools(monkeypatch: pytest.MonkeyPatch) -> FakePools:
 
 
 def test_a_study_run_starts_one_local_ray_for_its_grid_and_every_batch_of_trials(
-    tmp_path: Path, fake_ray: FakeRay
+    tmp_path: Path, study: StudySpec, fake_ray: FakeRay
 ) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
-    outcome = run_study(load_study(path), tmp_path / "runs.db", executor="ray")
+    outcome = run_study(study, tmp_path / "runs.db", executor="ray")
     assert outcome.done == 5  # the grid's run and 4 trials
     assert outcome.searches["find"] == SearchCounts(complete=4)  # two batches of 2
     assert (fake_ray.inits, fake_ray.shutdowns) == (1, 1)
@@ -145,11 +151,8 @@ def test_a_study_run_starts_one_local_ray_for_its_grid_and_every_batch_of_trials
 
 
 def test_outside_a_session_each_run_starts_and_ends_its_own_ray(
-    tmp_path: Path, fake_ray: FakeRay
+    tmp_path: Path, study: StudySpec, fake_ray: FakeRay
 ) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
-    study = load_study(path)
     executor = on_ray.RayExecutor()
     for _ in range(2):
         executor.run([], _NoContext(), study)
@@ -157,42 +160,36 @@ def test_outside_a_session_each_run_starts_and_ends_its_own_ray(
 
 
 def test_a_ray_cluster_given_by_address_is_joined_once_and_never_shut_down(
-    tmp_path: Path, fake_ray: FakeRay
+    tmp_path: Path, study: StudySpec, fake_ray: FakeRay
 ) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
-    run_study(load_study(path), tmp_path / "runs.db", executor="ray", ray_address="auto")
+    run_study(study, tmp_path / "runs.db", executor="ray", ray_address="auto")
     assert (fake_ray.inits, fake_ray.shutdowns) == (1, 0)
 
 
 def test_jobs_2_makes_one_worker_pool_for_the_grid_and_every_batch_of_trials(
-    tmp_path: Path, fake_pools: FakePools
+    tmp_path: Path, study: StudySpec, fake_pools: FakePools
 ) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
-    outcome = run_study(load_study(path), tmp_path / "runs.db", jobs=2)
+    outcome = run_study(study, tmp_path / "runs.db", jobs=2)
     assert outcome.searches["find"] == SearchCounts(complete=4)
     assert fake_pools.submits == 5
     assert (fake_pools.made, fake_pools.shut) == (1, 1)
 
 
 def test_a_ctrl_c_in_a_later_batch_still_shuts_the_kept_workers_down(
-    tmp_path: Path, fake_pools: FakePools
+    tmp_path: Path, study: StudySpec, fake_pools: FakePools
 ) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
     fake_pools.interrupt_at = 4  # the grid's run and the first batch went through
     with pytest.raises(KeyboardInterrupt):
-        run_study(load_study(path), tmp_path / "runs.db", jobs=2)
+        run_study(study, tmp_path / "runs.db", jobs=2)
     assert (fake_pools.made, fake_pools.shut) == (1, 1)
 
 
-def test_nested_sessions_let_go_when_the_outermost_ends(tmp_path: Path, fake_ray: FakeRay) -> None:
-    path = tmp_path / "search.toml"
-    path.write_text(SEARCH)
+def test_nested_sessions_let_go_when_the_outermost_ends(
+    tmp_path: Path, study: StudySpec, fake_ray: FakeRay
+) -> None:
     executor = on_ray.RayExecutor()
     with executor.session():
-        run_study(load_study(path), tmp_path / "runs.db", executor=executor)
+        run_study(study, tmp_path / "runs.db", executor=executor)
         assert fake_ray.running  # the inner session (the study run's) ended: still kept
     assert (fake_ray.inits, fake_ray.shutdowns) == (1, 1)
 
