@@ -13,7 +13,7 @@ import pytest
 
 from mnistbench import engines
 from mnistbench.result import RunResult
-from mnistbench.study.executors import on_ray, processes
+from mnistbench.study.executors import local, on_ray, processes
 from mnistbench.study.file import StudySpec, load_study
 from mnistbench.study.run import run_study
 from mnistbench.study.search import SearchCounts
@@ -118,6 +118,7 @@ class FakePools:
 
     def __call__(self, jobs: int, mp_context: object) -> FakePools:
         self.made += 1
+        self.jobs = jobs
         return self
 
     def submit(self, work: Any, *args: Any) -> Future:
@@ -137,6 +138,15 @@ def fake_pools(monkeypatch: pytest.MonkeyPatch) -> FakePools:
     pools = FakePools()
     monkeypatch.setattr(processes.concurrent.futures, "ProcessPoolExecutor", pools)
     monkeypatch.setattr(engines, "run_in_worker", trained)
+    # A run in this process (one at a time under --jobs auto) is trained at once too.
+    monkeypatch.setattr(local, "cached_dataset", lambda name, root: None)
+    monkeypatch.setattr(
+        local,
+        "run_spec",
+        lambda spec, data, checkpoints, reporter: RunResult.from_dict(
+            trained(spec.to_dict(), None, None, 1)
+        ),
+    )
     return pools
 
 
@@ -182,6 +192,21 @@ def test_a_ctrl_c_in_a_later_batch_still_shuts_the_kept_workers_down(
     with pytest.raises(KeyboardInterrupt):
         run_study(study, tmp_path / "runs.db", jobs=2)
     assert (fake_pools.made, fake_pools.shut) == (1, 1)
+
+
+def test_jobs_auto_asks_trials_as_many_at_once_as_it_runs_workers(
+    tmp_path: Path, fake_pools: FakePools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 cores, memory to spare: the grid's single run goes in this process, then the search
+    # asks 2 trials at a time (not 1) and runs each batch in the same 2 workers.
+    monkeypatch.setattr("mnistbench.config.default_threads", lambda: 2)
+    monkeypatch.setattr(local, "default_threads", lambda: 2)
+    monkeypatch.setattr("mnistbench.measure.available_memory", lambda: 64 * 2**30)
+    path = tmp_path / "auto.toml"
+    path.write_text(SEARCH.replace("parallel = 2\n", ""))
+    outcome = run_study(load_study(path), tmp_path / "runs.db", jobs="auto")
+    assert outcome.searches["find"] == SearchCounts(complete=4)
+    assert (fake_pools.made, fake_pools.jobs, fake_pools.submits) == (1, 2, 4)
 
 
 def test_nested_sessions_let_go_when_the_outermost_ends(

@@ -29,7 +29,7 @@ from mnistbench.result import RunResult
 from mnistbench.study import DEFAULT_STORE, executors
 from mnistbench.study.cleanup import apply_keep_policy, checkpoint_dir_for, run_files
 from mnistbench.study.file import StudySpec
-from mnistbench.study.search import SearchCounts, run_search, trials_to_run
+from mnistbench.study.search import SearchCounts, run_search, trials_at_once, trials_to_run
 from mnistbench.study.store import RunRecord, Store
 
 HEARTBEAT_SECONDS = 10.0
@@ -284,7 +284,7 @@ def run_study(
         runner.run(todo, context, study)
         for experiment in study.select(only):
             if experiment.search is not None:  # after the grids: their runs may be trials'
-                parallel = experiment.search.parallel or (jobs if isinstance(jobs, int) else 1)
+                parallel = trials_at_once(store_path, study, experiment, jobs)
                 outcome.searches[experiment.name] = run_search(
                     store, store_path, study, experiment,
                     lambda runs: runner.run(runs, context, study), parallel, reporter.log,

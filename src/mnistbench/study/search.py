@@ -129,6 +129,33 @@ def search_counts(store_path: Path, study: StudySpec, experiment: Experiment) ->
     return SearchCounts.of(opened, experiment.search.trials)
 
 
+def trials_at_once(
+    store_path: Path, study: StudySpec, experiment: Experiment, jobs: int | str
+) -> int:
+    """How many trials a search asks at once: its `parallel`, else --jobs. Under --jobs auto, as
+    many as --jobs auto would run of its trials still to run: one per core (and memory) on the
+    CPU, or as many as its GPU fraction fits on the GPUs."""
+    search = experiment.search
+    assert search is not None
+    if search.parallel:
+        return search.parallel
+    if jobs != "auto":
+        return int(jobs)
+    from mnistbench.config import default_threads
+    from mnistbench.devices import visible_gpus
+    from mnistbench.measure import available_memory
+    from mnistbench.study.scheduler import auto_jobs, gpu_share, gpu_slots
+
+    counts = search_counts(store_path, study, experiment)
+    to_run = counts.left + counts.running
+    gpus = visible_gpus()
+    edge = {dimension.name: dimension.ends()[0] for dimension in search.space}
+    share = gpu_share(concrete_spec(experiment.trial_spec(edge)), experiment.resources, gpus)
+    if share is not None:
+        return max(1, min(to_run, gpu_slots([share], gpus)))
+    return auto_jobs(to_run, default_threads(), available_memory())
+
+
 def trials_to_run(store_path: Path, study: StudySpec, only: list[str] | None) -> int:
     """The trials the study's searches have still to run (a killed search's included)."""
     total = 0
