@@ -30,6 +30,10 @@ threads = 1
 [experiments.grid]
 grid = { C = [0.1, 1.0, 10.0], kernel = ["rbf", "poly"] }
 
+[experiments.wider]
+description = "The same fixed fields, but a C past the search's space: not its grid"
+grid = { C = [100.0], kernel = ["rbf"] }
+
 [experiments.find]
 
 [experiments.find.search]
@@ -79,7 +83,7 @@ def test_the_search_sits_beside_the_grid_of_its_space_with_the_compute_each_spen
         grid = store.runs("versus", "grid")
         keys = {t for t in (r.key for r in store.runs("versus", "find"))}
     versus = section.versus.cells.set_index("")
-    assert list(versus.index) == ["search find", "grid grid"]
+    assert list(versus.index) == ["search find", "grid grid"]  # not "wider": C past the space
     assert versus.loc["grid grid", "runs"] == "6"
     best = max(grid, key=lambda r: r.result.val_accuracy)
     assert versus.loc["grid grid", "best val %"] == f"{best.result.val_accuracy:.2f}"
@@ -112,7 +116,8 @@ def test_the_report_writes_the_search_section_and_no_grid_section_for_it(searche
     store_path, _ = searched
     with Store(store_path) as store:
         report = build_report(store, "versus")
-    assert [s.exp.slug for s in report.sections] == ["grid"], "the search is not a grid section"
+    slugs = [s.exp.slug for s in report.sections]
+    assert slugs == ["grid", "wider"], "the search is not a grid section"
     written = write_report(report, tmp_path, ("md", "html"))
     markdown = (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()

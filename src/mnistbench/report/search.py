@@ -184,7 +184,10 @@ def _versus(
             continue
         runs = store.runs(other_study, other)
         if runs and all(
-            _fixed(r.spec.to_dict(), space) == fixed and r.spec.trial is None for r in runs
+            _fixed(r.spec.to_dict(), space) == fixed
+            and _inside(trials[0].distributions, r.spec.to_dict())
+            and r.spec.trial is None
+            for r in runs
         ):
             rows.append(_spent(f"grid {other}", runs))
     if len(rows) < 2:
@@ -196,6 +199,24 @@ def _versus(
              "accuracy."]  # fmt: skip
     return Table(f"search-{experiment}-versus", f"{experiment} against a grid of the same space",
                  "search", cells, values, notes)  # fmt: skip
+
+
+def _inside(distributions: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a run's values of the searched fields are points of the search's space: a
+    grid that reaches past it (a wider lr range) is no measure of what the search could find."""
+    import optuna
+
+    for name, distribution in distributions.items():
+        value = values.get(name)
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            if value not in distribution.choices:
+                return False
+        elif (
+            not isinstance(value, (int, float))
+            or not distribution.low <= value <= distribution.high
+        ):
+            return False
+    return True
 
 
 def _spent(name: str, records: list[RunRecord]) -> dict[str, str]:
