@@ -174,7 +174,7 @@ def _print_outcome(outcome: StudyOutcome, name: str, seconds: float, store: Path
     for experiment, counts in outcome.searches.items():
         ui.console.print(
             f"search {experiment}: {counts.complete} trial(s) complete, {counts.pruned} pruned, "
-            f"{counts.failed} failed, {counts.left + counts.running} left"
+            f"{counts.failed} failed, {counts.to_run} left"
         )
     if outcome.searches:
         from mnistbench.study.search import storage_url

@@ -33,7 +33,7 @@ class SearchForecast:
 
     @property
     def to_run(self) -> int:
-        return self.counts.left + self.counts.running
+        return self.counts.to_run
 
     @property
     def seconds_at_most(self) -> float | None:
@@ -65,7 +65,7 @@ def forecast_searches(
             continue
         counts = search_counts(store_path, study, experiment)
         dearest, label = None, "nothing left to run"
-        if counts.left + counts.running:
+        if counts.to_run:
             estimates = [(estimator.seconds(spec), spec) for spec in corner_specs(experiment)]
             known = [(seconds, spec) for (seconds, _), spec in estimates if seconds is not None]
             if known:

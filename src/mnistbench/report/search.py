@@ -25,6 +25,8 @@ from mnistbench.study.store import RunRecord, Store
 if TYPE_CHECKING:
     import optuna
 
+    from mnistbench.config import RunSpec
+
 METRIC_LABELS = {"val_accuracy": ("validation accuracy", "%"), "train_loss": ("train loss", "")}
 """How the report names a search's metric (search_space.METRICS), and its unit."""
 
@@ -183,12 +185,7 @@ def _versus(
         if (other_study, other) == (study, experiment):
             continue
         runs = store.runs(other_study, other)
-        if runs and all(
-            _fixed(r.spec.to_dict(), space) == fixed
-            and _inside(trials[0].distributions, r.spec.to_dict())
-            and r.spec.trial is None
-            for r in runs
-        ):
+        if runs and all(_in_space(r.spec, fixed, trials[0].distributions) for r in runs):
             rows.append(_spent(f"grid {other}", runs))
     if len(rows) < 2:
         return None
@@ -199,6 +196,17 @@ def _versus(
              "accuracy."]  # fmt: skip
     return Table(f"search-{experiment}-versus", f"{experiment} against a grid of the same space",
                  "search", cells, values, notes)  # fmt: skip
+
+
+def _in_space(spec: RunSpec, fixed: str, distributions: dict[str, Any]) -> bool:
+    """Whether a run (not a trial) is a point of the search's space: its fixed fields the
+    search's, its searched ones inside the search's ranges and lists."""
+    values = spec.to_dict()
+    return (
+        spec.trial is None
+        and _fixed(values, set(distributions)) == fixed
+        and _inside(distributions, values)
+    )
 
 
 def _inside(distributions: dict[str, Any], values: dict[str, Any]) -> bool:

@@ -121,6 +121,11 @@ class SearchCounts:
     def asked(self) -> int:
         return self.complete + self.pruned + self.failed + self.running
 
+    @property
+    def to_run(self) -> int:
+        """Trials still to run: those not asked yet and those in flight (a killed search's)."""
+        return self.left + self.running
+
 
 def search_counts(store_path: Path, study: StudySpec, experiment: Experiment) -> SearchCounts:
     """Where an experiment's search stands in the storage (all left when it has none yet)."""
@@ -146,8 +151,7 @@ def trials_at_once(
     from mnistbench.measure import available_memory
     from mnistbench.study.scheduler import auto_jobs, gpu_share, gpu_slots
 
-    counts = search_counts(store_path, study, experiment)
-    to_run = counts.left + counts.running
+    to_run = search_counts(store_path, study, experiment).to_run
     gpus = visible_gpus()
     edge = {dimension.name: dimension.ends()[0] for dimension in search.space}
     share = gpu_share(concrete_spec(experiment.trial_spec(edge)), experiment.resources, gpus)
@@ -158,12 +162,11 @@ def trials_at_once(
 
 def trials_to_run(store_path: Path, study: StudySpec, only: list[str] | None) -> int:
     """The trials the study's searches have still to run (a killed search's included)."""
-    total = 0
-    for experiment in study.select(only):
-        if experiment.search is not None:
-            counts = search_counts(store_path, study, experiment)
-            total += counts.left + counts.running
-    return total
+    return sum(
+        search_counts(store_path, study, experiment).to_run
+        for experiment in study.select(only)
+        if experiment.search is not None
+    )
 
 
 RunBatch = Callable[[list[TrialRun]], None]
