@@ -4,9 +4,10 @@ the dry run and `study status FILE --json` say."""
 import json
 
 import optuna
+import pytest
 
 from mnistbench.cli import main
-from mnistbench.study.file import load_study
+from mnistbench.study.file import load_study, parse_overrides
 from mnistbench.study.search import open_search
 from tests.stub_probes import stub_probes
 
@@ -69,3 +70,33 @@ def test_dry_run_prices_the_trials_left_at_the_dearest_corner(tmp_path, monkeypa
     assert (
         len(optuna.load_study(study_name=opened.study_name, storage=opened._storage).trials) == 3
     ), "a dry run asks no trial"
+
+
+def test_status_with_set_shows_the_search_that_study_run_with_set_runs(
+    tmp_path, monkeypatch, capsys
+):
+    # A smoke (`study run FILE --set ...`) is a search of its own: `study status FILE --set ...`
+    # shows it, and without --set the file's own search, which has asked nothing.
+    stub_probes(monkeypatch)
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    store_path = tmp_path / "runs.db"
+    smoke = load_study(path).with_overrides(parse_overrides(["val_limit=50"]))
+    opened = open_search(store_path, smoke, smoke.experiment("find"))
+    opened.tell(opened.ask(smoke.experiment("find").search.distributions()), 80.0)
+
+    def status(*extra: str) -> dict:
+        args = ["study", "status", str(path), "--store", str(store_path), "--json", "-", *extra]
+        assert main(args) == 0
+        (search,) = json.loads(capsys.readouterr().out)["searches"]
+        return search
+
+    assert status("--set", "val_limit=50")["complete"] == 1
+    assert status()["complete"] == 0
+
+
+def test_status_set_without_a_study_file_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "status", "--store", str(tmp_path / "runs.db"), "--set", "epochs=1"])
+    assert exit_.value.code == 2
+    assert "--set applies to a study file" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from mnistbench.cli.args import (
     write_json,
 )
 from mnistbench.cli.track import add_live_mlflow
-from mnistbench.errors import EXIT_FAILURE, EXIT_OK
+from mnistbench.errors import EXIT_FAILURE, EXIT_OK, UserError
 from mnistbench.study.executors import EXECUTORS  # light: no torch (its docstring)
 
 if TYPE_CHECKING:
@@ -47,10 +47,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     status.add_argument(
         "file", type=Path, nargs="?", default=None, metavar="FILE", help="only this study"
     )
+    _add_overrides(status)  # the study as `study run FILE --set ...` runs it (a smoke's)
     add_store(status)
     add_json(status, "the counts and ETAs (with FILE: the forecast)")
     status.set_defaults(handler=show_status)
     _add_clean_parser(actions)
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        dest="overrides",
+        default=None,
+        metavar="KEY=VALUE",
+        help="set a RunSpec field in every run (of the --only experiments), checked like a "
+        "study-file value, e.g. --set device=cuda epochs=1 train_limit=2000; values in TOML "
+        "syntax, else strings. A changed run is a different run in the store",
+    )
 
 
 def _add_run_parser(actions: argparse._SubParsersAction) -> None:
@@ -66,17 +81,7 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--only", nargs="+", metavar="NAME", default=None, help="run only these experiments"
     )
-    run.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        dest="overrides",
-        default=None,
-        metavar="KEY=VALUE",
-        help="set a RunSpec field in every run (of the --only experiments), checked like a "
-        "study-file value, e.g. --set device=cuda epochs=1 train_limit=2000; values in TOML "
-        "syntax, else strings. A changed run is a different run in the store",
-    )
+    _add_overrides(run)
     add_store(run)
     run.add_argument(
         "--executor",
@@ -246,12 +251,14 @@ def clean_study(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     """Done / failed / skipped / running / pending counts per experiment, with an ETA. With a
-    study file: its runs as this machine sees them (pending when the store has none yet), the
+    study file (and `--set` overrides, as `study run` takes them): its runs as this machine sees them (pending when the store has none yet), the
     runs skipped here and why, the time left here and the disk of the kept models. --json
     writes the same numbers (`--json -`: only them on stdout)."""
-    from mnistbench.study.file import load_study
+    from mnistbench.study.file import load_study, parse_overrides
     from mnistbench.study.store import Store
 
+    if args.overrides and args.file is None:
+        raise UserError("--set applies to a study file: give FILE (study status FILE --set ...)")
     if args.file is not None:
         from mnistbench.cli.forecast import (
             forecast_json,
@@ -261,7 +268,7 @@ def show_status(args: argparse.Namespace) -> int:
             study_forecast,
         )
 
-        study = load_study(args.file)
+        study = load_study(args.file).with_overrides(parse_overrides(args.overrides or []))
         store = Store(args.store) if args.store.exists() else None
         try:  # StoreError (corrupt, not a store): exit 1
             forecast = study_forecast(study, None, store, args.store)
