@@ -47,14 +47,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     status.add_argument(
         "file", type=Path, nargs="?", default=None, metavar="FILE", help="only this study"
     )
-    _add_overrides(status)  # the study as `study run FILE --set ...` runs it (a smoke's)
+    _add_overrides(
+        status,
+        "with FILE: its runs and searches as `study run FILE --set ...` makes them (a smoke "
+        "with --set is a study of its own: give its status the same --set)",
+    )
     add_store(status)
     add_json(status, "the counts and ETAs (with FILE: the forecast)")
     status.set_defaults(handler=show_status)
     _add_clean_parser(actions)
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def _add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument(
         "--set",
         nargs="+",
@@ -62,9 +66,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         default=None,
         metavar="KEY=VALUE",
-        help="set a RunSpec field in every run (of the --only experiments), checked like a "
-        "study-file value, e.g. --set device=cuda epochs=1 train_limit=2000; values in TOML "
-        "syntax, else strings. A changed run is a different run in the store",
+        help=help_text,
     )
 
 
@@ -81,7 +83,12 @@ def _add_run_parser(actions: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--only", nargs="+", metavar="NAME", default=None, help="run only these experiments"
     )
-    _add_overrides(run)
+    _add_overrides(
+        run,
+        "set a RunSpec field in every run (of the --only experiments), checked like a "
+        "study-file value, e.g. --set device=cuda epochs=1 train_limit=2000; values in TOML "
+        "syntax, else strings. A changed run is a different run in the store",
+    )
     add_store(run)
     run.add_argument(
         "--executor",
